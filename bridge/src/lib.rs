@@ -1,0 +1,1 @@
+//! syncbridge's core: implicit <-> explicit GPU synchronization, with no Wayland dependency.

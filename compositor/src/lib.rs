@@ -1,0 +1,1 @@
+//! The syncbridge reference compositor.

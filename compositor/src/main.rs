@@ -1,0 +1,3 @@
+fn main() {
+    println!("syncbridge: compositor not yet implemented");
+}

@@ -1,0 +1,1 @@
+//! Wayland protocols syncbridge implements itself, on bridge fence types.

@@ -1,0 +1,1 @@
+//! Shared helpers for syncbridge's integration tests.

@@ -1,0 +1,1 @@
+//! VM platform tests (filled in by the harness work).
