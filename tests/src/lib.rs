@@ -1,1 +1,3 @@
 //! Shared helpers for syncbridge's integration tests.
+
+pub mod kernel;

@@ -1,0 +1,98 @@
+//! Finding DRM devices by driver name.
+//!
+//! Card numbers are not stable inside the VM, and vgem/vkms have no `device/driver`
+//! link in sysfs, so devices are identified by the driver name DRM_IOCTL_VERSION reports.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+/// Primary (`cardN`, KMS-capable, allows dumb buffers) or render (`renderDN`) node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Primary,
+    Render,
+}
+
+/// An open DRM device node. Owns its fd; implements the `drm` crate's device traits.
+#[derive(Debug)]
+pub struct Card {
+    file: File,
+    pub path: PathBuf,
+    pub driver: String,
+}
+
+impl AsFd for Card {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+impl drm::Device for Card {}
+impl drm::control::Device for Card {}
+
+impl Card {
+    /// Opens `path` read-write and asks the kernel for its driver name.
+    pub fn open(path: &Path) -> std::io::Result<Card> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut card = Card {
+            file,
+            path: path.to_owned(),
+            driver: String::new(),
+        };
+        let driver = drm::Device::get_driver(&card)?;
+        card.driver = driver.name().to_string_lossy().into_owned();
+        Ok(card)
+    }
+}
+
+/// All DRM nodes of `kind` whose driver is `driver` (e.g. "vgem", "vkms", "virtio_gpu").
+pub fn find_nodes(driver: &str, kind: NodeKind) -> Vec<PathBuf> {
+    let prefix = match kind {
+        NodeKind::Primary => "card",
+        NodeKind::Render => "renderD",
+    };
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/dev/dri") else {
+        return found;
+    };
+    let mut paths: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        if let Ok(card) = Card::open(&path) {
+            if card.driver == driver {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Opens the first node of `kind` driven by `driver`, panicking with the list of what
+/// exists if there is none (a VM test must fail loudly, not skip).
+pub fn open_card_by_driver(driver: &str, kind: NodeKind) -> Card {
+    let Some(path) = find_nodes(driver, kind).into_iter().next() else {
+        let listing: Vec<String> = std::fs::read_dir("/dev/dri")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| {
+                        let p = e.path();
+                        let drv = Card::open(&p)
+                            .map(|c| c.driver)
+                            .unwrap_or_else(|e| format!("({e})"));
+                        format!("{}={}", p.display(), drv)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!("no {kind:?} DRM node with driver {driver:?}; /dev/dri has: {listing:?}");
+    };
+    Card::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
