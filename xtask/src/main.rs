@@ -1,1 +1,56 @@
-fn main() {}
+//! `cargo xtask`: the project's set-up, test, VM and run commands.
+//!
+//! - `cargo xtask test`: installs what is missing, runs every host test, boots the
+//!   real-kernel VM and runs the VM suite there, then prints `N passed, N failed`.
+//! - `cargo xtask vm --exec "CMD"`: boots Debian's 6.12 kernel under QEMU with
+//!   virtio-gpu, vgem, vivid and VKMS, runs CMD as root inside, exits with its status.
+//! - `cargo xtask run`: the README's run command.
+//! - `cargo xtask install`: only the installation step.
+
+mod cmd;
+mod install;
+mod kernel;
+mod run;
+mod summary;
+mod test;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "syncbridge's project commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build, the tests and the VM need (Debian/Ubuntu), and prepare
+    /// the VM kernel cache.
+    Install,
+    /// Run every test: host tests, then the VM suite on a real 6.12 kernel.
+    Test(test::TestArgs),
+    /// Boot the test VM and run a command inside it as root.
+    Vm(vm::VmArgs),
+    /// Run the compositor: nested on a desktop, on a TTY with a seat and GPU, otherwise
+    /// a demo on the VM's virtual KMS device.
+    Run(run::RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Install => install::install_all().map(|_| 0),
+        Command::Test(args) => test::run(args),
+        Command::Vm(args) => vm::run(args),
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}

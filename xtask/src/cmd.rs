@@ -1,0 +1,74 @@
+//! Small process helpers shared by the xtask commands.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where downloaded kernels, the built VKMS module and the virtme-ng venv live:
+/// `$SYNCBRIDGE_CACHE`, else `$XDG_CACHE_HOME/syncbridge`, else `~/.cache/syncbridge`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SYNCBRIDGE_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("syncbridge");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("syncbridge")
+}
+
+/// Runs `cmd`, inheriting stdio; fails with the command line on a non-zero exit.
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its stdout as a string (stderr inherited).
+pub fn output_of(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `cmd` with stdout and stderr merged line by line through `on_line` (which
+/// also echoes them), returning the exit code (-1 when killed by a signal).
+pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<i32> {
+    let (reader, writer) = std::io::pipe().context("pipe")?;
+    let writer2 = writer.try_clone().context("dup pipe")?;
+    cmd.stdout(writer).stderr(writer2);
+    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    // Drop our copies of the write ends (held by `cmd`) so EOF arrives when the child exits.
+    drop(std::mem::replace(cmd, Command::new("true")));
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap_or_default();
+        println!("{line}");
+        on_line(&line);
+    }
+    let status = child.wait().context("waiting for child")?;
+    Ok(status.code().unwrap_or(-1))
+}
+
+/// Whether `name` is an executable on PATH.
+pub fn have_command(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
+        .unwrap_or(false)
+}

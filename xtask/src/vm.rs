@@ -1,0 +1,147 @@
+//! Booting the real-kernel test VM with virtme-ng: Debian's 6.12 kernel under QEMU
+//! (software emulation: no KVM on these machines), virtio-gpu, vgem, vivid and VKMS
+//! (cursor, overlay and writeback on), the host root shared read-only, and
+//! `target/vm-scratch` shared read-write.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::cmd::{run_streaming, workspace_root};
+use crate::{install, kernel};
+
+/// Printed by the guest once it is up; its absence means the VM did not boot.
+pub const BOOT_MARKER: &str = "SYNCBRIDGE-VM: booted, guest kernel";
+
+#[derive(Args, Debug, Clone)]
+pub struct VmArgs {
+    /// Shell command to run inside the guest (as root, in the workspace directory).
+    #[arg(long)]
+    pub exec: String,
+    /// Guest memory.
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Kill the VM after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    /// Extra QEMU options (repeatable).
+    #[arg(long = "qemu-opt")]
+    pub qemu_opts: Vec<String>,
+}
+
+/// What a VM run produced.
+#[derive(Debug)]
+pub struct VmOutcome {
+    /// Exit status of the guest command (or of vng/QEMU when the guest never came up).
+    pub code: i32,
+    /// Time from starting QEMU to the guest's boot marker.
+    pub boot_time: Option<Duration>,
+    pub total_time: Duration,
+}
+
+/// `cargo xtask vm --exec CMD`.
+pub fn run(args: VmArgs) -> Result<i32> {
+    install::install_all()?;
+    let outcome = boot(&args, |_| {})?;
+    Ok(outcome.code)
+}
+
+/// The scratch directory shared read-write with the guest.
+pub fn scratch_dir() -> PathBuf {
+    workspace_root().join("target").join("vm-scratch")
+}
+
+fn guest_script(exec: &str) -> String {
+    let ws = workspace_root();
+    let scratch = scratch_dir();
+    format!(
+        r#"#!/bin/sh
+echo "{BOOT_MARKER} $(uname -r)"
+for m in virtio_gpu vgem vivid; do
+    modprobe "$m" || echo "SYNCBRIDGE-VM: warning: modprobe $m failed"
+done
+modprobe vkms enable_cursor=1 enable_overlay=1 enable_writeback=1 || echo "SYNCBRIDGE-VM: warning: modprobe vkms failed"
+# Device nodes appear asynchronously; wait (bounded) for the three DRM cards.
+i=0
+while [ "$(ls /dev/dri 2>/dev/null | grep -c '^card')" -lt 3 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+[ -x "{ws}/target/debug/drm-cards" ] && "{ws}/target/debug/drm-cards"
+export SYNCBRIDGE_IN_VM=1
+export SYNCBRIDGE_SCRATCH="{scratch}"
+export XDG_RUNTIME_DIR=/tmp/xdg-runtime
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+cd "{ws}"
+{exec}
+"#,
+        scratch = scratch.display(),
+        ws = ws.display(),
+    )
+}
+
+/// Boots the VM, runs `args.exec` inside, streams every output line through `on_line`
+/// (and to stdout). Fails with a clear message when the VM cannot boot.
+pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
+    let kernel = kernel::prepare().context("preparing the VM kernel")?;
+    // The guest's start-up lists DRM nodes by driver name with this small tool.
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "syncbridge-tests", "--bin", "drm-cards"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("building drm-cards failed");
+    }
+    let scratch = scratch_dir();
+    std::fs::create_dir_all(&scratch)?;
+    let script = scratch.join("guest.sh");
+    std::fs::write(&script, guest_script(&args.exec))?;
+
+    let mut qemu_opts = vec!["-device virtio-gpu-pci".to_string()];
+    qemu_opts.extend(args.qemu_opts.iter().cloned());
+    let mut cmd = Command::new("timeout");
+    cmd.arg("--kill-after=10")
+        .arg(args.timeout.to_string())
+        .arg(install::vng_path())
+        .arg("--run")
+        .arg(&kernel.vmlinuz)
+        .args(["--disable-kvm", "--disable-microvm"])
+        .args(["--memory", &args.memory])
+        .args(["--cpus", &args.cpus.to_string()])
+        .arg(format!("--rwdir={}", scratch.display()))
+        .arg(format!("--qemu-opts={}", qemu_opts.join(" ")))
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .current_dir(workspace_root())
+        .stdin(std::process::Stdio::null());
+
+    println!("xtask: vm: booting Linux {} (QEMU, no KVM)", kernel.kver);
+    let start = Instant::now();
+    let mut boot_time = None;
+    let mut tail: Vec<String> = Vec::new();
+    let code = run_streaming(&mut cmd, |line| {
+        if boot_time.is_none() && line.contains(BOOT_MARKER) {
+            boot_time = Some(start.elapsed());
+        }
+        tail.push(line.to_string());
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+        on_line(line);
+    })?;
+    let total_time = start.elapsed();
+    if boot_time.is_none() {
+        bail!(
+            "the VM did not boot (vng/QEMU exited with {code} after {:.1}s, no boot marker). Last output:\n{}",
+            total_time.as_secs_f64(),
+            tail.join("\n")
+        );
+    }
+    if code == 124 || code == 137 {
+        bail!("the VM command timed out after {} s", args.timeout);
+    }
+    Ok(VmOutcome { code, boot_time, total_time })
+}
