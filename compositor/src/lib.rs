@@ -1,1 +1,34 @@
 //! The syncbridge reference compositor.
+//!
+//! A small smithay compositor whose every commit goes through the syncbridge fence
+//! bridge. The binary (`syncbridge`) is a thin wrapper around [`Server`]; the
+//! in-process test fixture drives the same [`Server`] with a manual frame clock.
+//!
+//! Layout:
+//! - [`config`]: what to run (outputs, frame clock, render device), independent of the CLI;
+//! - [`cli`]: the `syncbridge` command line, turned into a [`config::CompositorConfig`];
+//! - [`server`]: event loop + display + [`State`], listening socket, child command;
+//! - [`state`]: the compositor state and per-client data;
+//! - [`handlers`]: one file per protocol family;
+//! - [`backend`]: where frames go (`headless` today; `tty` and `nested` later);
+//! - [`render`]: backend-independent frame composition and post-frame protocol work;
+//! - [`stats`]: counters, the periodic log line and the `--stats-json` document.
+
+pub mod backend;
+pub mod child;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod frame_clock;
+pub mod handlers;
+pub mod render;
+pub mod server;
+pub mod state;
+pub mod stats;
+
+pub use config::CompositorConfig;
+pub use server::Server;
+pub use state::{ClientState, State};
+
+/// Re-exported so tests and embedders use exactly the versions the compositor uses.
+pub use smithay;

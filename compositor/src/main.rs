@@ -1,3 +1,58 @@
-fn main() {
-    println!("syncbridge: compositor not yet implemented");
+//! `syncbridge`: the reference compositor binary. Everything lives in the library;
+//! this is argument parsing, logging setup and the exit status.
+
+use anyhow::Context;
+use clap::Parser;
+use syncbridge_compositor::{backend, cli::Cli, state::ExitReason, Server};
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    match run(Cli::parse()) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(err) => {
+            tracing::error!("{err:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let selection = backend::select(cli.backend)?;
+    tracing::info!(backend = selection.kind.name(), reason = %selection.reason, "backend");
+
+    let mut server = Server::new(cli.compositor_config()).context("starting the compositor")?;
+    syncbridge_compositor::server::log_startup(&server.state);
+    server.handle_signals()?;
+    let socket = server.listen(cli.socket.as_deref())?;
+    if !cli.command.is_empty() {
+        server.spawn_command(&cli.command, &socket)?;
+    }
+
+    let reason = server.run()?;
+
+    let report = server.state.stats_report();
+    tracing::info!(
+        frames = report.frames_presented_total,
+        commits = report.commits,
+        protocol_errors = report.protocol_errors_sent,
+        "final stats"
+    );
+    if let Some(path) = &cli.stats_json {
+        report
+            .write(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "stats written");
+    }
+
+    Ok(match reason {
+        Some(ExitReason::ChildExited(code)) => u8::try_from(code).unwrap_or(1),
+        Some(ExitReason::FrameLimit) | Some(ExitReason::Signal) | None => 0,
+    })
 }

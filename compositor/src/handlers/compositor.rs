@@ -1,0 +1,64 @@
+//! wl_compositor, wl_subcompositor and wl_buffer lifetime.
+
+use smithay::{
+    backend::renderer::utils::on_commit_buffer_handler,
+    delegate_compositor,
+    reexports::wayland_server::{
+        protocol::{wl_buffer::WlBuffer, wl_surface::WlSurface},
+        Client,
+    },
+    wayland::{
+        buffer::BufferHandler,
+        compositor::{
+            get_parent, is_sync_subsurface, CompositorClientState, CompositorHandler,
+            CompositorState,
+        },
+    },
+};
+
+use crate::state::{ClientState, State};
+
+impl CompositorHandler for State {
+    fn compositor_state(&mut self) -> &mut CompositorState {
+        &mut self.protocols.compositor
+    }
+
+    fn client_compositor_state<'a>(&self, client: &'a Client) -> &'a CompositorClientState {
+        ClientState::compositor_state_of(client)
+    }
+
+    fn new_surface(&mut self, _surface: &WlSurface) {
+        self.stats.surfaces_created += 1;
+    }
+
+    fn commit(&mut self, surface: &WlSurface) {
+        self.stats.commits += 1;
+        on_commit_buffer_handler::<Self>(surface);
+
+        if !is_sync_subsurface(surface) {
+            let mut root = surface.clone();
+            while let Some(parent) = get_parent(&root) {
+                root = parent;
+            }
+            if let Some(window) = self
+                .space
+                .elements()
+                .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == &root))
+            {
+                window.on_commit();
+            }
+        }
+
+        super::xdg_shell::handle_commit(&mut self.popups, &self.space, surface);
+    }
+
+    fn destroyed(&mut self, _surface: &WlSurface) {
+        self.stats.surfaces_destroyed += 1;
+    }
+}
+
+impl BufferHandler for State {
+    fn buffer_destroyed(&mut self, _buffer: &WlBuffer) {}
+}
+
+delegate_compositor!(State);

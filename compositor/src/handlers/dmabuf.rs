@@ -1,0 +1,90 @@
+//! linux-dmabuf v4+ with default feedback whose main device is the render device.
+
+use smithay::{
+    backend::allocator::{dmabuf::Dmabuf, Buffer, Format},
+    delegate_dmabuf,
+    reexports::wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle},
+    wayland::dmabuf::{
+        DmabufFeedback, DmabufFeedbackBuilder, DmabufGlobal, DmabufHandler, DmabufState,
+        ImportNotifier,
+    },
+};
+
+use crate::{device::RenderDevice, state::State};
+
+/// The linux-dmabuf global and its default feedback.
+#[derive(Debug)]
+pub struct DmabufSupport {
+    /// The global.
+    pub global: DmabufGlobal,
+    /// Default feedback (main device + renderer formats).
+    pub feedback: DmabufFeedback,
+}
+
+/// Errors setting up linux-dmabuf.
+#[derive(Debug, thiserror::Error)]
+pub enum DmabufError {
+    /// The renderer cannot import any dma-buf format.
+    #[error("the renderer imports no dma-buf format")]
+    NoFormats,
+    /// Building the feedback (format table memfd) failed.
+    #[error("building dma-buf feedback: {0}")]
+    Feedback(#[source] std::io::Error),
+}
+
+impl DmabufSupport {
+    /// Advertise linux-dmabuf (v5, with feedback) for `device` and the formats the
+    /// renderer can import.
+    pub fn new(
+        dh: &DisplayHandle,
+        state: &mut DmabufState,
+        device: &RenderDevice,
+        formats: Vec<Format>,
+    ) -> Result<Self, DmabufError> {
+        if formats.is_empty() {
+            return Err(DmabufError::NoFormats);
+        }
+        let feedback = DmabufFeedbackBuilder::new(device.dev_id(), formats)
+            .build()
+            .map_err(DmabufError::Feedback)?;
+        let global = state.create_global_with_default_feedback::<State>(dh, &feedback);
+        Ok(Self { global, feedback })
+    }
+}
+
+impl DmabufHandler for State {
+    fn dmabuf_state(&mut self) -> &mut DmabufState {
+        &mut self.protocols.dmabuf
+    }
+
+    fn dmabuf_imported(
+        &mut self,
+        _global: &DmabufGlobal,
+        dmabuf: Dmabuf,
+        notifier: ImportNotifier,
+    ) {
+        match self.backend.import_dmabuf(&dmabuf) {
+            Ok(()) => {
+                self.stats.dmabuf_imports += 1;
+                if notifier.successful::<State>().is_err() {
+                    tracing::debug!("dma-buf import: client went away");
+                }
+            }
+            Err(err) => {
+                self.stats.dmabuf_import_failures += 1;
+                tracing::debug!(%err, format = ?dmabuf.format(), "dma-buf import refused");
+                notifier.failed();
+            }
+        }
+    }
+
+    fn new_surface_feedback(
+        &mut self,
+        _surface: &WlSurface,
+        _global: &DmabufGlobal,
+    ) -> Option<DmabufFeedback> {
+        self.dmabuf.as_ref().map(|d| d.feedback.clone())
+    }
+}
+
+delegate_dmabuf!(State);

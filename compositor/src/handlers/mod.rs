@@ -1,0 +1,10 @@
+//! Protocol handlers, one file per protocol family.
+
+pub mod compositor;
+pub mod dmabuf;
+pub mod output;
+pub mod pacing;
+pub mod presentation;
+pub mod seat;
+pub mod shm;
+pub mod xdg_shell;

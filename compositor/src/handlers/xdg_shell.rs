@@ -1,0 +1,121 @@
+//! xdg-shell: toplevels become windows in the space, popups are tracked.
+
+use smithay::{
+    delegate_xdg_shell,
+    desktop::{PopupKind, PopupManager, Space, Window},
+    reexports::wayland_server::protocol::{wl_seat, wl_surface::WlSurface},
+    utils::{Logical, Point, Serial},
+    wayland::{
+        compositor::with_states,
+        shell::xdg::{
+            PopupSurface, PositionerState, ToplevelSurface, XdgShellHandler, XdgShellState,
+            XdgToplevelSurfaceData,
+        },
+    },
+};
+
+use crate::state::State;
+
+/// Offset between successive new windows.
+const CASCADE_STEP: i32 = 32;
+
+impl XdgShellHandler for State {
+    fn xdg_shell_state(&mut self) -> &mut XdgShellState {
+        &mut self.protocols.xdg_shell
+    }
+
+    fn new_toplevel(&mut self, surface: ToplevelSurface) {
+        let wl_surface = surface.wl_surface().clone();
+        let window = Window::new_wayland_window(surface);
+        let location = next_window_location(&self.space);
+        self.space.map_element(window, location, true);
+        super::seat::focus(self, Some(wl_surface));
+    }
+
+    fn new_popup(&mut self, surface: PopupSurface, positioner: PositionerState) {
+        surface.with_pending_state(|state| {
+            state.geometry = positioner.get_geometry();
+        });
+        if let Err(err) = self.popups.track_popup(PopupKind::Xdg(surface)) {
+            tracing::debug!(%err, "popup not tracked");
+        }
+    }
+
+    fn grab(&mut self, _surface: PopupSurface, _seat: wl_seat::WlSeat, _serial: Serial) {
+        // No input grabs in this compositor: the popup simply stays mapped.
+    }
+
+    fn reposition_request(
+        &mut self,
+        surface: PopupSurface,
+        positioner: PositionerState,
+        token: u32,
+    ) {
+        surface.with_pending_state(|state| {
+            state.geometry = positioner.get_geometry();
+            state.positioner = positioner;
+        });
+        surface.send_repositioned(token);
+    }
+
+    fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {
+        let window = self
+            .space
+            .elements()
+            .find(|w| w.toplevel() == Some(&surface))
+            .cloned();
+        if let Some(window) = window {
+            self.space.unmap_elem(&window);
+        }
+        let next = self
+            .space
+            .elements()
+            .last()
+            .and_then(|w| w.toplevel().map(|t| t.wl_surface().clone()));
+        super::seat::focus(self, next);
+    }
+}
+
+delegate_xdg_shell!(State);
+
+/// Windows cascade from the top-left corner of the first output.
+fn next_window_location(space: &Space<Window>) -> Point<i32, Logical> {
+    let origin = space
+        .outputs()
+        .next()
+        .and_then(|o| space.output_geometry(o))
+        .map(|g| g.loc)
+        .unwrap_or_default();
+    let n = i32::try_from(space.elements().count() % 8).unwrap_or(0);
+    origin + Point::from((n * CASCADE_STEP, n * CASCADE_STEP))
+}
+
+/// Per-commit xdg bookkeeping: the initial configure of toplevels and popups.
+pub fn handle_commit(popups: &mut PopupManager, space: &Space<Window>, surface: &WlSurface) {
+    if let Some(window) = space
+        .elements()
+        .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == surface))
+    {
+        let initial_configure_sent = with_states(surface, |states| {
+            states
+                .data_map
+                .get::<XdgToplevelSurfaceData>()
+                .and_then(|data| data.lock().ok().map(|d| d.initial_configure_sent))
+                .unwrap_or(true)
+        });
+        if !initial_configure_sent {
+            if let Some(toplevel) = window.toplevel() {
+                toplevel.send_configure();
+            }
+        }
+    }
+
+    popups.commit(surface);
+    if let Some(PopupKind::Xdg(popup)) = popups.find_popup(surface) {
+        if !popup.is_initial_configure_sent() {
+            if let Err(err) = popup.send_configure() {
+                tracing::debug!(%err, "popup configure failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! One refresh cycle, backend-independent: render an output, then do the protocol work
+//! that follows a presented frame (presentation feedback, frame callbacks, fifo and
+//! commit-timing barriers) and count it.
+
+use std::time::{Duration, Instant};
+
+use smithay::{
+    backend::renderer::element::{default_primary_scanout_output_compare, RenderElementStates},
+    desktop::utils::{
+        surface_presentation_feedback_flags_from_states, surface_primary_scanout_output,
+        update_surface_primary_scanout_output, OutputPresentationFeedback,
+    },
+    output::Output,
+    reexports::wayland_protocols::wp::presentation_time::server::wp_presentation_feedback,
+    utils::{Monotonic, Time},
+    wayland::presentation::Refresh,
+};
+
+use crate::{
+    frame_clock::FrameTick,
+    handlers::pacing::release_frame_barriers,
+    state::{ExitReason, State},
+};
+
+/// Surfaces not shown on an output still get a frame callback this often, so they
+/// never stall waiting for one.
+const OFFSCREEN_FRAME_THROTTLE: Duration = Duration::from_secs(1);
+
+impl State {
+    /// A frame timer of output `index` fired for `deadline`. Returns when it should
+    /// fire next (whole missed intervals are skipped), or `None` for a vanished output.
+    pub fn on_frame_timer(&mut self, index: usize, deadline: Instant) -> Option<Instant> {
+        let clock = self.backend.frame_clock_mut(index)?;
+        let refresh = clock.refresh();
+        let tick = clock.tick_at(clock.monotonic_at(deadline));
+        let now = Instant::now();
+        let mut next = deadline + refresh;
+        let mut missed = 0;
+        while next <= now {
+            next += refresh;
+            missed += 1;
+        }
+        if let Some(stats) = self.stats.outputs.get_mut(index) {
+            stats.missed_cycles += missed;
+        }
+        self.present_frame(index, tick);
+        Some(next)
+    }
+
+    /// Manual frame clock: run one refresh cycle of output `index` exactly one
+    /// interval after the previous one. Returns the tick, or `None` for no such output.
+    pub fn frame_tick(&mut self, index: usize) -> Option<FrameTick> {
+        let tick = self.backend.frame_clock_mut(index)?.tick_manual();
+        self.present_frame(index, tick);
+        Some(tick)
+    }
+
+    /// Render output `index` and finish the refresh cycle `tick`.
+    pub fn present_frame(&mut self, index: usize, tick: FrameTick) {
+        self.space.refresh();
+        self.popups.cleanup();
+
+        let rendered = match self.backend.render(index, &self.space) {
+            Ok(rendered) => rendered,
+            Err(err) => {
+                tracing::warn!(%err, "frame not rendered");
+                if let Some(stats) = self.stats.outputs.get_mut(index) {
+                    stats.refresh_cycles += 1;
+                    stats.render_errors += 1;
+                }
+                return;
+            }
+        };
+
+        let output = rendered.output.clone();
+        self.update_primary_outputs(&output, &rendered.states);
+        self.send_presentation_feedback(&output, &rendered.states, tick);
+        self.send_frame_callbacks(&output, tick);
+        release_frame_barriers(self, &output, index == 0, tick);
+
+        if let Some(stats) = self.stats.outputs.get_mut(index) {
+            stats.refresh_cycles += 1;
+            if rendered.damaged {
+                stats.frames_presented += 1;
+            }
+        }
+
+        if let Some(limit) = self.exit_after_frames {
+            if self.stats.max_frames_presented() >= limit {
+                self.request_exit(ExitReason::FrameLimit);
+            }
+        }
+    }
+
+    fn update_primary_outputs(&self, output: &Output, states: &RenderElementStates) {
+        for window in self.space.elements() {
+            window.with_surfaces(|surface, data| {
+                update_surface_primary_scanout_output(
+                    surface,
+                    output,
+                    data,
+                    states,
+                    default_primary_scanout_output_compare,
+                );
+            });
+        }
+    }
+
+    fn send_presentation_feedback(
+        &self,
+        output: &Output,
+        states: &RenderElementStates,
+        tick: FrameTick,
+    ) {
+        let mut feedback = OutputPresentationFeedback::new(output);
+        for window in self.space.elements() {
+            window.take_presentation_feedback(
+                &mut feedback,
+                surface_primary_scanout_output,
+                |surface, _| surface_presentation_feedback_flags_from_states(surface, states),
+            );
+        }
+        let refresh = output
+            .current_mode()
+            .and_then(|m| u32::try_from(m.refresh).ok())
+            .filter(|mhz| *mhz > 0)
+            .map_or(Refresh::Unknown, |mhz| {
+                Refresh::fixed(crate::config::refresh_interval(mhz))
+            });
+        feedback.presented::<Time<Monotonic>, Monotonic>(
+            tick.time.into(),
+            refresh,
+            tick.seq,
+            wp_presentation_feedback::Kind::Vsync,
+        );
+    }
+
+    fn send_frame_callbacks(&self, output: &Output, tick: FrameTick) {
+        for window in self.space.elements() {
+            window.send_frame(
+                output,
+                tick.time,
+                Some(OFFSCREEN_FRAME_THROTTLE),
+                surface_primary_scanout_output,
+            );
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Counters, the periodic stats line, and the `--stats-json` document.
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use smithay::reexports::wayland_server::backend::DisconnectReason;
+
+/// Errors writing the stats document.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    /// Serializing failed.
+    #[error("serializing stats: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// Writing the file failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// Target path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How many protocol error messages the stats keep (the count is unbounded).
+const MAX_ERROR_MESSAGES: usize = 32;
+
+/// Counters updated from [`smithay::reexports::wayland_server::backend::ClientData`]
+/// callbacks, which only get `&self`.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    connected: AtomicU64,
+    disconnected: AtomicU64,
+    protocol_errors: AtomicU64,
+    error_messages: Mutex<Vec<String>>,
+}
+
+impl ClientCounters {
+    pub(crate) fn client_connected(&self) {
+        self.connected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn client_disconnected(&self, reason: &DisconnectReason) {
+        self.disconnected.fetch_add(1, Ordering::Relaxed);
+        if let DisconnectReason::ProtocolError(err) = reason {
+            self.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut messages) = self.error_messages.lock() {
+                if messages.len() < MAX_ERROR_MESSAGES {
+                    messages.push(format!(
+                        "{}#{}: code {}: {}",
+                        err.object_interface, err.object_id, err.code, err.message
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Clients that connected so far.
+    pub fn connected(&self) -> u64 {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Clients that disconnected so far.
+    pub fn disconnected(&self) -> u64 {
+        self.disconnected.load(Ordering::Relaxed)
+    }
+
+    /// Protocol errors sent (each one ends its client).
+    pub fn protocol_errors(&self) -> u64 {
+        self.protocol_errors.load(Ordering::Relaxed)
+    }
+
+    /// The first protocol error messages.
+    pub fn error_messages(&self) -> Vec<String> {
+        self.error_messages
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Per-output frame counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutputStats {
+    /// Output name.
+    pub name: String,
+    /// Mode size.
+    pub size: (i32, i32),
+    /// Refresh in millihertz.
+    pub refresh_mhz: u32,
+    /// Refresh cycles that rendered new content (had damage).
+    pub frames_presented: u64,
+    /// Refresh cycles the frame clock ran (with or without new content).
+    pub refresh_cycles: u64,
+    /// Refresh cycles where the timer fired late by a whole interval or more.
+    pub missed_cycles: u64,
+    /// Refresh cycles whose render failed.
+    pub render_errors: u64,
+}
+
+/// Counters owned by the compositor itself (the bridge keeps its own).
+#[derive(Debug)]
+pub struct CompositorStats {
+    started: Instant,
+    /// One entry per output, in backend order.
+    pub outputs: Vec<OutputStats>,
+    /// `wl_surface.commit`s applied (after every blocker cleared).
+    pub commits: u64,
+    /// Surfaces created.
+    pub surfaces_created: u64,
+    /// Surfaces destroyed.
+    pub surfaces_destroyed: u64,
+    /// dma-buf imports accepted / refused.
+    pub dmabuf_imports: u64,
+    /// dma-buf imports the renderer refused.
+    pub dmabuf_import_failures: u64,
+}
+
+impl Default for CompositorStats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            outputs: Vec::new(),
+            commits: 0,
+            surfaces_created: 0,
+            surfaces_destroyed: 0,
+            dmabuf_imports: 0,
+            dmabuf_import_failures: 0,
+        }
+    }
+}
+
+impl CompositorStats {
+    /// Time since the compositor started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Frames presented on the busiest output.
+    pub fn max_frames_presented(&self) -> u64 {
+        self.outputs
+            .iter()
+            .map(|o| o.frames_presented)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Client-related part of the document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientsReport {
+    /// Clients that connected.
+    pub connected: u64,
+    /// Clients that disconnected.
+    pub disconnected: u64,
+}
+
+/// What the `--command` client did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildReport {
+    /// argv.
+    pub command: Vec<String>,
+    /// Exit code (128 + signal when killed by a signal), if it exited.
+    pub exit_code: Option<i32>,
+}
+
+/// The `--stats-json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsReport {
+    /// Backend that ran.
+    pub backend: &'static str,
+    /// Renderer that ran.
+    pub renderer: &'static str,
+    /// DRM device advertised for dma-buf, if any.
+    pub render_device: Option<String>,
+    /// Whether linux-dmabuf was advertised.
+    pub dmabuf_advertised: bool,
+    /// Seconds the compositor ran.
+    pub uptime_s: f64,
+    /// Per-output frame counters.
+    pub outputs: Vec<OutputStats>,
+    /// Sum of frames presented over all outputs.
+    pub frames_presented_total: u64,
+    /// Commits applied.
+    pub commits: u64,
+    /// Surfaces created.
+    pub surfaces_created: u64,
+    /// Surfaces destroyed.
+    pub surfaces_destroyed: u64,
+    /// dma-buf imports accepted.
+    pub dmabuf_imports: u64,
+    /// dma-buf imports refused.
+    pub dmabuf_import_failures: u64,
+    /// Client connections.
+    pub clients: ClientsReport,
+    /// Protocol errors sent to clients.
+    pub protocol_errors_sent: u64,
+    /// The first protocol error messages.
+    pub protocol_errors: Vec<String>,
+    /// Fence bridge statistics (acquire waits, latch latency, releases, fences held).
+    pub sync: serde_json::Value,
+    /// The client command, if one was run.
+    pub child: Option<ChildReport>,
+}
+
+impl StatsReport {
+    /// Write the report to `path` as one JSON object.
+    pub fn write(&self, path: &Path) -> Result<(), StatsError> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        std::fs::write(path, text).map_err(|source| StatsError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
