@@ -1,0 +1,124 @@
+//! Post-commit and destruction hooks: buffer records follow the applied state.
+//!
+//! When a commit is applied (every blocker released), the post-commit hook gives a new
+//! buffer a [`BufferId`](super::BufferId) with its release target (the syncobj release
+//! point or explicit-sync-v1 release object that travelled with the commit), and retires
+//! the buffer it replaces. This runs before `CompositorHandler::commit`, so before smithay
+//! drops its own reference to the old buffer (see [`release`](super::release)). When the
+//! surface dies (client disconnect included), its in-flight waits are removed from the
+//! event loop (closing their fds) and its current buffer is retired.
+//!
+//! ```no_run
+//! # use syncbridge_protocols::{SyncBridge, SyncBridgeHandler};
+//! # fn demo<D: SyncBridgeHandler>(bridge: &SyncBridge<D>, surface: &smithay::reexports::wayland_server::protocol::wl_surface::WlSurface) {
+//! // after a commit was applied, the surface's buffer has an id:
+//! let id = bridge.buffer_id(surface);
+//! # let _ = id;
+//! # }
+//! ```
+
+use smithay::reexports::wayland_server::{
+    protocol::wl_buffer::WlBuffer, protocol::wl_surface::WlSurface, DisplayHandle,
+};
+use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes};
+use smithay::wayland::dmabuf::get_dmabuf;
+
+use super::SyncBridgeHandler;
+use crate::drm_syncobj::SyncobjCachedState;
+use crate::explicit_sync::ExplicitCachedState;
+use crate::release_target::ReleaseTarget;
+use crate::surface_state::with_surface_sync_in;
+
+enum Applied {
+    Unchanged,
+    Removed,
+    New(WlBuffer),
+}
+
+/// The post-commit hook.
+pub(crate) fn post_commit<D: SyncBridgeHandler>(
+    state: &mut D,
+    _dh: &DisplayHandle,
+    surface: &WlSurface,
+) {
+    let (applied, syncobj, explicit, current) = with_states(surface, |states| {
+        let applied = match &states
+            .cached_state
+            .get::<SurfaceAttributes>()
+            .current()
+            .buffer
+        {
+            None => Applied::Unchanged,
+            Some(BufferAssignment::Removed) => Applied::Removed,
+            Some(BufferAssignment::NewBuffer(b)) => Applied::New(b.clone()),
+        };
+        let syncobj = {
+            let mut cached = states.cached_state.get::<SyncobjCachedState>();
+            let current = cached.current();
+            current.acquire = None;
+            current.release.take()
+        };
+        let explicit = {
+            let mut cached = states.cached_state.get::<ExplicitCachedState>();
+            let current = cached.current();
+            current.acquire = None;
+            current.release.take()
+        };
+        let current = with_surface_sync_in(states, |s| s.current);
+        (applied, syncobj, explicit, current)
+    });
+    // At most one of them is set (one extension per surface); a leftover of the other kind
+    // (its object was destroyed and replaced) is released by its Drop.
+    let target = match (syncobj, explicit) {
+        (Some(s), _) => Some(ReleaseTarget::Syncobj(s)),
+        (None, Some(e)) => Some(ReleaseTarget::Explicit(e)),
+        (None, None) => None,
+    };
+    let bridge = state.sync_bridge();
+    match applied {
+        // No new buffer: a release target without a buffer cannot happen after the commit
+        // checks; if it does, its Drop releases it.
+        Applied::Unchanged => drop(target),
+        Applied::Removed => {
+            drop(target);
+            with_states(surface, |states| {
+                with_surface_sync_in(states, |s| s.current = None)
+            });
+            if let Some(old) = current {
+                bridge.retire(old);
+            }
+        }
+        Applied::New(buffer) => {
+            // The same implicit buffer committed again (or smithay's current state not
+            // consumed yet): keep its record.
+            if target.is_none()
+                && current.is_some_and(|id| bridge.tracker.is_same_implicit(id, &buffer))
+            {
+                return;
+            }
+            let dmabuf = get_dmabuf(&buffer).ok().cloned();
+            let id = bridge.attach_buffer(&buffer, dmabuf, target);
+            with_states(surface, |states| {
+                with_surface_sync_in(states, |s| s.current = Some(id))
+            });
+            if let Some(old) = current {
+                bridge.retire(old);
+            }
+        }
+    }
+}
+
+/// The destruction hook.
+pub(crate) fn destroyed<D: SyncBridgeHandler>(state: &mut D, surface: &WlSurface) {
+    let (waits, current) = with_states(surface, |states| {
+        with_surface_sync_in(states, |s| (std::mem::take(&mut s.waits), s.current.take()))
+    });
+    let bridge = state.sync_bridge();
+    for wait in waits {
+        // Closes the wait's fd; harmless if it already fired.
+        bridge.loop_handle.remove(wait.token);
+    }
+    if let Some(id) = current {
+        bridge.retire(id);
+    }
+}

@@ -1,0 +1,244 @@
+//! Counters the compositor reports: commits waited per kind, latch latency, fences
+//! exported/imported, releases by path, protocol errors, and fences/fds held.
+//!
+//! [`SyncBridge::stats`](crate::SyncBridge::stats) returns a [`SyncStats`] snapshot (plain
+//! pub fields; the compositor serializes it as it likes).
+//!
+//! ```
+//! use syncbridge_protocols::sync_bridge::stats::LatencySummary;
+//! let s = LatencySummary::from_samples(&[30, 10, 20, 40, 1000]);
+//! assert_eq!((s.count, s.p50_ns, s.max_ns), (5, 30, 1000));
+//! ```
+
+use std::collections::VecDeque;
+
+use crate::gauge::HeldGauges;
+
+/// Which acquire path a commit took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitKind {
+    /// A dma-buf's implicit fences, exported as a sync_file at commit time.
+    Implicit,
+    /// A dma-buf's implicit fences, by polling the dma-buf (no export ioctl).
+    ImplicitPoll,
+    /// A linux-drm-syncobj-v1 acquire point.
+    Syncobj,
+    /// A zwp_linux_explicit_synchronization_v1 acquire fence.
+    Explicit,
+}
+
+/// p50/p99/max of a set of latency samples, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LatencySummary {
+    /// Number of samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile (nearest rank).
+    pub p99_ns: u64,
+    /// Largest sample.
+    pub max_ns: u64,
+}
+
+impl LatencySummary {
+    /// Summarizes `samples` (nearest-rank percentiles).
+    pub fn from_samples(samples: &[u64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        let mut v = samples.to_vec();
+        v.sort_unstable();
+        let rank = |p: usize| {
+            // nearest rank: ceil(p/100 * n), 1-based
+            let n = v.len();
+            let r = (p * n).div_ceil(100).clamp(1, n);
+            v[r - 1]
+        };
+        Self {
+            count: v.len() as u64,
+            p50_ns: rank(50),
+            p99_ns: rank(99),
+            max_ns: v[v.len() - 1],
+        }
+    }
+}
+
+/// A snapshot of the bridge's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncStats {
+    /// Commits seen by the pre-commit hook on tracked surfaces.
+    pub commits: u64,
+    /// Commits that waited on implicit dma-buf fences (exported sync_file).
+    pub commits_waited_implicit: u64,
+    /// Commits that waited on implicit dma-buf fences by polling the dma-buf (fallback).
+    pub commits_waited_implicit_poll: u64,
+    /// Commits that waited on a syncobj acquire point.
+    pub commits_waited_syncobj: u64,
+    /// Commits that waited on an explicit-sync-v1 acquire fence.
+    pub commits_waited_explicit: u64,
+    /// Commits whose fence had already signalled at commit time (no wait needed).
+    pub commits_fence_already_signalled: u64,
+    /// Commits dropped because of a protocol error (never applied).
+    pub commits_rejected: u64,
+    /// Latch latency: fence signalled (kernel timestamp when known, else the wake-up) to the
+    /// commit applied, over all kinds.
+    pub latch_latency: LatencySummary,
+    /// The most recent latch latency samples (bounded ring), nanoseconds.
+    pub latch_latency_samples_ns: Vec<u64>,
+    /// Time from the commit request to the commit applied, for commits that waited.
+    pub commit_wait: LatencySummary,
+    /// sync_files exported from client dma-bufs (one per commit, planes merged).
+    pub fences_exported: u64,
+    /// Fences imported into client dma-bufs (read fences for implicit clients).
+    pub fences_imported: u64,
+    /// Imports into client dma-bufs that failed (logged; the compositor must then hold the
+    /// buffer until the fence signals).
+    pub fence_import_failures: u64,
+    /// syncobj release points that received a fence.
+    pub release_points_fenced: u64,
+    /// syncobj release points signalled on the CPU (no fence to carry).
+    pub release_points_cpu_signalled: u64,
+    /// syncobj release points that waited on the CPU because the fence transfer failed.
+    pub release_points_cpu_waited: u64,
+    /// `fenced_release` events sent.
+    pub explicit_fenced_releases: u64,
+    /// `immediate_release` events sent.
+    pub explicit_immediate_releases: u64,
+    /// Buffers released (all kinds) after their last reader.
+    pub buffers_released: u64,
+    /// Reader reports (render or scanout) received.
+    pub reader_reports: u64,
+    /// Reader reports for buffers the bridge no longer tracks (ignored).
+    pub reader_reports_unknown: u64,
+    /// Protocol errors sent to clients.
+    pub protocol_errors: u64,
+    /// Clients disconnected for exceeding a bound (pending waits per surface).
+    pub clients_killed_for_limits: u64,
+    /// Acquire waits in flight now.
+    pub pending_waits: u64,
+    /// Buffers tracked now (current on a surface, or still being read).
+    pub tracked_buffers: u64,
+    /// Fences held now (acquire fences, wait sources, reader fences).
+    pub fences_held: u64,
+    /// Most fences held at once.
+    pub fences_held_peak: u64,
+    /// fds held now (sync_files, eventfds).
+    pub fds_held: u64,
+    /// Most fds held at once.
+    pub fds_held_peak: u64,
+    /// How implicit acquire works here: "export-sync-file" or "poll-dmabuf".
+    pub implicit_acquire_mode: &'static str,
+    /// How implicit release works here: "import-read-fence" or "cpu".
+    pub implicit_release_mode: &'static str,
+    /// linux-drm-syncobj-v1: "eventfd" when advertised, else "disabled".
+    pub syncobj_mode: &'static str,
+    /// zwp_linux_explicit_synchronization_v1: "enabled" or "disabled".
+    pub explicit_sync_v1_mode: &'static str,
+}
+
+/// The mutable counters behind [`SyncStats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatsCollector {
+    pub s: SyncStats,
+    latch: VecDeque<u64>,
+    waits: VecDeque<u64>,
+    max_samples: usize,
+    pub held: HeldGauges,
+}
+
+impl StatsCollector {
+    pub fn new(max_samples: usize) -> Self {
+        Self {
+            max_samples: max_samples.max(1),
+            ..Default::default()
+        }
+    }
+
+    pub fn waited(&mut self, kind: WaitKind) {
+        match kind {
+            WaitKind::Implicit => self.s.commits_waited_implicit += 1,
+            WaitKind::ImplicitPoll => self.s.commits_waited_implicit_poll += 1,
+            WaitKind::Syncobj => self.s.commits_waited_syncobj += 1,
+            WaitKind::Explicit => self.s.commits_waited_explicit += 1,
+        }
+    }
+
+    fn push(ring: &mut VecDeque<u64>, max: usize, v: u64) {
+        if ring.len() >= max {
+            ring.pop_front();
+        }
+        ring.push_back(v);
+    }
+
+    pub fn latched(&mut self, latch_ns: u64, wait_ns: u64) {
+        Self::push(&mut self.latch, self.max_samples, latch_ns);
+        Self::push(&mut self.waits, self.max_samples, wait_ns);
+    }
+
+    pub fn snapshot(&self, pending_waits: u64, tracked_buffers: u64) -> SyncStats {
+        let latch: Vec<u64> = self.latch.iter().copied().collect();
+        let waits: Vec<u64> = self.waits.iter().copied().collect();
+        SyncStats {
+            latch_latency: LatencySummary::from_samples(&latch),
+            latch_latency_samples_ns: latch,
+            commit_wait: LatencySummary::from_samples(&waits),
+            pending_waits,
+            tracked_buffers,
+            fences_held: self.held.fences.current(),
+            fences_held_peak: self.held.fences.peak(),
+            fds_held: self.held.fds.current(),
+            fds_held_peak: self.held.fds.peak(),
+            ..self.s.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        let s = LatencySummary::from_samples(&v);
+        assert_eq!(s.count, 100);
+        assert_eq!(s.p50_ns, 50);
+        assert_eq!(s.p99_ns, 99);
+        assert_eq!(s.max_ns, 100);
+        assert_eq!(LatencySummary::from_samples(&[]), LatencySummary::default());
+        let one = LatencySummary::from_samples(&[7]);
+        assert_eq!((one.p50_ns, one.p99_ns, one.max_ns), (7, 7, 7));
+    }
+
+    #[test]
+    fn sample_ring_is_bounded() {
+        let mut c = StatsCollector::new(3);
+        for i in 0..10 {
+            c.latched(i, i);
+        }
+        let snap = c.snapshot(0, 0);
+        assert_eq!(snap.latch_latency_samples_ns, vec![7, 8, 9]);
+        assert_eq!(snap.latch_latency.count, 3);
+    }
+
+    #[test]
+    fn wait_kinds_count_separately() {
+        let mut c = StatsCollector::new(4);
+        c.waited(WaitKind::Implicit);
+        c.waited(WaitKind::Syncobj);
+        c.waited(WaitKind::Syncobj);
+        c.waited(WaitKind::Explicit);
+        c.waited(WaitKind::ImplicitPoll);
+        let s = c.snapshot(0, 0);
+        assert_eq!(
+            (
+                s.commits_waited_implicit,
+                s.commits_waited_syncobj,
+                s.commits_waited_explicit,
+                s.commits_waited_implicit_poll
+            ),
+            (1, 2, 1, 1)
+        );
+    }
+}
