@@ -1,0 +1,123 @@
+//! An shm toplevel gets frame callbacks and presentation feedback from the headless
+//! frame clock, and its buffers are released.
+
+use std::time::Duration;
+
+use syncbridge_tests::fixture::{FeedbackEvent, Fixture};
+
+#[test]
+fn shm_toplevel_gets_frame_callbacks_and_presentation_feedback() {
+    let mut f = Fixture::new();
+    let id = f.add_client();
+    let window = f.create_toplevel(id);
+
+    let buffer = f.client(id).create_shm_buffer(64, 48, 0xff20_80c0);
+    f.client(id).attach_and_commit(window, Some(&buffer), true);
+    f.roundtrip(id);
+    assert!(
+        f.client(id).state.windows[window].frames_done.is_empty(),
+        "no frame before the clock ticks"
+    );
+
+    let tick = f.frame(0);
+    f.roundtrip(id);
+
+    let w = f.client(id).state.windows[window].clone();
+    assert_eq!(
+        w.frames_done.len(),
+        1,
+        "one frame callback after one refresh cycle"
+    );
+    let [FeedbackEvent::Presented {
+        time,
+        refresh_ns,
+        seq,
+        flags,
+    }] = w.feedback[..]
+    else {
+        panic!(
+            "expected exactly one presented feedback, got {:?}",
+            w.feedback
+        );
+    };
+    assert_eq!(time, tick.time, "presented at the frame clock's timestamp");
+    assert_eq!(seq, tick.seq);
+    assert_eq!(refresh_ns, 16_666_666, "60 Hz refresh");
+    assert_eq!(flags & 0x1, 0x1, "vsync flag");
+    assert_eq!(
+        f.client(id).state.presentation_clock,
+        Some(libc::CLOCK_MONOTONIC as u32)
+    );
+
+    // Compositor side: one frame presented, the window mapped.
+    let stats = &f.state().stats;
+    assert_eq!(stats.outputs[0].frames_presented, 1);
+    assert!(stats.commits >= 2);
+}
+
+#[test]
+fn frames_follow_the_clock_and_idle_cycles_present_nothing() {
+    let mut f = Fixture::new();
+    let id = f.add_client();
+    let window = f.create_toplevel(id);
+    let mut previous = None;
+
+    for i in 0..5u32 {
+        let buffer = f
+            .client(id)
+            .create_shm_buffer(32, 32, 0xff00_0000 | (i * 40));
+        f.client(id).attach_and_commit(window, Some(&buffer), true);
+        f.roundtrip(id);
+        let tick = f.frame(0);
+        f.roundtrip(id);
+        if let Some(prev) = previous.replace(buffer) {
+            assert_eq!(
+                f.client(id).releases_of(&prev),
+                1,
+                "replaced buffer released once"
+            );
+        }
+        assert_eq!(tick.seq, u64::from(i) + 1);
+    }
+    let w = f.client(id).state.windows[window].clone();
+    assert_eq!(w.frames_done.len(), 5);
+    let times: Vec<Duration> = w
+        .feedback
+        .iter()
+        .map(|e| match e {
+            FeedbackEvent::Presented { time, .. } => *time,
+            FeedbackEvent::Discarded => panic!("discarded"),
+        })
+        .collect();
+    for pair in times.windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_nanos(16_666_666));
+    }
+
+    // Nothing committed: the cycle runs, no new frame is presented, no callback is due.
+    let presented_before = f.state().stats.outputs[0].frames_presented;
+    f.frame(0);
+    assert_eq!(
+        f.state().stats.outputs[0].frames_presented,
+        presented_before
+    );
+    assert_eq!(f.state().stats.outputs[0].refresh_cycles, 6);
+}
+
+#[test]
+fn frame_limit_requests_exit() {
+    let mut config = syncbridge_compositor::CompositorConfig::for_tests();
+    config.exit_after_frames = Some(2);
+    let mut f = Fixture::with_config(config);
+    let id = f.add_client();
+    let window = f.create_toplevel(id);
+    for color in [0xffff_0000, 0xff00_ff00] {
+        let buffer = f.client(id).create_shm_buffer(16, 16, color);
+        f.client(id).attach_and_commit(window, Some(&buffer), false);
+        f.roundtrip(id);
+        f.frame(0);
+    }
+    assert_eq!(
+        f.state().exit_reason,
+        Some(syncbridge_compositor::state::ExitReason::FrameLimit)
+    );
+}
