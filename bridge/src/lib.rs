@@ -49,3 +49,7 @@ pub use syncobj::{SyncobjDevice, SyncobjError, Timeline, WaitMode};
 
 /// Re-exported so callers can name the errno inside errors without depending on rustix.
 pub use rustix::io::Errno;
+
+/// The calloop version the event sources implement `EventSource` for (the one smithay 0.7
+/// re-exports).
+pub use calloop;
