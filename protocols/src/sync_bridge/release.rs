@@ -161,6 +161,11 @@ impl<D: 'static> SyncBridge<D> {
     ) {
         stats.s.reader_reports += 1;
         let Some(fence) = fence else { return };
+        // An implicit-sync buffer that is not a dma-buf (wl_shm) has nowhere to carry a
+        // fence: the renderer copied it, and wl_buffer.release is all the client needs.
+        if rec.target.is_none() && rec.dmabuf.is_none() {
+            return;
+        }
         let owned = match fence.try_clone() {
             Ok(f) => f,
             Err(err) => {
