@@ -72,6 +72,15 @@ impl State {
             }
         };
 
+        // Same dispatch as the render, before any client can commit again: pixman read
+        // on the CPU and is done, so there is no render fence (CPU release).
+        let sampled = crate::handlers::sync::sampled_buffers(
+            &self.sync_bridge,
+            &self.space,
+            &rendered.states,
+        );
+        self.sync_bridge.frame_rendered(None, &sampled);
+
         let output = rendered.output.clone();
         self.update_primary_outputs(&output, &rendered.states);
         self.send_presentation_feedback(&output, &rendered.states, tick);

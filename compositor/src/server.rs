@@ -240,10 +240,7 @@ impl State {
 
     /// Fence bridge statistics for the report.
     fn sync_report(&self) -> serde_json::Value {
-        serde_json::json!({
-            "integrated": false,
-            "note": "the fence bridge is not wired into this build yet",
-        })
+        crate::stats::sync_json(&self.sync_bridge.stats(), &syncbridge_bridge::stats())
     }
 
     /// The periodic info-level stats line.
@@ -254,17 +251,23 @@ impl State {
             .iter()
             .map(|o| o.frames_presented)
             .collect();
-        let cycles: Vec<u64> = self
-            .stats
-            .outputs
-            .iter()
-            .map(|o| o.refresh_cycles)
-            .collect();
+        let sync = self.sync_bridge.stats();
         tracing::info!(
             ?frames,
-            ?cycles,
             commits = self.stats.commits,
-            clients = self.client_counters.connected() - self.client_counters.disconnected(),
+            waited = sync.commits_waited_implicit
+                + sync.commits_waited_implicit_poll
+                + sync.commits_waited_syncobj
+                + sync.commits_waited_explicit,
+            latch_p50_us = sync.latch_latency.p50_ns / 1000,
+            latch_p99_us = sync.latch_latency.p99_ns / 1000,
+            released = sync.buffers_released,
+            fences_held = sync.fences_held,
+            fds_held = sync.fds_held,
+            clients = self
+                .client_counters
+                .connected()
+                .saturating_sub(self.client_counters.disconnected()),
             protocol_errors = self.client_counters.protocol_errors(),
             "stats"
         );
@@ -292,10 +295,7 @@ pub fn log_startup(state: &State) {
     }
     tracing::info!(
         renderer = state.backend.renderer_name(),
-        "renderer: CPU compositing; dma-bufs are read through mmap after their fences signalled"
-    );
-    tracing::info!(
-        "sync: fence bridge not wired into this build yet: no linux-drm-syncobj-v1, \
-         no explicit-sync-v1, implicit fences not awaited"
+        "renderer: CPU compositing (no render fence: releases are CPU releases); \
+         dma-bufs are read through mmap only after their acquire fences signalled"
     );
 }

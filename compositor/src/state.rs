@@ -26,6 +26,8 @@ use smithay::{
     },
 };
 
+use syncbridge_protocols::SyncBridge;
+
 use crate::{
     backend::Backend,
     config::CompositorConfig,
@@ -95,6 +97,8 @@ pub struct State {
     pub backend: Backend,
     /// The DRM device advertised for dma-buf feedback, if any.
     pub render_device: Option<RenderDevice>,
+    /// The fence bridge (acquire gating, release fences, syncobj + explicit-sync-v1).
+    pub sync_bridge: SyncBridge<State>,
     /// Counters.
     pub stats: CompositorStats,
     /// Counters updated from client callbacks (connect, disconnect, protocol errors).
@@ -265,6 +269,12 @@ impl State {
             }
         };
 
+        let sync_bridge = crate::handlers::sync::create_sync_bridge(
+            loop_handle.clone(),
+            dh,
+            render_device.as_ref(),
+        );
+
         Ok(Self {
             display_handle,
             loop_handle,
@@ -277,6 +287,7 @@ impl State {
             popups: PopupManager::default(),
             backend,
             render_device,
+            sync_bridge,
             stats,
             client_counters: Arc::new(ClientCounters::default()),
             exit_after_frames: config.exit_after_frames,

@@ -10,7 +10,9 @@ use std::{
 };
 
 use serde::Serialize;
+use serde_json::json;
 use smithay::reexports::wayland_server::backend::DisconnectReason;
+use syncbridge_protocols::sync_bridge::{LatencySummary, SyncStats};
 
 /// Errors writing the stats document.
 #[derive(Debug, thiserror::Error)]
@@ -220,4 +222,69 @@ impl StatsReport {
             source,
         })
     }
+}
+
+fn latency_json(l: &LatencySummary) -> serde_json::Value {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    json!({
+        "count": l.count,
+        "p50_us": us(l.p50_ns),
+        "p99_us": us(l.p99_ns),
+        "max_us": us(l.max_ns),
+    })
+}
+
+/// The `sync` section of the stats document, from the bridge's counters and the
+/// process-wide fence counters of the bridge library.
+pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json::Value {
+    json!({
+        "modes": {
+            "implicit_acquire": s.implicit_acquire_mode,
+            "implicit_release": s.implicit_release_mode,
+            "linux_drm_syncobj_v1": s.syncobj_mode,
+            "explicit_sync_v1": s.explicit_sync_v1_mode,
+        },
+        "commits_seen": s.commits,
+        "commits_waited": {
+            "implicit": s.commits_waited_implicit,
+            "implicit_poll": s.commits_waited_implicit_poll,
+            "syncobj": s.commits_waited_syncobj,
+            "explicit_sync_v1": s.commits_waited_explicit,
+        },
+        "commits_fence_already_signalled": s.commits_fence_already_signalled,
+        "commits_rejected": s.commits_rejected,
+        "latch_latency": latency_json(&s.latch_latency),
+        "commit_wait": latency_json(&s.commit_wait),
+        "release": {
+            "buffers_released": s.buffers_released,
+            "reader_reports": s.reader_reports,
+            "reader_reports_unknown": s.reader_reports_unknown,
+            "implicit_fences_imported": s.fences_imported,
+            "implicit_import_failures": s.fence_import_failures,
+            "syncobj_points_fenced": s.release_points_fenced,
+            "syncobj_points_cpu_signalled": s.release_points_cpu_signalled,
+            "syncobj_points_cpu_waited": s.release_points_cpu_waited,
+            "explicit_fenced_releases": s.explicit_fenced_releases,
+            "explicit_immediate_releases": s.explicit_immediate_releases,
+        },
+        "fences_exported": s.fences_exported,
+        "fences_imported": s.fences_imported,
+        "fences_held": { "now": s.fences_held, "peak": s.fences_held_peak },
+        "fds_held": { "now": s.fds_held, "peak": s.fds_held_peak },
+        "pending_waits": s.pending_waits,
+        "tracked_buffers": s.tracked_buffers,
+        "protocol_errors": s.protocol_errors,
+        "clients_killed_for_limits": s.clients_killed_for_limits,
+        "kernel_ops": {
+            "dmabuf_exports": kernel.fences_exported,
+            "dmabuf_imports": kernel.fences_imported,
+            "sync_file_merges": kernel.fences_merged,
+            "timeline_points_exported": kernel.points_exported,
+            "timeline_points_imported": kernel.points_imported,
+            "timeline_points_cpu_signalled": kernel.points_cpu_signalled,
+            "eventfds_registered": kernel.eventfds_registered,
+            "live_sync_files": kernel.live_sync_files,
+            "live_timelines": kernel.live_timelines,
+        },
+    })
 }

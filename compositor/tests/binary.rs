@@ -65,7 +65,24 @@ fn weston_simple_shm_runs_with_frames_and_no_protocol_error() {
     assert_eq!(stats["clients"]["connected"], 1);
     assert_eq!(stats["child"]["exit_code"], 124);
     assert!(stats["commits"].as_u64().expect("commits") >= frames);
-    assert!(log.contains("stats"), "periodic stats line in the log");
+    assert!(
+        log.contains("latch_p50_us"),
+        "periodic stats line in the log"
+    );
+    // The fence bridge saw the commits and released the replaced shm buffers.
+    let sync = &stats["sync"];
+    assert!(sync["commits_seen"].as_u64().expect("commits_seen") >= frames);
+    assert!(
+        sync["release"]["buffers_released"]
+            .as_u64()
+            .expect("released")
+            >= frames / 2
+    );
+    assert_eq!(sync["protocol_errors"], 0);
+    assert_eq!(
+        sync["modes"]["linux_drm_syncobj_v1"], "disabled",
+        "no DRM device on the host"
+    );
 }
 
 #[test]

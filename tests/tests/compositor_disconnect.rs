@@ -28,6 +28,12 @@ fn disconnect_unmaps_windows_and_destroys_surfaces() {
     assert_eq!(state.client_counters.connected(), 1);
     assert_eq!(state.client_counters.disconnected(), 1);
     assert_eq!(state.client_counters.protocol_errors(), 0);
+    // The fence bridge holds nothing for the dead client.
+    let sync = state.sync_bridge.stats();
+    assert_eq!(sync.tracked_buffers, 0, "{sync:?}");
+    assert_eq!(sync.pending_waits, 0);
+    assert_eq!(sync.fences_held, 0);
+    assert_eq!(sync.fds_held, 0);
     // The output still renders (background only now).
     let presented = state.stats.outputs[0].frames_presented;
     assert!(presented >= 2, "frames presented: {presented}");

@@ -93,6 +93,18 @@ fn frames_follow_the_clock_and_idle_cycles_present_nothing() {
         assert_eq!(pair[1] - pair[0], Duration::from_nanos(16_666_666));
     }
 
+    // The bridge saw every commit, got a reader report per rendered frame, and released
+    // the four replaced buffers (CPU release: pixman has no render fence).
+    let sync = f.state().sync_bridge.stats();
+    assert_eq!(sync.buffers_released, 4, "{sync:?}");
+    assert_eq!(sync.tracked_buffers, 1, "the current buffer");
+    assert!(sync.reader_reports >= 5);
+    assert_eq!(
+        sync.commits_waited_implicit + sync.commits_waited_explicit,
+        0,
+        "shm never waits"
+    );
+
     // Nothing committed: the cycle runs, no new frame is presented, no callback is due.
     let presented_before = f.state().stats.outputs[0].frames_presented;
     f.frame(0);

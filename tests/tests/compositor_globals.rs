@@ -25,6 +25,8 @@ fn advertises_expected_globals_and_versions() {
         ("wl_seat", 1),
         ("wl_output", 4),
         ("zxdg_output_manager_v1", 3),
+        // From the fence bridge (protocols/): offered without a DRM device too.
+        ("zwp_linux_explicit_synchronization_v1", 2),
     ];
     for (interface, min_version) in expected {
         let global = globals
@@ -53,6 +55,13 @@ fn advertises_expected_globals_and_versions() {
     assert!(
         !globals.iter().any(|g| g.interface == "zwp_linux_dmabuf_v1"),
         "linux-dmabuf advertised without a DRM device"
+    );
+    // Timelines need a DRM device with syncobj eventfd support.
+    assert!(
+        !globals
+            .iter()
+            .any(|g| g.interface == "wp_linux_drm_syncobj_manager_v1"),
+        "linux-drm-syncobj-v1 advertised without a timeline device"
     );
     // Both shm formats every compositor must support.
     let formats = &f.client(id).state.shm_formats;

@@ -27,8 +27,11 @@ impl CompositorHandler for State {
         ClientState::compositor_state_of(client)
     }
 
-    fn new_surface(&mut self, _surface: &WlSurface) {
+    fn new_surface(&mut self, surface: &WlSurface) {
         self.stats.surfaces_created += 1;
+        // Pre-commit hook + blockers: no commit applies before its acquire fence signalled
+        // (pixman's DMA_BUF_IOCTL_SYNC would otherwise block the whole compositor).
+        self.sync_bridge.track_surface(surface);
     }
 
     fn commit(&mut self, surface: &WlSurface) {

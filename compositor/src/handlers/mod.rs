@@ -7,4 +7,5 @@ pub mod pacing;
 pub mod presentation;
 pub mod seat;
 pub mod shm;
+pub mod sync;
 pub mod xdg_shell;
