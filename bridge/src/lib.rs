@@ -9,6 +9,7 @@
 //! - [`syncobj`]: DRM timeline syncobjs: import, query, CPU signal, eventfd, and
 //!   SyncFile <-> point conversion through one scratch binary syncobj.
 //! - [`source`]: calloop event sources that fire once when a fence signals.
+//! - [`kms`]: `OUT_FENCE_PTR` storage and the `IN_FENCE_FD` policy.
 //! - [`release`]: the release merger, which folds every reader's fence of a buffer into one
 //!   bounded release fence.
 //! - [`error`]: [`ErrorKind`], shared by every subsystem's error enum.
@@ -32,6 +33,7 @@
 
 pub mod dmabuf;
 pub mod error;
+pub mod kms;
 pub mod release;
 pub mod source;
 pub mod stats;

@@ -964,3 +964,230 @@ fn closed_fds_and_stats_bookkeeping() {
     let raw = buf.dmabuf.as_raw_fd();
     assert!(raw >= 0);
 }
+
+// ------------------------------------------------------------------------------------
+// KMS fence helpers (virtio_gpu KMS)
+// ------------------------------------------------------------------------------------
+
+fn prop(
+    card: &impl drm::control::Device,
+    h: impl drm::control::ResourceHandle,
+    name: &str,
+) -> drm::control::property::Handle {
+    let props = card.get_properties(h).expect("get_properties");
+    for (handle, _) in props.iter() {
+        let info = card.get_property(*handle).expect("get_property");
+        if info.name().to_str() == Ok(name) {
+            return *handle;
+        }
+    }
+    panic!("no property {name}");
+}
+
+#[test]
+fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
+    use drm::control::{
+        atomic::AtomicModeReq, connector, property, AtomicCommitFlags, Device as _,
+    };
+    use drm::{ClientCapability, Device as _};
+    use syncbridge_bridge::kms::{in_fence_value, FenceOrigin, OutFenceSlot};
+    require_vm();
+    let card = syncbridge_tests::kernel::open_card_by_driver("virtio_gpu", NodeKind::Primary);
+    card.set_client_capability(ClientCapability::UniversalPlanes, true)
+        .expect("universal planes");
+    card.set_client_capability(ClientCapability::Atomic, true)
+        .expect("atomic");
+    let res = card.resource_handles().expect("resources");
+    let conn = res
+        .connectors()
+        .iter()
+        .map(|c| card.get_connector(*c, false).expect("connector"))
+        .find(|c| c.state() == connector::State::Connected)
+        .expect("a connected virtio_gpu connector");
+    let mode = conn.modes()[0];
+    let crtc = res.crtcs()[0];
+    let primary = card
+        .plane_handles()
+        .expect("planes")
+        .iter()
+        .copied()
+        .find(|p| {
+            card.get_properties(*p)
+                .expect("props")
+                .iter()
+                .any(|(h, v)| {
+                    card.get_property(*h)
+                        .map(|i| i.name().to_str() == Ok("type"))
+                        .unwrap_or(false)
+                        && *v == 1
+                })
+        })
+        .expect("primary plane");
+    let (w, h) = (u32::from(mode.size().0), u32::from(mode.size().1));
+    let fbs: Vec<_> = (0..2)
+        .map(|_| {
+            let db = card
+                .create_dumb_buffer((w, h), drm::buffer::DrmFourcc::Xrgb8888, 32)
+                .expect("dumb");
+            card.add_framebuffer(&db, 24, 32).expect("fb")
+        })
+        .collect();
+    let blob = card.create_property_blob(&mode).expect("mode blob");
+    let out_fence_prop = prop(&card, crtc, "OUT_FENCE_PTR");
+    let in_fence_prop = prop(&card, primary, "IN_FENCE_FD");
+    let mut slot = OutFenceSlot::new();
+
+    // The compositor's own (signalled) fence may go into IN_FENCE_FD; a pending client fence
+    // may not.
+    let vgem = Vgem::open();
+    let client = pending_fence(&vgem);
+    assert_eq!(
+        in_fence_value(&client.sync_file, FenceOrigin::Client).expect("policy"),
+        None
+    );
+    assert!(in_fence_value(&client.sync_file, FenceOrigin::Compositor)
+        .expect("policy")
+        .is_some());
+    let own = virtio_syncobj_device().signaled_sync_file().expect("stub");
+    let fds0 = open_fds();
+
+    for i in 0..6usize {
+        let mut req = AtomicModeReq::new();
+        if i == 0 {
+            req.add_property(
+                conn.handle(),
+                prop(&card, conn.handle(), "CRTC_ID"),
+                property::Value::CRTC(Some(crtc)),
+            );
+            req.add_property(crtc, prop(&card, crtc, "MODE_ID"), blob);
+            req.add_property(
+                crtc,
+                prop(&card, crtc, "ACTIVE"),
+                property::Value::Boolean(true),
+            );
+            req.add_property(
+                primary,
+                prop(&card, primary, "CRTC_ID"),
+                property::Value::CRTC(Some(crtc)),
+            );
+            for (name, v) in [
+                ("SRC_X", 0u64),
+                ("SRC_Y", 0),
+                ("SRC_W", u64::from(w) << 16),
+                ("SRC_H", u64::from(h) << 16),
+            ] {
+                req.add_property(
+                    primary,
+                    prop(&card, primary, name),
+                    property::Value::UnsignedRange(v),
+                );
+            }
+            for (name, v) in [
+                ("CRTC_X", 0i64),
+                ("CRTC_Y", 0),
+                ("CRTC_W", i64::from(w)),
+                ("CRTC_H", i64::from(h)),
+            ] {
+                req.add_property(
+                    primary,
+                    prop(&card, primary, name),
+                    property::Value::SignedRange(v),
+                );
+            }
+        }
+        req.add_property(
+            primary,
+            prop(&card, primary, "FB_ID"),
+            property::Value::Framebuffer(Some(fbs[i % 2])),
+        );
+        if let Some(v) = in_fence_value(&own, FenceOrigin::Compositor).expect("policy") {
+            req.add_property(primary, in_fence_prop, property::Value::SignedRange(v));
+        }
+        req.add_property(
+            crtc,
+            out_fence_prop,
+            property::Value::SignedRange(slot.arm()),
+        );
+        let flags = if i == 0 {
+            AtomicCommitFlags::ALLOW_MODESET | AtomicCommitFlags::PAGE_FLIP_EVENT
+        } else {
+            AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT
+        };
+        card.atomic_commit(flags, req).expect("atomic commit");
+        let out = slot
+            .take()
+            .expect("take")
+            .expect("the kernel wrote an out-fence");
+        out.wait(LONG)
+            .expect("out-fence signals when the frame is on screen");
+        let info = out.info().expect("info");
+        assert_eq!(info.fences.len(), 1);
+        assert_eq!(info.status, FenceStatus::Signaled);
+        // The flip event (the read blocks until it arrives).
+        assert!(card
+            .receive_events()
+            .expect("events")
+            .any(|e| matches!(e, drm::control::Event::PageFlip(_))));
+    }
+    // A TEST_ONLY commit with OUT_FENCE_PTR gets no fence; neither does a failed commit.
+    let mut req = AtomicModeReq::new();
+    req.add_property(
+        primary,
+        prop(&card, primary, "FB_ID"),
+        property::Value::Framebuffer(Some(fbs[0])),
+    );
+    req.add_property(
+        crtc,
+        out_fence_prop,
+        property::Value::SignedRange(slot.arm()),
+    );
+    card.atomic_commit(AtomicCommitFlags::TEST_ONLY, req)
+        .expect("test-only commit");
+    assert!(
+        slot.take().expect("take").is_none(),
+        "TEST_ONLY gives no out-fence"
+    );
+    let mut req = AtomicModeReq::new();
+    // Turning the CRTC off needs ALLOW_MODESET: without it the commit fails (EINVAL).
+    req.add_property(
+        crtc,
+        prop(&card, crtc, "ACTIVE"),
+        property::Value::Boolean(false),
+    );
+    req.add_property(
+        crtc,
+        out_fence_prop,
+        property::Value::SignedRange(slot.arm()),
+    );
+    assert!(
+        card.atomic_commit(AtomicCommitFlags::empty(), req).is_err(),
+        "a modeset without ALLOW_MODESET must fail"
+    );
+    assert!(
+        slot.take().expect("take").is_none(),
+        "a failed commit gives no out-fence"
+    );
+    // An armed slot whose fence is never taken closes it: no fd leaks.
+    let mut req = AtomicModeReq::new();
+    req.add_property(
+        primary,
+        prop(&card, primary, "FB_ID"),
+        property::Value::Framebuffer(Some(fbs[1])),
+    );
+    req.add_property(
+        crtc,
+        out_fence_prop,
+        property::Value::SignedRange(slot.arm()),
+    );
+    card.atomic_commit(AtomicCommitFlags::empty(), req)
+        .expect("commit");
+    drop(slot);
+    assert_eq!(open_fds(), fds0, "no out-fence fd leaked");
+    vgem.signal(client.vgem_fence).expect("signal");
+    assert!(
+        in_fence_value(&client.sync_file, FenceOrigin::Client)
+            .expect("policy")
+            .is_some(),
+        "signalled client fence is fine"
+    );
+}
