@@ -14,6 +14,21 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` or `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
 /// Where downloaded kernels, the built VKMS module and the virtme-ng venv live:
 /// `$SYNCBRIDGE_CACHE`, else `$XDG_CACHE_HOME/syncbridge`, else `~/.cache/syncbridge`.
 pub fn cache_dir() -> PathBuf {

@@ -55,7 +55,10 @@ pub fn install_all() -> Result<()> {
     let all: Vec<&str> = BUILD.iter().chain(VM).chain(RUNTIME).copied().collect();
     apt_install(&all)?;
     ensure_virtme_ng()?;
-    println!("xtask: install: everything present ({:.1}s)", t.elapsed().as_secs_f64());
+    println!(
+        "xtask: install: everything present ({:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -89,7 +92,9 @@ fn root_prefix() -> Result<Vec<String>> {
 
 fn rustix_is_root() -> bool {
     // `id -u` avoids a libc dependency in xtask.
-    output_of(Command::new("id").arg("-u")).map(|s| s.trim() == "0").unwrap_or(false)
+    output_of(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
 }
 
 fn apt_install(pkgs: &[&str]) -> Result<()> {
@@ -111,7 +116,8 @@ fn apt_install(pkgs: &[&str]) -> Result<()> {
         argv.push("apt-get".into());
         argv.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd.args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive");
         run_checked(&mut cmd)
     };
     apt(&["update", "-q"]).context("apt-get update")?;
@@ -135,7 +141,10 @@ fn ensure_virtme_ng() -> Result<()> {
         return Ok(());
     }
     let venv = cache_dir().join("venv");
-    println!("xtask: install: virtme-ng from PyPI into {}", venv.display());
+    println!(
+        "xtask: install: virtme-ng from PyPI into {}",
+        venv.display()
+    );
     std::fs::create_dir_all(cache_dir())?;
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))
         .context("python3 -m venv (Debian: apt-get install python3-venv)")?;

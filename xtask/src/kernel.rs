@@ -109,8 +109,14 @@ fn download(kver: &str, debs: &Path) -> Result<()> {
     ];
     let pinned: Vec<String> = pkgs.iter().map(|p| format!("{p}={version}")).collect();
     println!("xtask: kernel: apt-get download {}", pinned.join(" "));
-    run_checked(Command::new("apt-get").arg("download").arg("-q").args(&pinned).current_dir(debs))
-        .context("apt-get download of the 6.12 kernel packages")?;
+    run_checked(
+        Command::new("apt-get")
+            .arg("download")
+            .arg("-q")
+            .args(&pinned)
+            .current_dir(debs),
+    )
+    .context("apt-get download of the 6.12 kernel packages")?;
     Ok(())
 }
 
@@ -151,7 +157,11 @@ fn build_vkms(kver: &str, dir: &Path, root: &Path) -> Result<()> {
     let updates = root.join("lib/modules").join(kver).join("updates");
     std::fs::create_dir_all(&updates)?;
     std::fs::copy(vkms.join("vkms.ko"), updates.join("vkms.ko"))?;
-    let depmod = if Path::new("/sbin/depmod").exists() { "/sbin/depmod" } else { "depmod" };
+    let depmod = if Path::new("/sbin/depmod").exists() {
+        "/sbin/depmod"
+    } else {
+        "depmod"
+    };
     run_checked(Command::new(depmod).arg("-b").arg(root).arg(kver)).context("depmod")?;
     Ok(())
 }

@@ -18,7 +18,15 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<i32> {
     install::install_all()?;
     let status = Command::new(env!("CARGO"))
-        .args(["run", "-q", "-p", "syncbridge-compositor", "--bin", "syncbridge", "--"])
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "syncbridge-compositor",
+            "--bin",
+            "syncbridge",
+            "--",
+        ])
         .args(&args.args)
         .current_dir(workspace_root())
         .status()?;

@@ -17,7 +17,11 @@ impl Counts {
         let mut parsed = false;
         for part in rest.split(';') {
             let words: Vec<&str> = part.split_whitespace().collect();
-            let n = words.iter().rev().nth(1).and_then(|w| w.parse::<u64>().ok());
+            let n = words
+                .iter()
+                .rev()
+                .nth(1)
+                .and_then(|w| w.parse::<u64>().ok());
             match (n, words.last()) {
                 (Some(n), Some(&"passed")) => {
                     self.passed += n;
@@ -46,8 +50,17 @@ mod tests {
     fn parses_libtest_summary_lines() {
         let mut c = Counts::default();
         assert!(c.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.69s"));
-        assert!(c.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"));
+        assert!(c.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out"
+        ));
         assert!(!c.add_line("running 5 tests"));
-        assert_eq!(c, Counts { passed: 8, failed: 2, ignored: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                passed: 8,
+                failed: 2,
+                ignored: 1
+            }
+        );
     }
 }

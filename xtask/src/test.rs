@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cmd::{output_of, run_streaming, workspace_root};
+use crate::cmd::{output_of, run_streaming, target_dir, workspace_root};
+use crate::install;
 use crate::summary::Counts;
 use crate::vm::{self, VmArgs};
-use crate::install;
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
@@ -35,7 +35,10 @@ pub fn run(args: TestArgs) -> Result<i32> {
     let mut phases = Vec::new();
     let t = Instant::now();
     install::install_all()?;
-    phases.push(Phase { name: "install", secs: t.elapsed().as_secs_f64() });
+    phases.push(Phase {
+        name: "install",
+        secs: t.elapsed().as_secs_f64(),
+    });
 
     let mut host = Counts::default();
     let mut vm_counts = Counts::default();
@@ -44,16 +47,34 @@ pub fn run(args: TestArgs) -> Result<i32> {
 
     // Build everything first so the phases below time tests, not compilation.
     let t = Instant::now();
-    run_cargo(&["build", "--workspace", "--bins"])?;
-    run_cargo(&["test", "--workspace", "--no-run"])?;
-    let vm_bins = if args.host_only { vec![] } else { build_vm_tests(args.vm_filter.as_deref())? };
-    phases.push(Phase { name: "build", secs: t.elapsed().as_secs_f64() });
+    let built = run_cargo(&["build", "--workspace", "--bins"])
+        .and_then(|_| run_cargo(&["test", "--workspace", "--no-run"]))
+        .and_then(|_| {
+            if args.host_only {
+                Ok(vec![])
+            } else {
+                build_vm_tests(args.vm_filter.as_deref())
+            }
+        });
+    phases.push(Phase {
+        name: "build",
+        secs: t.elapsed().as_secs_f64(),
+    });
+    let vm_bins = match built {
+        Ok(bins) => bins,
+        Err(e) => {
+            println!("xtask: BUILD FAILED: {e:#}");
+            println!("0 passed, 1 failed");
+            return Ok(1);
+        }
+    };
 
     if !args.vm_only {
         let t = Instant::now();
         println!("xtask: test: host tests (cargo test --workspace)");
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["test", "--workspace"]).current_dir(workspace_root());
+        cmd.args(["test", "--workspace"])
+            .current_dir(workspace_root());
         let code = run_streaming(&mut cmd, |l| {
             host.add_line(l);
         })?;
@@ -62,15 +83,24 @@ pub fn run(args: TestArgs) -> Result<i32> {
             // A crash or build failure without a libtest summary still counts as a failure.
             host.failed += 1;
         }
-        phases.push(Phase { name: "host tests", secs: t.elapsed().as_secs_f64() });
+        phases.push(Phase {
+            name: "host tests",
+            secs: t.elapsed().as_secs_f64(),
+        });
     }
 
     if !args.host_only {
         match run_vm_suite(&vm_bins) {
             Ok((counts, boot, total)) => {
                 vm_counts = counts;
-                phases.push(Phase { name: "VM boot", secs: boot });
-                phases.push(Phase { name: "VM tests", secs: total - boot });
+                phases.push(Phase {
+                    name: "VM boot",
+                    secs: boot,
+                });
+                phases.push(Phase {
+                    name: "VM tests",
+                    secs: total - boot,
+                });
             }
             Err(e) => {
                 vm_error = Some(format!("{e:#}"));
@@ -80,7 +110,14 @@ pub fn run(args: TestArgs) -> Result<i32> {
     }
 
     println!();
-    println!("xtask: phases: {}", phases.iter().map(|p| format!("{} {:.1}s", p.name, p.secs)).collect::<Vec<_>>().join(", "));
+    println!(
+        "xtask: phases: {}",
+        phases
+            .iter()
+            .map(|p| format!("{} {:.1}s", p.name, p.secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "xtask: host: {} passed, {} failed, {} ignored; VM: {} passed, {} failed",
         host.passed, host.failed, host.ignored, vm_counts.passed, vm_counts.failed
@@ -91,11 +128,18 @@ pub fn run(args: TestArgs) -> Result<i32> {
     let mut total = host;
     total.merge(vm_counts);
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 && host_ok && vm_error.is_none() { 0 } else { 1 })
+    Ok(if total.failed == 0 && host_ok && vm_error.is_none() {
+        0
+    } else {
+        1
+    })
 }
 
 fn run_cargo(args: &[&str]) -> Result<()> {
-    let status = Command::new(env!("CARGO")).args(args).current_dir(workspace_root()).status()?;
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()?;
     if !status.success() {
         bail!("cargo {} failed", args.join(" "));
     }
@@ -107,18 +151,33 @@ fn run_cargo(args: &[&str]) -> Result<()> {
 fn build_vm_tests(filter: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
     let out = output_of(
         Command::new(env!("CARGO"))
-            .args(["test", "-p", "syncbridge-tests", "--features", "vm", "--no-run", "--message-format=json"])
+            .args([
+                "test",
+                "-p",
+                "syncbridge-tests",
+                "--features",
+                "vm",
+                "--no-run",
+                "--message-format=json",
+            ])
             .current_dir(workspace_root()),
     )
     .context("building the VM test suite")?;
     let mut bins = Vec::new();
     for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
             continue;
         }
-        let name = msg["target"]["name"].as_str().unwrap_or_default().to_string();
-        let Some(exe) = msg["executable"].as_str() else { continue };
+        let name = msg["target"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
         if name.starts_with("vm_") && filter.is_none_or(|f| name.contains(f)) {
             bins.push((name, PathBuf::from(exe)));
         }
@@ -134,7 +193,7 @@ const EXIT_MARKER: &str = "SYNCBRIDGE-VM-EXIT";
 
 /// Runs every VM test binary in one boot. Returns counts, boot seconds, total seconds.
 fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
-    let syncbridge = workspace_root().join("target/debug/syncbridge");
+    let syncbridge = target_dir().join("debug/syncbridge");
     let mut script = format!("export SYNCBRIDGE_BIN={}\n", syncbridge.display());
     for (name, exe) in bins {
         script.push_str(&format!(
@@ -142,7 +201,13 @@ fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
             exe = exe.display()
         ));
     }
-    let args = VmArgs { exec: script, memory: "2G".into(), cpus: 2, timeout: 3600, qemu_opts: vec![] };
+    let args = VmArgs {
+        exec: script,
+        memory: "2G".into(),
+        cpus: 2,
+        timeout: 3600,
+        qemu_opts: vec![],
+    };
     let mut counts = Counts::default();
     let mut per_bin = Counts::default();
     let mut exits = Vec::new();
@@ -164,7 +229,11 @@ fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
     })?;
     if exits.len() != bins.len() {
         counts.failed += (bins.len() - exits.len()) as u64;
-        println!("xtask: VM: only {} of {} test binaries finished", exits.len(), bins.len());
+        println!(
+            "xtask: VM: only {} of {} test binaries finished",
+            exits.len(),
+            bins.len()
+        );
     }
     let boot = outcome.boot_time.map(|d| d.as_secs_f64()).unwrap_or(0.0);
     Ok((counts, boot, outcome.total_time.as_secs_f64()))

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cmd::{run_streaming, workspace_root};
+use crate::cmd::{run_streaming, target_dir, workspace_root};
 use crate::{install, kernel};
 
 /// Printed by the guest once it is up; its absence means the VM did not boot.
@@ -54,7 +54,7 @@ pub fn run(args: VmArgs) -> Result<i32> {
 
 /// The scratch directory shared read-write with the guest.
 pub fn scratch_dir() -> PathBuf {
-    workspace_root().join("target").join("vm-scratch")
+    target_dir().join("vm-scratch")
 }
 
 fn guest_script(exec: &str) -> String {
@@ -70,7 +70,7 @@ modprobe vkms enable_cursor=1 enable_overlay=1 enable_writeback=1 || echo "SYNCB
 # Device nodes appear asynchronously; wait (bounded) for the three DRM cards.
 i=0
 while [ "$(ls /dev/dri 2>/dev/null | grep -c '^card')" -lt 3 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-[ -x "{ws}/target/debug/drm-cards" ] && "{ws}/target/debug/drm-cards"
+[ -x "{cards}" ] && "{cards}"
 export SYNCBRIDGE_IN_VM=1
 export SYNCBRIDGE_SCRATCH="{scratch}"
 export XDG_RUNTIME_DIR=/tmp/xdg-runtime
@@ -80,6 +80,7 @@ cd "{ws}"
 "#,
         scratch = scratch.display(),
         ws = ws.display(),
+        cards = target_dir().join("debug/drm-cards").display(),
     )
 }
 
@@ -89,7 +90,14 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     let kernel = kernel::prepare().context("preparing the VM kernel")?;
     // The guest's start-up lists DRM nodes by driver name with this small tool.
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "syncbridge-tests", "--bin", "drm-cards"])
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "syncbridge-tests",
+            "--bin",
+            "drm-cards",
+        ])
         .current_dir(workspace_root())
         .status()?;
     if !status.success() {
@@ -143,5 +151,9 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     if code == 124 || code == 137 {
         bail!("the VM command timed out after {} s", args.timeout);
     }
-    Ok(VmOutcome { code, boot_time, total_time })
+    Ok(VmOutcome {
+        code,
+        boot_time,
+        total_time,
+    })
 }
