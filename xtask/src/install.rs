@@ -97,6 +97,17 @@ fn rustix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// `apt-get update`, as root (directly or through `sudo -n`).
+pub fn apt_update() -> Result<()> {
+    let mut argv = root_prefix()?;
+    argv.extend([
+        "apt-get".to_string(),
+        "update".to_string(),
+        "-q".to_string(),
+    ]);
+    run_checked(Command::new(&argv[0]).args(&argv[1..])).context("apt-get update")
+}
+
 fn apt_install(pkgs: &[&str]) -> Result<()> {
     if !is_debian_like() {
         eprintln!(

@@ -59,13 +59,20 @@ pub fn prepare() -> Result<VmKernel> {
 /// in the cache when apt is not available.
 fn resolve_kver() -> Result<String> {
     if have_command("apt-cache") {
-        let deps = output_of(Command::new("apt-cache").args(["depends", META]))?;
-        if let Some(kver) = deps
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
-            .find(|k| k.starts_with("6.12"))
-        {
-            return Ok(kver.trim().to_string());
+        for attempt in 0..2 {
+            if attempt == 1 {
+                // Package lists may be missing or stale on a fresh machine.
+                crate::install::apt_update()?;
+            }
+            let deps =
+                output_of(Command::new("apt-cache").args(["depends", META])).unwrap_or_default();
+            if let Some(kver) = deps
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
+                .find(|k| k.starts_with("6.12"))
+            {
+                return Ok(kver.trim().to_string());
+            }
         }
     }
     let cached = cache_dir().join("kernel");
