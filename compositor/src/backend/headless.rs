@@ -13,8 +13,7 @@ use smithay::{
         renderer::{
             damage::{OutputDamageTracker, RenderOutputResult},
             element::surface::WaylandSurfaceRenderElement,
-            pixman::PixmanRenderer,
-            Bind, ImportDma, Offscreen,
+            Bind, Offscreen, Renderer,
         },
     },
     desktop::{space::render_output, Space, Window},
@@ -30,7 +29,7 @@ use smithay::{
     utils::{Physical, Point, Size, Transform},
 };
 
-use super::{BackendError, RenderedFrame};
+use super::{cpu_renderer::CpuRenderer, BackendError, RenderedFrame};
 use crate::{config::OutputConfig, frame_clock::FrameClock, state::State};
 
 /// Background of the outputs (dark grey, opaque).
@@ -51,7 +50,7 @@ pub struct HeadlessOutput {
 /// Virtual outputs + pixman.
 #[derive(Debug)]
 pub struct HeadlessBackend {
-    renderer: PixmanRenderer,
+    renderer: CpuRenderer,
     outputs: Vec<HeadlessOutput>,
 }
 
@@ -63,7 +62,7 @@ impl HeadlessBackend {
         outputs: &[OutputConfig],
         now_monotonic: std::time::Duration,
     ) -> Result<Self, BackendError> {
-        let mut renderer = PixmanRenderer::new().map_err(BackendError::RendererInit)?;
+        let mut renderer = CpuRenderer::new().map_err(BackendError::RendererInit)?;
         let now = Instant::now();
         let mut x = 0;
         let mut created = Vec::with_capacity(outputs.len());
@@ -93,6 +92,7 @@ impl HeadlessBackend {
 
             let size: Size<i32, Physical> = config.size.into();
             let framebuffer = renderer
+                .pixman()
                 .create_buffer(
                     Fourcc::Xrgb8888,
                     size.to_logical(1).to_buffer(1, Transform::Normal),
@@ -143,15 +143,13 @@ impl HeadlessBackend {
 
     /// Formats pixman imports (single-plane, linear).
     pub fn dmabuf_formats(&self) -> Vec<Format> {
-        self.renderer.dmabuf_formats().iter().copied().collect()
+        self.renderer.dmabuf_formats()
     }
 
-    /// Import (mmap) a client dma-buf, to refuse it at creation if pixman cannot use it.
+    /// Refuse a client dma-buf at creation if pixman cannot use it. Does not map or
+    /// sync it: that would block on the client's fences (see [`CpuRenderer`]).
     pub fn import_dmabuf(&mut self, dmabuf: &Dmabuf) -> Result<(), BackendError> {
-        self.renderer
-            .import_dmabuf(dmabuf, None)
-            .map(|_| ())
-            .map_err(BackendError::Import)
+        Ok(self.renderer.check_dmabuf(dmabuf)?)
     }
 
     /// The frame clock of output `index`.
@@ -177,14 +175,14 @@ impl HeadlessBackend {
         let name = out.output.name();
         // One persistent buffer: it holds the previous frame (age 1) after the first.
         let age = usize::from(out.rendered_once);
-        let mut target =
-            renderer
-                .bind(&mut out.framebuffer)
-                .map_err(|source| BackendError::Bind {
-                    output: name.clone(),
-                    source,
-                })?;
-        let custom: &[WaylandSurfaceRenderElement<PixmanRenderer>] = &[];
+        let mut target = renderer
+            .pixman()
+            .bind(&mut out.framebuffer)
+            .map_err(|source| BackendError::Bind {
+                output: name.clone(),
+                source,
+            })?;
+        let custom: &[WaylandSurfaceRenderElement<CpuRenderer>] = &[];
         let RenderOutputResult {
             sync,
             damage,
@@ -206,6 +204,10 @@ impl HeadlessBackend {
         })?;
         let damaged = damage.is_some_and(|d| !d.is_empty());
         out.rendered_once = true;
+        // Drop mappings of client buffers that are gone (pixman caches dma-buf mmaps).
+        if let Err(err) = renderer.cleanup_texture_cache() {
+            tracing::debug!(%err, "texture cache cleanup");
+        }
         Ok(RenderedFrame {
             output: out.output.clone(),
             damaged,

@@ -3,6 +3,7 @@
 //! imports client buffers, and one frame clock per output driving
 //! [`crate::State::present_frame`].
 
+pub mod cpu_renderer;
 pub mod headless;
 
 use smithay::{
@@ -57,9 +58,9 @@ pub enum BackendError {
         #[source]
         source: DamageError<PixmanError>,
     },
-    /// The renderer refused a client dma-buf.
-    #[error("importing a dma-buf: {0}")]
-    Import(#[source] PixmanError),
+    /// The renderer cannot use a client dma-buf.
+    #[error("unusable dma-buf: {0}")]
+    Dmabuf(#[from] cpu_renderer::DmabufCheckError),
     /// No output with this index.
     #[error("no output #{0}")]
     NoSuchOutput(usize),

@@ -72,7 +72,7 @@ impl DmabufHandler for State {
             }
             Err(err) => {
                 self.stats.dmabuf_import_failures += 1;
-                tracing::debug!(%err, format = ?dmabuf.format(), "dma-buf import refused");
+                tracing::warn!(%err, format = ?dmabuf.format(), "dma-buf import refused");
                 notifier.failed();
             }
         }

@@ -1,0 +1,217 @@
+//! PNG screenshots of an output, for people (`--screenshot PATH`, SIGUSR1) and for
+//! tests that check what the compositor showed.
+//!
+//! Each backend reads its output back into a [`Screenshot`] (8-bit RGBA, top row
+//! first): the headless backend from its pixman offscreen image, the nested backend
+//! from the GLES framebuffer. This module converts and encodes; it knows no renderer.
+
+use std::{
+    fs::File,
+    io::BufWriter,
+    path::{Path, PathBuf},
+};
+
+/// Errors taking or writing a screenshot.
+#[derive(Debug, thiserror::Error)]
+pub enum ScreenshotError {
+    /// There is no output with this index.
+    #[error("no output #{0} to capture")]
+    NoSuchOutput(usize),
+    /// The backend has nothing to read back (for example a frame never rendered).
+    #[error("the {0} backend cannot capture its output")]
+    Unsupported(&'static str),
+    /// The renderer failed to read its framebuffer back.
+    #[error("reading back the framebuffer: {0}")]
+    Readback(String),
+    /// The pixels do not match the stated size and layout.
+    #[error("framebuffer layout: {0}")]
+    Layout(&'static str),
+    /// Creating the file failed.
+    #[error("creating {path}: {source}")]
+    Create {
+        /// Target path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding or writing the PNG failed.
+    #[error("writing PNG {path}: {source}")]
+    Encode {
+        /// Target path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: png::EncodingError,
+    },
+}
+
+/// An opaque 8-bit RGBA image, rows top to bottom, no padding.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Screenshot {
+    width: u32,
+    height: u32,
+    rgba: Vec<u8>,
+}
+
+impl std::fmt::Debug for Screenshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Screenshot")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Source byte order of one pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelOrder {
+    /// DRM `XRGB8888`/`ARGB8888` in memory on little endian: B, G, R, X.
+    Bgrx,
+    /// DRM `ABGR8888`/`XBGR8888` (GL `RGBA`/`UNSIGNED_BYTE`): R, G, B, A.
+    Rgbx,
+}
+
+/// Bytes of a row of `width` 4-byte pixels, and of the whole image at `stride`.
+fn layout(width: u32, height: u32, stride: usize) -> Result<(usize, usize), ScreenshotError> {
+    let row = usize::try_from(width)
+        .ok()
+        .and_then(|w| w.checked_mul(4))
+        .ok_or(ScreenshotError::Layout("width overflows"))?;
+    if stride < row {
+        return Err(ScreenshotError::Layout("stride shorter than a row"));
+    }
+    let total = usize::try_from(height)
+        .ok()
+        .and_then(|h| h.checked_mul(stride))
+        .ok_or(ScreenshotError::Layout("height overflows"))?;
+    Ok((row, total))
+}
+
+impl Screenshot {
+    /// Convert `data` (`height` rows of `stride` bytes, 4 bytes per pixel in `order`,
+    /// bottom row first when `flipped`) into an opaque RGBA screenshot.
+    pub fn from_pixels(
+        width: u32,
+        height: u32,
+        stride: usize,
+        order: PixelOrder,
+        flipped: bool,
+        data: &[u8],
+    ) -> Result<Self, ScreenshotError> {
+        let (row_len, total) = layout(width, height, stride)?;
+        if data.len() < total {
+            return Err(ScreenshotError::Layout("fewer bytes than height * stride"));
+        }
+        let mut rgba = Vec::with_capacity(row_len * height as usize);
+        let mut push_row = |row: &[u8]| {
+            for px in row[..row_len].chunks_exact(4) {
+                let (r, g, b) = match order {
+                    PixelOrder::Bgrx => (px[2], px[1], px[0]),
+                    PixelOrder::Rgbx => (px[0], px[1], px[2]),
+                };
+                rgba.extend_from_slice(&[r, g, b, 0xff]);
+            }
+        };
+        let rows = data[..total].chunks_exact(stride);
+        if flipped {
+            rows.rev().for_each(&mut push_row);
+        } else {
+            rows.for_each(&mut push_row);
+        }
+        Ok(Self {
+            width,
+            height,
+            rgba,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// RGBA bytes, top row first.
+    pub fn rgba(&self) -> &[u8] {
+        &self.rgba
+    }
+
+    /// The pixel at (`x`, `y`) as `[r, g, b, a]`, if inside.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 4]> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let i = (y as usize * self.width as usize + x as usize) * 4;
+        let px = self.rgba.get(i..i + 4)?;
+        Some([px[0], px[1], px[2], px[3]])
+    }
+
+    /// Write this image as an 8-bit RGBA PNG at `path` (replacing it).
+    pub fn write_png(&self, path: &Path) -> Result<(), ScreenshotError> {
+        let encode = |source| ScreenshotError::Encode {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::create(path).map_err(|source| ScreenshotError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut encoder = png::Encoder::new(BufWriter::new(file), self.width, self.height);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(encode)?;
+        writer.write_image_data(&self.rgba).map_err(encode)?;
+        writer.finish().map_err(encode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_bgrx_with_stride_and_rgbx_flipped() {
+        // 2x2, stride 12 (4 bytes padding per row).
+        let bgrx = [
+            1, 2, 3, 0, 4, 5, 6, 0, 9, 9, 9, 9, //
+            7, 8, 9, 0, 10, 11, 12, 0, 9, 9, 9, 9,
+        ];
+        let shot = Screenshot::from_pixels(2, 2, 12, PixelOrder::Bgrx, false, &bgrx)
+            .expect("valid layout");
+        assert_eq!(shot.pixel(0, 0), Some([3, 2, 1, 255]));
+        assert_eq!(shot.pixel(1, 1), Some([12, 11, 10, 255]));
+        assert_eq!(shot.pixel(2, 0), None);
+
+        let rgbx = [1, 2, 3, 0, 4, 5, 6, 0];
+        let shot =
+            Screenshot::from_pixels(1, 2, 4, PixelOrder::Rgbx, true, &rgbx).expect("valid layout");
+        assert_eq!(shot.pixel(0, 0), Some([4, 5, 6, 255]), "bottom row first");
+    }
+
+    #[test]
+    fn rejects_short_buffers() {
+        assert!(Screenshot::from_pixels(2, 2, 8, PixelOrder::Rgbx, false, &[0; 15]).is_err());
+        assert!(Screenshot::from_pixels(2, 2, 4, PixelOrder::Rgbx, false, &[0; 16]).is_err());
+    }
+
+    #[test]
+    fn writes_a_png_that_decodes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("shot.png");
+        let data: Vec<u8> = (0..3 * 2 * 4).map(|i| i as u8).collect();
+        let shot = Screenshot::from_pixels(3, 2, 12, PixelOrder::Rgbx, false, &data)
+            .expect("valid layout");
+        shot.write_png(&path).expect("written");
+        let decoder = png::Decoder::new(File::open(&path).expect("exists"));
+        let mut reader = decoder.read_info().expect("png header");
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).expect("png data");
+        assert_eq!((info.width, info.height), (3, 2));
+        assert_eq!(&buf[..info.buffer_size()], shot.rgba());
+    }
+}
