@@ -390,6 +390,32 @@ pub enum DmabufFenceSupport {
 
 static SUPPORT: OnceLock<(DmabufFenceSupport, String)> = OnceLock::new();
 
+/// The probe's private one-page dma-buf (never shared, so it only ever holds signalled
+/// fences), kept for [`signaled_stub`].
+static PRIVATE_BUF: OnceLock<Option<(OwnedFd, &'static str)>> = OnceLock::new();
+
+fn private_buf() -> Option<BorrowedFd<'static>> {
+    PRIVATE_BUF
+        .get_or_init(probe_dmabuf)
+        .as_ref()
+        .map(|(fd, _)| fd.as_fd())
+}
+
+/// An already-signalled [`SyncFile`], exported from a private dma-buf that no one else can
+/// add fences to (one ioctl). Needs access to `/dev/dma_heap/system` or `/dev/udmabuf`
+/// ([`ErrorKind::Unsupported`] otherwise; a [`SyncobjDevice`](crate::SyncobjDevice) offers
+/// [`signaled_sync_file`](crate::SyncobjDevice::signaled_sync_file) too).
+pub fn signaled_stub() -> Result<SyncFile, DmabufFenceError> {
+    let Some(buf) = private_buf() else {
+        return Err(DmabufFenceError::Unsupported {
+            op: "signaled_stub (no dma-heap or udmabuf access for a private dma-buf)",
+            fd: -1,
+            errno: Errno::NODEV,
+        });
+    };
+    export_sync_file(buf, Access::Write)
+}
+
 impl DmabufFenceSupport {
     /// Probes once per process (cached): creates a one-page dma-buf from the `system`
     /// dma-heap or from udmabuf when either is accessible and tries export+import on it;
@@ -422,7 +448,8 @@ impl DmabufFenceSupport {
 }
 
 fn probe_uncached() -> (DmabufFenceSupport, String) {
-    let result = match probe_dmabuf() {
+    let probe_buf = PRIVATE_BUF.get_or_init(probe_dmabuf).as_ref();
+    let result = match probe_buf {
         Some((buf, how)) => match probe_on(buf.as_fd()) {
             Ok(()) => (
                 DmabufFenceSupport::ExportImport,
@@ -621,6 +648,14 @@ mod tests {
         assert_eq!(parse_kernel_version("5.15.0-91-generic"), Some((5, 15)));
         assert_eq!(parse_kernel_version("garbage"), None);
         assert_eq!(parse_kernel_version(""), None);
+    }
+
+    #[test]
+    fn signaled_stub_is_signalled_or_unsupported() {
+        match signaled_stub() {
+            Ok(stub) => assert!(stub.is_signaled().expect("poll")),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}"),
+        }
     }
 
     #[test]

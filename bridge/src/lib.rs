@@ -13,7 +13,7 @@
 //! - [`release`]: the release merger, which folds every reader's fence of a buffer into one
 //!   bounded release fence.
 //! - [`error`]: [`ErrorKind`], shared by every subsystem's error enum.
-//! - [`stats`]: process-wide counters.
+//! - [`stats`](mod@stats): process-wide counters ([`stats()`](fn@stats)).
 //!
 //! Every `unsafe` block is a raw ioctl with its argument layout documented next to it
 //! (module `sys`, private). Nothing here panics on input a client or the kernel controls.

@@ -326,6 +326,12 @@ impl SyncFile {
         }
     }
 
+    /// An already-signalled sync_file (see [`dmabuf::signaled_stub`](crate::dmabuf::signaled_stub):
+    /// needs dma-heap or udmabuf access, else [`ErrorKind::Unsupported`]).
+    pub fn signaled_stub() -> Result<SyncFile, crate::DmabufFenceError> {
+        crate::dmabuf::signaled_stub()
+    }
+
     /// Lends the fd (still owned by `self`).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

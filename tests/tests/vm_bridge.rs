@@ -63,6 +63,8 @@ fn probe_reports_export_import_on_6_12() {
         "probe should have used a real dma-buf in the VM: {}",
         DmabufFenceSupport::probe_method()
     );
+    let stub = SyncFile::signaled_stub().expect("the VM has dma-heap/udmabuf");
+    assert!(stub.is_signaled().expect("poll"));
     let vgem = Vgem::open();
     let buf = vgem.create_buffer(8, 8).expect("buffer");
     assert_eq!(
