@@ -608,6 +608,12 @@ impl Timeline {
     /// when `point` signals ([`WaitMode::Signaled`]) or materializes ([`WaitMode::Available`]);
     /// at once if that already happened. Until then it costs one small kernel allocation on
     /// the syncobj and no CPU. Needs `SYNCOBJ_EVENTFD` ([`SyncobjError::EventfdUnsupported`]).
+    ///
+    /// The kernel has no "unregister": closing the eventfd does not remove the registration,
+    /// which lives (with a reference to the eventfd's context) until the point fires or the
+    /// syncobj is destroyed. So registrations on points that never materialize accumulate on
+    /// a long-lived timeline; callers that accept points from clients should bound how many
+    /// waits a client may have pending (e.g. one per surface commit in flight).
     pub fn eventfd(&self, point: u64, mode: WaitMode) -> Result<OwnedFd, SyncobjError> {
         if let Err(errno) = self.dev.eventfd_probe {
             return Err(SyncobjError::EventfdUnsupported { errno });
