@@ -305,6 +305,9 @@ pub fn export_planes(
     planes: &[BorrowedFd<'_>],
     access: Access,
 ) -> Result<SyncFile, DmabufFenceError> {
+    if let [only] = planes {
+        return export_sync_file(*only, access);
+    }
     let distinct = distinct_planes(planes)?;
     let mut acc: Option<SyncFile> = None;
     for plane in distinct {
@@ -323,6 +326,9 @@ pub fn import_planes(
     fence: &SyncFile,
     access: Access,
 ) -> Result<(), DmabufFenceError> {
+    if let [only] = planes {
+        return import_sync_file(*only, fence, access);
+    }
     for plane in distinct_planes(planes)? {
         import_sync_file(plane, fence, access)?;
     }
