@@ -100,6 +100,10 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub exit_after_frames: Option<u64>,
 
+    /// Write a PNG of the first output to PATH at exit (and on SIGUSR1).
+    #[arg(long, value_name = "PATH")]
+    pub screenshot: Option<PathBuf>,
+
     /// Seconds between stats lines in the log (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub stats_interval: u64,
@@ -136,6 +140,8 @@ impl Cli {
             exit_after_frames: self.exit_after_frames,
             stats_log_interval: (self.stats_interval > 0)
                 .then(|| Duration::from_secs(self.stats_interval)),
+            // main() replaces this with what `--backend` resolves to on this machine.
+            backend: crate::backend::BackendKind::Headless,
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct CompositorConfig {
     pub exit_after_frames: Option<u64>,
     /// Period of the info-level stats line in the log (`None`: never).
     pub stats_log_interval: Option<Duration>,
+    /// Which backend runs (resolved from `--backend`).
+    pub backend: crate::backend::BackendKind,
 }
 
 impl CompositorConfig {
@@ -83,6 +85,7 @@ impl CompositorConfig {
             render_device: RenderDeviceSelection::Disabled,
             exit_after_frames: None,
             stats_log_interval: None,
+            backend: crate::backend::BackendKind::Headless,
         }
     }
 }

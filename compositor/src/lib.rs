@@ -11,6 +11,7 @@
 //! - [`state`]: the compositor state and per-client data;
 //! - [`handlers`]: one file per protocol family;
 //! - [`backend`]: where frames go (`headless` today; `tty` and `nested` later);
+//! - [`screenshot`]: PNG captures of an output (`--screenshot`, SIGUSR1);
 //! - [`render`]: backend-independent frame composition and post-frame protocol work;
 //! - [`stats`]: counters, the periodic log line and the `--stats-json` document.
 
@@ -22,6 +23,7 @@ pub mod device;
 pub mod frame_clock;
 pub mod handlers;
 pub mod render;
+pub mod screenshot;
 pub mod server;
 pub mod state;
 pub mod stats;

@@ -27,15 +27,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let selection = backend::select(cli.backend)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, "backend");
 
-    let mut server = Server::new(cli.compositor_config()).context("starting the compositor")?;
+    let mut config = cli.compositor_config();
+    config.backend = selection.kind;
+    let mut server = Server::new(config).context("starting the compositor")?;
     syncbridge_compositor::server::log_startup(&server.state);
     server.handle_signals()?;
+    if let Some(path) = &cli.screenshot {
+        syncbridge_compositor::screenshot::on_sigusr1(&mut server, path.clone())?;
+    }
     let socket = server.listen(cli.socket.as_deref())?;
     if !cli.command.is_empty() {
         server.spawn_command(&cli.command, &socket)?;
     }
 
     let reason = server.run()?;
+    if let Some(path) = &cli.screenshot {
+        server
+            .state
+            .write_screenshot(0, path)
+            .context("writing the --screenshot PNG")?;
+    }
 
     let report = server.state.stats_report();
     tracing::info!(
@@ -53,6 +64,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 
     Ok(match reason {
         Some(ExitReason::ChildExited(code)) => u8::try_from(code).unwrap_or(1),
-        Some(ExitReason::FrameLimit) | Some(ExitReason::Signal) | None => 0,
+        Some(ExitReason::FrameLimit | ExitReason::Signal | ExitReason::WindowClosed) | None => 0,
     })
 }

@@ -72,14 +72,17 @@ impl State {
             }
         };
 
-        // Same dispatch as the render, before any client can commit again: pixman read
-        // on the CPU and is done, so there is no render fence (CPU release).
+        // Same dispatch as the render, before any client can commit again. pixman read
+        // on the CPU and is done: no render fence (CPU release). GLES hands over its
+        // sync point as a sync_file when EGL has native fences.
         let sampled = crate::handlers::sync::sampled_buffers(
             &self.sync_bridge,
             &self.space,
             &rendered.states,
         );
-        self.sync_bridge.frame_rendered(None, &sampled);
+        let render_fence = crate::handlers::sync::render_fence(&rendered.sync);
+        self.sync_bridge
+            .frame_rendered(render_fence.as_ref(), &sampled);
 
         let output = rendered.output.clone();
         self.update_primary_outputs(&output, &rendered.states);

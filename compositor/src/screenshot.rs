@@ -170,6 +170,72 @@ impl Screenshot {
     }
 }
 
+/// Read back output `index` of the headless backend: its pixman image holds the last
+/// rendered frame.
+pub fn capture_headless(
+    backend: &crate::backend::HeadlessBackend,
+    index: usize,
+) -> Result<Screenshot, ScreenshotError> {
+    let image = backend
+        .framebuffer(index)
+        .ok_or(ScreenshotError::NoSuchOutput(index))?;
+    let width = u32::try_from(image.width()).map_err(|_| ScreenshotError::Layout("width"))?;
+    let height = u32::try_from(image.height()).map_err(|_| ScreenshotError::Layout("height"))?;
+    let stride = image.stride();
+    let len = stride
+        .checked_mul(image.height())
+        .ok_or(ScreenshotError::Layout("size overflows"))?;
+    // SAFETY: `data()` only reads the pointer to the image's bits.
+    let bits = unsafe { image.data() };
+    if bits.is_null() {
+        return Err(ScreenshotError::Unsupported("headless"));
+    }
+    // SAFETY: the headless backend creates this image with its own bits (pixman
+    // allocates `stride * height` bytes, alive as long as the image, which `backend`
+    // borrows for this whole function); nothing writes to it while we read, since
+    // rendering needs `&mut` of the backend.
+    let data = unsafe { std::slice::from_raw_parts(bits.cast::<u8>().cast_const(), len) };
+    // The headless outputs are XRGB8888 (B, G, R, X in memory).
+    Screenshot::from_pixels(width, height, stride, PixelOrder::Bgrx, false, data)
+}
+
+impl crate::State {
+    /// Capture output `index` as it is now and write it as a PNG at `path`.
+    pub fn write_screenshot(&mut self, index: usize, path: &Path) -> Result<(), ScreenshotError> {
+        let shot = self.backend.capture(index, &self.space)?;
+        shot.write_png(path)?;
+        tracing::info!(
+            path = %path.display(),
+            size = ?(shot.width(), shot.height()),
+            "screenshot written"
+        );
+        Ok(())
+    }
+}
+
+/// Write a screenshot of the first output to `path` whenever SIGUSR1 arrives.
+pub fn on_sigusr1(
+    server: &mut crate::Server,
+    path: PathBuf,
+) -> Result<(), crate::server::ServerError> {
+    use smithay::reexports::calloop::signals::{Signal, Signals};
+    let source_error = |message: String| crate::server::ServerError::Source {
+        what: "the SIGUSR1 handler",
+        message,
+    };
+    let signals = Signals::new(&[Signal::SIGUSR1]).map_err(|e| source_error(e.to_string()))?;
+    server
+        .event_loop
+        .handle()
+        .insert_source(signals, move |_, _, state| {
+            if let Err(err) = state.write_screenshot(0, &path) {
+                tracing::warn!(%err, "SIGUSR1 screenshot");
+            }
+        })
+        .map_err(|e| source_error(e.error.to_string()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,6 @@ use smithay::{
 };
 
 use crate::{
-    backend::Backend,
     child::{self, ChildError},
     config::{CompositorConfig, FrameClockMode},
     state::{ExitReason, State, StateError},
@@ -108,10 +107,10 @@ impl Server {
         )?;
 
         if frame_clock == FrameClockMode::Timer {
-            let Backend::Headless(headless) = &mut state.backend;
-            headless
+            state
+                .backend
                 .start_frame_clocks(&loop_handle)
-                .map_err(|e| e.error.to_string())
+                .map_err(|e| e.to_string())
                 .map_err(source_error("the frame clocks"))?;
         }
         if let Some(interval) = stats_interval {
@@ -293,9 +292,16 @@ pub fn log_startup(state: &State) {
         ),
         None => tracing::info!("render device: none (no DRM device found or selected)"),
     }
-    tracing::info!(
-        renderer = state.backend.renderer_name(),
-        "renderer: CPU compositing (no render fence: releases are CPU releases); \
-         dma-bufs are read through mmap only after their acquire fences signalled"
-    );
+    match &state.backend {
+        crate::backend::Backend::Nested(_) => tracing::info!(
+            renderer = state.backend.renderer_name(),
+            "renderer: GLES in the nested window; its sync point goes to the bridge as the \
+             render fence when EGL exports native fences, else releases are CPU releases"
+        ),
+        _ => tracing::info!(
+            renderer = state.backend.renderer_name(),
+            "renderer: CPU compositing (no render fence: releases are CPU releases); \
+             dma-bufs are read through mmap only after their acquire fences signalled"
+        ),
+    }
 }

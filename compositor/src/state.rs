@@ -70,6 +70,8 @@ pub enum ExitReason {
     FrameLimit,
     /// SIGINT or SIGTERM.
     Signal,
+    /// The nested window was closed.
+    WindowClosed,
 }
 
 /// The compositor.
@@ -223,20 +225,20 @@ impl State {
         };
 
         let now: std::time::Duration = clock.now().into();
-        let backend = Backend::Headless(crate::backend::HeadlessBackend::new(
-            dh,
-            &config.outputs,
-            now,
-        )?);
+        let backend = Backend::new(config.backend, dh, &config.outputs, now)?;
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();
         for (output, config) in backend.outputs().iter().zip(&config.outputs) {
             let location = output.current_location();
             space.map_output(output, location);
+            // The backend decides: a nested window has its own name and size.
+            let size = output
+                .current_mode()
+                .map_or(config.size, |m| (m.size.w, m.size.h));
             stats.outputs.push(crate::stats::OutputStats {
-                name: config.name.clone(),
-                size: config.size,
+                name: output.name(),
+                size,
                 refresh_mhz: config.refresh_mhz,
                 ..Default::default()
             });

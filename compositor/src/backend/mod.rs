@@ -1,10 +1,11 @@
-//! Where frames go. `headless` today; `tty` (KMS) and `nested` (winit) join as
-//! further variants of [`Backend`] with the same surface: outputs, a renderer that
+//! Where frames go. `headless` and `nested` (winit) today; `tty` (KMS) joins as a
+//! further variant of [`Backend`] with the same surface: outputs, a renderer that
 //! imports client buffers, and one frame clock per output driving
 //! [`crate::State::present_frame`].
 
 pub mod cpu_renderer;
 pub mod headless;
+pub mod nested;
 
 use smithay::{
     backend::{
@@ -18,9 +19,16 @@ use smithay::{
     output::Output,
 };
 
-use crate::{cli::BackendChoice, frame_clock::FrameClock};
+use crate::{
+    cli::BackendChoice,
+    config::OutputConfig,
+    frame_clock::FrameClock,
+    screenshot::{Screenshot, ScreenshotError},
+    state::State,
+};
 
 pub use headless::HeadlessBackend;
+pub use nested::{NestedBackend, NestedError};
 
 /// Errors of the backends.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,12 @@ pub enum BackendError {
     /// No output with this index.
     #[error("no output #{0}")]
     NoSuchOutput(usize),
+    /// The nested (winit) backend failed.
+    #[error("nested backend: {0}")]
+    Nested(#[from] NestedError),
+    /// Starting the frame clocks failed.
+    #[error("starting the frame clocks: {0}")]
+    FrameClocks(String),
 }
 
 /// The backend kinds.
@@ -97,35 +111,70 @@ pub struct BackendSelection {
     pub reason: String,
 }
 
+/// Whether this build has the tty backend. The tty backend sets this when it lands,
+/// so `--backend auto` starts picking it on machines with a seat and a DRM device.
+const TTY_IN_BUILD: bool = false;
+
+/// Why the tty backend can run here (a seat and a DRM primary node), or `None`.
+fn tty_available() -> Option<String> {
+    let seat = std::env::var_os("XDG_SEAT")
+        .map(|s| format!("XDG_SEAT={}", s.to_string_lossy()))
+        .or_else(|| {
+            ["/run/seatd.sock", "/run/systemd/seats"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())
+                .map(|p| format!("{p} exists"))
+        })?;
+    let card = std::fs::read_dir("/dev/dri")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("card"))?;
+    Some(format!("{seat} and /dev/dri/{card}"))
+}
+
 /// Resolve `--backend` for this machine.
 pub fn select(choice: BackendChoice) -> Result<BackendSelection, BackendError> {
+    let kind = |kind, reason: String| Ok(BackendSelection { kind, reason });
     match choice {
-        BackendChoice::Headless => Ok(BackendSelection {
-            kind: BackendKind::Headless,
-            reason: "requested with --backend headless".into(),
-        }),
-        BackendChoice::Nested => Err(BackendError::NotImplemented("nested")),
+        BackendChoice::Headless => kind(
+            BackendKind::Headless,
+            "requested with --backend headless".into(),
+        ),
+        BackendChoice::Nested => kind(
+            BackendKind::Nested,
+            "requested with --backend nested".into(),
+        ),
+        BackendChoice::Tty if TTY_IN_BUILD => {
+            kind(BackendKind::Tty, "requested with --backend tty".into())
+        }
         BackendChoice::Tty => Err(BackendError::NotImplemented("tty")),
         BackendChoice::Auto => {
-            let session = ["WAYLAND_DISPLAY", "DISPLAY"]
-                .into_iter()
-                .find(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-            let has_dri = std::path::Path::new("/dev/dri").exists();
-            let why = match (session, has_dri) {
-                (Some(var), _) => {
-                    format!("{var} is set, but the nested backend is not in this build yet")
-                }
-                (None, true) => {
-                    "/dev/dri exists, but the tty backend is not in this build yet".to_string()
-                }
-                (None, false) => {
-                    "no display session (WAYLAND_DISPLAY/DISPLAY unset) and no /dev/dri".to_string()
-                }
-            };
-            Ok(BackendSelection {
-                kind: BackendKind::Headless,
-                reason: format!("--backend auto: {why}; using headless"),
-            })
+            if let Some(var) = nested::session_variable() {
+                return kind(
+                    BackendKind::Nested,
+                    format!("--backend auto: {var} is set (a display session); using nested"),
+                );
+            }
+            match (tty_available(), TTY_IN_BUILD) {
+                (Some(why), true) => kind(
+                    BackendKind::Tty,
+                    format!("--backend auto: no display session, {why}; using tty"),
+                ),
+                (Some(why), false) => kind(
+                    BackendKind::Headless,
+                    format!(
+                        "--backend auto: no display session; {why}, but the tty backend \
+                         is not in this build yet; using headless"
+                    ),
+                ),
+                (None, _) => kind(
+                    BackendKind::Headless,
+                    "--backend auto: no display session (WAYLAND_DISPLAY/DISPLAY unset) and \
+                     no seat with a DRM device; using headless"
+                        .into(),
+                ),
+            }
         }
     }
 }
@@ -148,13 +197,64 @@ pub struct RenderedFrame {
 pub enum Backend {
     /// Virtual outputs.
     Headless(HeadlessBackend),
+    /// A window in an X11/Wayland session (boxed: the window and GL state are large).
+    Nested(Box<NestedBackend>),
 }
 
 impl Backend {
+    /// Start backend `kind` with `outputs`. `now_monotonic` is CLOCK_MONOTONIC now.
+    pub fn new(
+        kind: BackendKind,
+        dh: &smithay::reexports::wayland_server::DisplayHandle,
+        outputs: &[OutputConfig],
+        now_monotonic: std::time::Duration,
+    ) -> Result<Self, BackendError> {
+        match kind {
+            BackendKind::Headless => Ok(Backend::Headless(HeadlessBackend::new(
+                dh,
+                outputs,
+                now_monotonic,
+            )?)),
+            BackendKind::Nested => Ok(Backend::Nested(Box::new(NestedBackend::new(
+                dh,
+                outputs,
+                now_monotonic,
+            )?))),
+            BackendKind::Tty => Err(BackendError::NotImplemented("tty")),
+        }
+    }
+
+    /// Start pacing frames (timers, window events) in `loop_handle`.
+    pub fn start_frame_clocks(
+        &mut self,
+        loop_handle: &smithay::reexports::calloop::LoopHandle<'static, State>,
+    ) -> Result<(), BackendError> {
+        match self {
+            Backend::Headless(b) => b
+                .start_frame_clocks(loop_handle)
+                .map_err(|e| BackendError::FrameClocks(e.error.to_string())),
+            Backend::Nested(b) => Ok(b.start_frame_clocks(loop_handle)?),
+        }
+    }
+
+    /// Read output `index` back as it is now (`space` for backends that re-render).
+    pub fn capture(
+        &mut self,
+        index: usize,
+        space: &Space<Window>,
+    ) -> Result<Screenshot, ScreenshotError> {
+        match self {
+            Backend::Headless(b) => crate::screenshot::capture_headless(b, index),
+            Backend::Nested(b) if index == 0 => b.capture(space),
+            Backend::Nested(_) => Err(ScreenshotError::NoSuchOutput(index)),
+        }
+    }
+
     /// Backend name.
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Headless(_) => BackendKind::Headless.name(),
+            Backend::Nested(_) => BackendKind::Nested.name(),
         }
     }
 
@@ -162,6 +262,7 @@ impl Backend {
     pub fn renderer_name(&self) -> &'static str {
         match self {
             Backend::Headless(_) => "pixman",
+            Backend::Nested(_) => "gles",
         }
     }
 
@@ -169,6 +270,7 @@ impl Backend {
     pub fn outputs(&self) -> Vec<Output> {
         match self {
             Backend::Headless(b) => b.outputs(),
+            Backend::Nested(b) => b.outputs(),
         }
     }
 
@@ -176,6 +278,7 @@ impl Backend {
     pub fn dmabuf_formats(&self) -> Vec<Format> {
         match self {
             Backend::Headless(b) => b.dmabuf_formats(),
+            Backend::Nested(b) => b.dmabuf_formats(),
         }
     }
 
@@ -183,6 +286,7 @@ impl Backend {
     pub fn import_dmabuf(&mut self, dmabuf: &Dmabuf) -> Result<(), BackendError> {
         match self {
             Backend::Headless(b) => b.import_dmabuf(dmabuf),
+            Backend::Nested(b) => Ok(b.import_dmabuf(dmabuf)?),
         }
     }
 
@@ -194,6 +298,8 @@ impl Backend {
     ) -> Result<RenderedFrame, BackendError> {
         match self {
             Backend::Headless(b) => b.render(index, space),
+            Backend::Nested(b) if index == 0 => Ok(b.render(space)?),
+            Backend::Nested(_) => Err(BackendError::NoSuchOutput(index)),
         }
     }
 
@@ -201,6 +307,7 @@ impl Backend {
     pub fn frame_clock_mut(&mut self, index: usize) -> Option<&mut FrameClock> {
         match self {
             Backend::Headless(b) => b.frame_clock_mut(index),
+            Backend::Nested(b) => (index == 0).then(|| b.frame_clock_mut()),
         }
     }
 }

@@ -3,11 +3,15 @@
 //! the calls in `new_surface` and after each render is the whole integration.
 
 use smithay::{
-    backend::renderer::element::{Id, RenderElementPresentationState, RenderElementStates},
+    backend::renderer::{
+        element::{Id, RenderElementPresentationState, RenderElementStates},
+        sync::SyncPoint,
+    },
     desktop::{Space, Window},
     reexports::calloop::LoopHandle,
     reexports::wayland_server::DisplayHandle,
 };
+use syncbridge_bridge::sync_file::SyncFile;
 use syncbridge_protocols::{
     delegate_sync_bridge, BridgeConfig, BufferId, SyncBridge, SyncBridgeHandler,
 };
@@ -69,6 +73,24 @@ fn log_sync_features(bridge: &SyncBridge<State>) {
         mode = stats.explicit_sync_v1_mode,
         "sync: zwp_linux_explicit_synchronization_v1"
     );
+}
+
+/// A renderer's sync point as a sync_file, when it carries an exportable native
+/// fence (GLES with `EGL_ANDROID_native_fence_sync`); `None` means the render is
+/// complete from the CPU's view (pixman) or cannot be exported (then the bridge
+/// releases on the CPU).
+pub fn render_fence(sync: &SyncPoint) -> Option<SyncFile> {
+    if !sync.is_exportable() {
+        return None;
+    }
+    let fd = sync.export()?;
+    match SyncFile::from_fd(fd) {
+        Ok(fence) => Some(fence),
+        Err(err) => {
+            tracing::warn!(%err, "render fence is not a sync_file; releasing on the CPU");
+            None
+        }
+    }
 }
 
 /// The bridge's ids of the buffers a render read: every surface of every window whose

@@ -21,7 +21,7 @@ use smithay::{
             damage::{Error as DamageError, OutputDamageTracker, RenderOutputResult},
             element::surface::WaylandSurfaceRenderElement,
             gles::{GlesError, GlesRenderer},
-            ExportMem, ImportDma, TextureMapping,
+            ExportMem, ImportDma,
         },
         winit::{self, WinitEventLoop, WinitGraphicsBackend},
         SwapBuffersError,
@@ -62,9 +62,10 @@ pub enum NestedError {
     /// The backend needs at least one output configuration.
     #[error("no output configured")]
     NoOutput,
-    /// Opening the window or creating the EGL context / GLES renderer failed.
+    /// Opening the window or creating the EGL context / GLES renderer failed (the
+    /// winit error is not `Send`, so it is kept as its message and source chain).
     #[error("opening the nested window: {0}")]
-    Init(#[source] winit::Error),
+    Init(String),
     /// Binding the window's back buffer failed.
     #[error("binding the window: {0}")]
     Bind(#[source] SwapBuffersError),
@@ -93,6 +94,7 @@ pub struct NestedBackend {
     damage_tracker: OutputDamageTracker,
     clock: FrameClock,
     refresh_mhz: i32,
+    dmabuf_formats: Vec<Format>,
 }
 
 /// Whether a host session is named in the environment: the variable's name, if so.
@@ -100,6 +102,18 @@ pub fn session_variable() -> Option<&'static str> {
     ["WAYLAND_DISPLAY", "DISPLAY"]
         .into_iter()
         .find(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+/// `err` and its sources, `: `-separated.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl NestedBackend {
@@ -125,8 +139,14 @@ impl NestedBackend {
             .with_title("syncbridge (nested)")
             .with_inner_size(PhysicalSize::new(width, height))
             .with_visible(true);
-        let (graphics, events) =
-            winit::init_from_attributes::<GlesRenderer>(attributes).map_err(NestedError::Init)?;
+        let (mut graphics, events) = winit::init_from_attributes::<GlesRenderer>(attributes)
+            .map_err(|e| NestedError::Init(error_chain(&e)))?;
+        let dmabuf_formats = graphics
+            .renderer()
+            .dmabuf_formats()
+            .iter()
+            .copied()
+            .collect();
         let size = graphics.window_size();
         tracing::info!(
             session,
@@ -166,6 +186,7 @@ impl NestedBackend {
             _global: global,
             clock: FrameClock::new(config.refresh_interval(), Instant::now(), now_monotonic),
             refresh_mhz,
+            dmabuf_formats,
         })
     }
 
@@ -199,13 +220,8 @@ impl NestedBackend {
     }
 
     /// dma-buf formats the GLES renderer imports (through EGL).
-    pub fn dmabuf_formats(&mut self) -> Vec<Format> {
-        self.graphics
-            .renderer()
-            .dmabuf_formats()
-            .iter()
-            .copied()
-            .collect()
+    pub fn dmabuf_formats(&self) -> Vec<Format> {
+        self.dmabuf_formats.clone()
     }
 
     /// Import a client dma-buf into EGL, to refuse it at creation if GLES cannot use it.
@@ -304,7 +320,10 @@ impl NestedBackend {
         let mapping = renderer
             .copy_framebuffer(&framebuffer, region, Fourcc::Abgr8888)
             .map_err(|e| readback(&e))?;
-        let flipped = mapping.flipped();
+        // GlesMapping::flipped() is always true, but smithay renders into a window's
+        // default framebuffer upside down (GL's origin is bottom-left), so the rows
+        // GL reads back bottom-up come out top row first.
+        let flipped = false;
         let bytes = renderer.map_texture(&mapping).map_err(|e| readback(&e))?;
         let width = u32::try_from(size.w).map_err(|_| ScreenshotError::Layout("width"))?;
         let height = u32::try_from(size.h).map_err(|_| ScreenshotError::Layout("height"))?;
