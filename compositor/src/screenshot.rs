@@ -151,8 +151,26 @@ impl Screenshot {
         Some([px[0], px[1], px[2], px[3]])
     }
 
-    /// Write this image as an 8-bit RGBA PNG at `path` (replacing it).
+    /// Write this image as an 8-bit RGBA PNG at `path`. The file is written next to
+    /// it and renamed into place, so a reader never sees half a PNG.
     pub fn write_png(&self, path: &Path) -> Result<(), ScreenshotError> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let create = |source| ScreenshotError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        let result = self
+            .encode(&partial)
+            .and_then(|()| std::fs::rename(&partial, path).map_err(create));
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    }
+
+    fn encode(&self, path: &Path) -> Result<(), ScreenshotError> {
         let encode = |source| ScreenshotError::Encode {
             path: path.to_owned(),
             source,
