@@ -359,7 +359,7 @@ pub fn poll_readable(planes: &[BorrowedFd<'_>]) -> Result<bool, DmabufFenceError
             Err(errno) => {
                 return Err(DmabufFenceError::from_errno(
                     "poll",
-                    planes[0].as_raw_fd(),
+                    planes.first().map_or(-1, |p| p.as_raw_fd()),
                     errno,
                 ))
             }

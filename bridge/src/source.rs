@@ -67,6 +67,7 @@ fn check<F: AsFd>(
 
 /// Fires once when a [`SyncFile`] signals, handing the `SyncFile` to the callback, then
 /// removes itself. Event: the `SyncFile`; metadata: `()`; the callback returns `()`.
+#[must_use = "an event source does nothing until inserted into an event loop"]
 #[derive(Debug)]
 pub struct SyncFileSource {
     inner: Option<Generic<SyncFile>>,
@@ -159,6 +160,7 @@ pub struct TimelinePointEvent {
 
 /// Fires once when a timeline point signals ([`WaitMode::Signaled`]) or materializes
 /// ([`WaitMode::Available`]), through a `SYNCOBJ_EVENTFD` eventfd, then removes itself.
+#[must_use = "an event source does nothing until inserted into an event loop"]
 #[derive(Debug)]
 pub struct TimelinePointSource {
     inner: Option<Generic<OwnedFd>>,
@@ -254,6 +256,7 @@ impl EventSource for TimelinePointSource {
 /// readable it fires at the next dispatch. Takes owned fds: pass dups of the planes
 /// (`BorrowedFd::try_clone_to_owned`); they are closed when it fires or is removed.
 /// Event: `()`.
+#[must_use = "an event source does nothing until inserted into an event loop"]
 #[derive(Debug)]
 pub struct DmabufReadySource {
     planes: Vec<OwnedFd>,
