@@ -105,7 +105,8 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     }
     let scratch = scratch_dir();
     std::fs::create_dir_all(&scratch)?;
-    let script = scratch.join("guest.sh");
+    // One script per run: several VMs may share the scratch directory at once.
+    let script = scratch.join(format!("guest-{}.sh", std::process::id()));
     std::fs::write(&script, guest_script(&args.exec))?;
 
     let mut qemu_opts = vec!["-device virtio-gpu-pci".to_string()];
@@ -141,6 +142,7 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
         on_line(line);
     })?;
     let total_time = start.elapsed();
+    let _ = std::fs::remove_file(&script);
     if boot_time.is_none() {
         bail!(
             "the VM did not boot (vng/QEMU exited with {code} after {:.1}s, no boot marker). Last output:\n{}",
