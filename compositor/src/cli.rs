@@ -19,6 +19,15 @@ pub enum BackendChoice {
     Headless,
 }
 
+/// `--implicit-wait`: how implicit (dma-buf) acquire fences are waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImplicitWaitArg {
+    /// Export the dma-buf's write fences as a sync_file at commit time and wait for it.
+    Export,
+    /// Poll the dma-buf fd (smithay's `Dmabuf::generate_blocker`).
+    Poll,
+}
+
 /// An output size, `WIDTHxHEIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputSize {
@@ -100,6 +109,12 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub exit_after_frames: Option<u64>,
 
+    /// How to wait for implicit (dma-buf) acquire fences: export them as a sync_file at
+    /// commit time (export), or poll the dma-buf as other smithay compositors do (poll;
+    /// for comparisons).
+    #[arg(long, value_enum, default_value_t = ImplicitWaitArg::Export)]
+    pub implicit_wait: ImplicitWaitArg,
+
     /// Write a PNG of the first output to PATH at exit (and on SIGUSR1).
     #[arg(long, value_name = "PATH")]
     pub screenshot: Option<PathBuf>,
@@ -138,6 +153,10 @@ impl Cli {
                 None => RenderDeviceSelection::Auto,
             },
             exit_after_frames: self.exit_after_frames,
+            implicit_wait: match self.implicit_wait {
+                ImplicitWaitArg::Export => syncbridge_protocols::ImplicitWait::Export,
+                ImplicitWaitArg::Poll => syncbridge_protocols::ImplicitWait::Poll,
+            },
             stats_log_interval: (self.stats_interval > 0)
                 .then(|| Duration::from_secs(self.stats_interval)),
             // main() replaces this with what `--backend` resolves to on this machine.

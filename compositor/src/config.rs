@@ -58,6 +58,8 @@ pub struct CompositorConfig {
     pub render_device: RenderDeviceSelection,
     /// Stop the event loop once an output has presented this many frames.
     pub exit_after_frames: Option<u64>,
+    /// How implicit (dma-buf) acquire fences are waited for (`--implicit-wait`).
+    pub implicit_wait: syncbridge_protocols::ImplicitWait,
     /// Period of the info-level stats line in the log (`None`: never).
     pub stats_log_interval: Option<Duration>,
     /// Which backend runs (resolved from `--backend`).
@@ -84,6 +86,7 @@ impl CompositorConfig {
             frame_clock: FrameClockMode::Manual,
             render_device: RenderDeviceSelection::Disabled,
             exit_after_frames: None,
+            implicit_wait: Default::default(),
             stats_log_interval: None,
             backend: crate::backend::BackendKind::Headless,
         }

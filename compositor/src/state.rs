@@ -275,6 +275,7 @@ impl State {
             loop_handle.clone(),
             dh,
             render_device.as_ref(),
+            config.implicit_wait,
         );
 
         Ok(Self {

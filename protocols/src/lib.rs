@@ -29,7 +29,8 @@ mod surface_state;
 pub mod sync_bridge;
 
 pub use sync_bridge::{
-    BridgeConfig, BufferId, Limits, SyncBridge, SyncBridgeDispatch, SyncBridgeHandler, SyncStats,
+    BridgeConfig, BufferId, ImplicitWait, Limits, SyncBridge, SyncBridgeDispatch,
+    SyncBridgeHandler, SyncStats,
 };
 
 /// Crates the macros name, so compositors need not depend on them directly.

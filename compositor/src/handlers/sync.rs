@@ -13,7 +13,7 @@ use smithay::{
 };
 use syncbridge_bridge::sync_file::SyncFile;
 use syncbridge_protocols::{
-    delegate_sync_bridge, BridgeConfig, BufferId, SyncBridge, SyncBridgeHandler,
+    delegate_sync_bridge, BridgeConfig, BufferId, ImplicitWait, SyncBridge, SyncBridgeHandler,
 };
 
 use crate::{device::RenderDevice, state::State};
@@ -32,14 +32,16 @@ pub fn create_sync_bridge(
     loop_handle: LoopHandle<'static, State>,
     dh: &DisplayHandle,
     render_device: Option<&RenderDevice>,
+    implicit_wait: ImplicitWait,
 ) -> SyncBridge<State> {
-    let config = match BridgeConfig::detect(render_device.map(|d| d.path.as_path())) {
+    let mut config = match BridgeConfig::detect(render_device.map(|d| d.path.as_path())) {
         Ok(config) => config,
         Err(err) => {
             tracing::warn!(%err, "sync: timeline device unusable; continuing without it");
             BridgeConfig::without_devices()
         }
     };
+    config.implicit_wait = implicit_wait;
     let mut bridge = SyncBridge::new(loop_handle, config);
     bridge.create_globals(dh);
     log_sync_features(&bridge);

@@ -43,6 +43,7 @@ use syncbridge_bridge::source::{SyncFileSource, TimelinePointSource};
 use syncbridge_bridge::sync_file::{monotonic_now_ns, SyncFile};
 use syncbridge_bridge::syncobj::WaitMode;
 
+use super::config::ImplicitWait;
 use super::stats::WaitKind;
 use super::SyncBridgeHandler;
 use crate::commit_check::{
@@ -314,6 +315,7 @@ fn start_wait<D: SyncBridgeHandler>(
                     .map_err(|e| e.error.to_string())
             }
             Wait::Implicit(dmabuf) => {
+                let forced_poll = bridge.config.implicit_wait == ImplicitWait::Poll;
                 let exported = if bridge.config.dmabuf_fences.is_supported()
                     && !bridge.export_broken
                 {
@@ -333,6 +335,13 @@ fn start_wait<D: SyncBridgeHandler>(
                     }
                 } else {
                     None
+                };
+                // Forced poll (`ImplicitWait::Poll`): the sync_file only timestamps the
+                // signal for the latch-latency figure; the wake-up comes from the dma-buf.
+                let (exported, stamp) = if forced_poll {
+                    (None, exported)
+                } else {
+                    (exported, None)
                 };
                 match exported {
                     Some(fence) => {
@@ -360,7 +369,7 @@ fn start_wait<D: SyncBridgeHandler>(
                         Err(_already_ready) => return already(bridge),
                         Ok((blocker, source)) => handle
                             .insert_source(source, move |_, _, state: &mut D| {
-                                fired(state, &ctx, None);
+                                fired(state, &ctx, stamp.as_ref().and_then(sync_file_signal_time));
                                 Ok(())
                             })
                             .map(|t| {

@@ -41,6 +41,18 @@ impl Default for Limits {
     }
 }
 
+/// How the bridge waits for a dma-buf's implicit fences before it applies a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImplicitWait {
+    /// Export the buffer's write fences as one sync_file at commit time and wait for it
+    /// (polls the dma-buf instead when the kernel has no export ioctl).
+    #[default]
+    Export,
+    /// Always poll the dma-buf fd (smithay's `Dmabuf::generate_blocker`), as other smithay
+    /// compositors do. For comparisons (`syncbridge --implicit-wait poll`).
+    Poll,
+}
+
 /// Errors of [`BridgeConfig::detect`] (the errno is kept in the source).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,6 +89,8 @@ pub struct BridgeConfig {
     pub dmabuf_fences: DmabufFenceSupport,
     /// Offer zwp_linux_explicit_synchronization_v1.
     pub explicit_sync_v1: bool,
+    /// How implicit (dma-buf) acquire fences are waited for.
+    pub implicit_wait: ImplicitWait,
     /// Per-client bounds.
     pub limits: Limits,
 }
@@ -90,6 +104,7 @@ impl BridgeConfig {
             syncobj_disabled_reason: Some("no timeline device configured".into()),
             dmabuf_fences: DmabufFenceSupport::probe(),
             explicit_sync_v1: true,
+            implicit_wait: ImplicitWait::Export,
             limits: Limits::default(),
         }
     }

@@ -63,7 +63,7 @@ use smithay::reexports::wayland_server::{
 };
 use smithay::wayland::compositor::{self, CompositorHandler, TraversalAction};
 
-pub use config::{BridgeConfig, ConfigError, Limits};
+pub use config::{BridgeConfig, ConfigError, ImplicitWait, Limits};
 pub use stats::{LatencySummary, SyncStats, WaitKind};
 
 use crate::drm_syncobj::{
@@ -247,7 +247,9 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         let mut s = self
             .stats
             .snapshot(self.waits.current(), self.tracker.len() as u64);
-        let implicit_ok = self.config.dmabuf_fences.is_supported() && !self.export_broken;
+        let implicit_ok = self.config.dmabuf_fences.is_supported()
+            && !self.export_broken
+            && self.config.implicit_wait == ImplicitWait::Export;
         s.implicit_acquire_mode = if implicit_ok {
             "export-sync-file"
         } else {
