@@ -1,4 +1,5 @@
 //! Shared helpers for syncbridge's integration tests.
 
+pub mod client;
 pub mod fixture;
 pub mod kernel;

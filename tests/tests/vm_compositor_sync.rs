@@ -1,0 +1,1402 @@
+//! The compositor on a real kernel (run inside the test VM by `cargo xtask test`): real
+//! dma-bufs (vgem, virtio-gpu dumb buffers, udmabuf), real fences (vgem fences, virtio_gpu
+//! timeline syncobjs), the in-process compositor with a manual frame clock where
+//! determinism matters, and the real `syncbridge` binary with Debian's weston clients.
+//!
+//! Every test appends a line of figures (latch latency, frames) to
+//! `$SYNCBRIDGE_SCRATCH/vm_compositor_sync_summary.jsonl`, and `zz_summary` prints them.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use syncbridge_bridge::{SyncFile, SyncobjDevice, Timeline};
+use syncbridge_protocols::SyncStats;
+use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
+use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
+use syncbridge_tests::client::{
+    globals_by_name, BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
+};
+use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
+use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::kernel::vgem::VgemFence;
+use wayland_protocols::wp::linux_drm_syncobj::v1::client::wp_linux_drm_syncobj_surface_v1::Error as SyncobjError;
+use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::zwp_linux_surface_synchronization_v1::Error as ExplicitError;
+
+// ------------------------------------------------------------------------------ helpers
+
+const W: u32 = 64;
+const H: u32 = 64;
+
+fn scratch() -> PathBuf {
+    PathBuf::from(std::env::var_os("SYNCBRIDGE_SCRATCH").unwrap_or_else(|| "/tmp".into()))
+}
+
+/// Appends one JSON line of figures to the summary file.
+fn record_summary(test: &str, value: serde_json::Value) {
+    let line = serde_json::json!({ "test": test, "figures": value });
+    let path = scratch().join("vm_compositor_sync_summary.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open the summary file");
+    writeln!(f, "{line}").expect("write the summary");
+}
+
+fn bridge_figures(s: &SyncStats, frames: u64) -> serde_json::Value {
+    serde_json::json!({
+        "frames_presented": frames,
+        "latch_p50_us": s.latch_latency.p50_ns as f64 / 1000.0,
+        "latch_p99_us": s.latch_latency.p99_ns as f64 / 1000.0,
+        "latch_samples": s.latch_latency.count,
+        "waited_implicit": s.commits_waited_implicit,
+        "waited_syncobj": s.commits_waited_syncobj,
+        "waited_explicit": s.commits_waited_explicit,
+    })
+}
+
+fn frames_presented(h: &mut Harness) -> u64 {
+    h.state().stats.outputs[0].frames_presented
+}
+
+fn sync_stats(h: &mut Harness) -> SyncStats {
+    h.state().sync_bridge.stats()
+}
+
+/// Pumps until the bridge has no acquire wait in flight (the fence we signalled was seen).
+fn until_no_waits(h: &mut Harness) {
+    let ok = h.pump_until(500, |h| sync_stats(h).pending_waits == 0);
+    assert!(
+        ok,
+        "the compositor never saw the fence signal: {:?}",
+        sync_stats(h)
+    );
+}
+
+/// A mapped toplevel showing a first (unfenced) buffer from `alloc`.
+fn mapped_surface(
+    h: &mut Harness,
+    c: ClientId,
+    alloc: &Allocator,
+) -> (SurfaceId, BufferId, DmaBuffer) {
+    let s = h.create_toplevel(c);
+    let buf = alloc.allocate(W, H).expect("allocate the first buffer");
+    let b = h.client(c).create_dmabuf_buffer(&buf);
+    h.client(c).attach(s, Some(b));
+    let k = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    let tick = h.frame();
+    assert_eq!(
+        h.client(c).rec.presented(k),
+        Some(tick.seq),
+        "an unfenced buffer is presented at the next frame"
+    );
+    (s, b, buf)
+}
+
+fn virtio_syncobj_device() -> SyncobjDevice {
+    let path = virtio_render_node();
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open virtio_gpu's render node")
+        .into();
+    SyncobjDevice::new(fd).expect("virtio_gpu has timeline syncobjs")
+}
+
+/// A vgem fence (on a scratch vgem buffer) and its sync_file: a real fence the test signals.
+fn vgem_fence(alloc: &Allocator) -> (DmaBuffer, VgemFence, SyncFile) {
+    let buf = alloc.allocate(16, 16).expect("scratch vgem buffer");
+    let fence = alloc.attach_write_fence(&buf).expect("attach a vgem fence");
+    let sf = buf.export_write_fences().expect("export the fence");
+    assert!(
+        !sf.is_signaled().expect("poll"),
+        "a fresh vgem fence is pending"
+    );
+    (buf, fence, sf)
+}
+
+// ------------------------------------------------------------------------ implicit sync
+
+#[test]
+fn unsignalled_vgem_fence_is_not_presented_until_signalled_then_within_one_frame() {
+    require_vm();
+    let mut h = Harness::vm();
+    let c = h.add_client();
+    let vgem = Allocator::vgem();
+    let (s, b0, _buf0) = mapped_surface(&mut h, c, &vgem);
+
+    let buf1 = vgem.allocate(W, H).expect("vgem buffer");
+    let fence = vgem.attach_write_fence(&buf1).expect("vgem write fence");
+    let b1 = h.client(c).create_dmabuf_buffer(&buf1);
+    h.client(c).attach(s, Some(b1));
+    let k1 = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    assert_eq!(sync_stats(&mut h).pending_waits, 1, "the commit waits");
+
+    for _ in 0..5 {
+        h.frame();
+        assert_eq!(
+            h.client(c).rec.outcome(k1),
+            None,
+            "a buffer with an unsignalled write fence must not be presented (or discarded)"
+        );
+        assert_eq!(
+            h.client(c).rec.releases(b0),
+            0,
+            "the previous buffer is still shown: it must not be released"
+        );
+    }
+
+    vgem.signal(fence).expect("signal the vgem fence");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(
+        h.client(c).rec.presented(k1),
+        Some(tick.seq),
+        "presented in the first frame after the fence signalled"
+    );
+    h.roundtrip(c);
+    assert_eq!(
+        h.client(c).rec.releases(b0),
+        1,
+        "the replaced buffer is released"
+    );
+    assert_eq!(h.client(c).rec.releases(b1), 0, "the shown buffer is not");
+
+    let s = sync_stats(&mut h);
+    assert!(s.commits_waited_implicit >= 1, "{s:?}");
+    assert!(s.latch_latency.count >= 1, "{s:?}");
+    let frames = frames_presented(&mut h);
+    record_summary("implicit_fence", bridge_figures(&s, frames));
+}
+
+#[test]
+fn a_client_stalled_on_a_fence_for_2s_does_not_cost_another_client_a_frame() {
+    require_vm();
+    let mut h = Harness::vm();
+    let vgem = Allocator::vgem();
+    let virtio = Allocator::virtio_dumb();
+    let udma = Allocator::udmabuf();
+
+    let a = h.add_client();
+    let (sa, _, _) = mapped_surface(&mut h, a, &vgem);
+    let b = h.add_client();
+    let (sb, first_b, _first) = mapped_surface(&mut h, b, &virtio);
+
+    // A commits a buffer whose fence stays unsignalled for 2 s.
+    let stalled = vgem.allocate(W, H).expect("vgem buffer");
+    let fence = vgem.attach_write_fence(&stalled).expect("fence");
+    let bs = h.client(a).create_dmabuf_buffer(&stalled);
+    h.client(a).attach(sa, Some(bs));
+    let ka = h.client(a).commit(sa, Commit::feedback());
+    h.roundtrip(a);
+
+    // B: a new buffer every frame, from virtio-gpu dumb buffers and udmabufs.
+    let mut pool: Vec<(BufferId, DmaBuffer, usize)> = Vec::new();
+    for i in 0..4 {
+        let alloc = if i % 2 == 0 { &virtio } else { &udma };
+        let buf = alloc.allocate(W, H).expect("allocate");
+        let id = h.client(b).create_dmabuf_buffer(&buf);
+        pool.push((id, buf, 0));
+    }
+    let start = Instant::now();
+    let mut frames = 0u64;
+    let mut previous = first_b;
+    while start.elapsed() < Duration::from_secs(2) {
+        let slot = (frames as usize) % pool.len();
+        let (id, _, uses) = &mut pool[slot];
+        let id = *id;
+        // A client reuses a buffer only once it was released.
+        let released = h.client(b).rec.releases(id);
+        assert_eq!(released, *uses, "buffer {id} was released after each use");
+        *uses += 1;
+        h.client(b).attach(sb, Some(id));
+        let kb = h.client(b).commit(sb, Commit::feedback());
+        h.roundtrip(b);
+        let tick = h.frame();
+        assert_eq!(
+            h.client(b).rec.presented(kb),
+            Some(tick.seq),
+            "B's commit {kb} must be presented at the frame right after it (frame {frames})"
+        );
+        assert_eq!(
+            h.client(a).rec.outcome(ka),
+            None,
+            "A's buffer is still not ready"
+        );
+        h.roundtrip(b);
+        assert!(
+            h.client(b).rec.releases(previous) >= 1,
+            "B's replaced buffer was released"
+        );
+        previous = id;
+        frames += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(frames >= 10, "only {frames} frames in 2 s");
+
+    vgem.signal(fence).expect("signal");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(h.client(a).rec.presented(ka), Some(tick.seq));
+    let s = sync_stats(&mut h);
+    let total = frames_presented(&mut h);
+    let mut fig = bridge_figures(&s, total);
+    fig["b_frames_during_stall"] = frames.into();
+    fig["stall_latch_ms"] = (s.latch_latency.max_ns as f64 / 1e6).into();
+    record_summary("two_clients_one_stalled", fig);
+}
+
+// ------------------------------------------------------------------- linux-drm-syncobj-v1
+
+#[test]
+fn syncobj_acquire_is_honoured_and_release_points_signal_only_after_use_and_always() {
+    require_vm();
+    let mut h = Harness::vm();
+    let c = h.add_client();
+    let dev = virtio_syncobj_device();
+    let vgem = Allocator::vgem();
+    let acq: Timeline = dev.create_timeline().expect("acquire timeline");
+    let rel: Timeline = dev.create_timeline().expect("release timeline");
+    let acq_obj = h
+        .client(c)
+        .import_timeline(acq.export_fd().expect("export").as_fd());
+    let rel_obj = h
+        .client(c)
+        .import_timeline(rel.export_fd().expect("export").as_fd());
+    let s = h.create_toplevel(c);
+    h.client(c).syncobj_surface(s);
+    h.roundtrip(c);
+
+    // B1: acquire point 1 not yet signalled.
+    let buf1 = vgem.allocate(W, H).expect("buffer");
+    let b1 = h.client(c).create_dmabuf_buffer(&buf1);
+    h.client(c).attach(s, Some(b1));
+    h.client(c).set_acquire_point(s, &acq_obj, 1);
+    h.client(c).set_release_point(s, &rel_obj, 1);
+    let k1 = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    for _ in 0..3 {
+        h.frame();
+        assert_eq!(
+            h.client(c).rec.outcome(k1),
+            None,
+            "acquire point 1 not signalled yet"
+        );
+    }
+    acq.signal(1).expect("signal acquire point 1");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k1), Some(tick.seq));
+    for _ in 0..3 {
+        h.frame();
+        assert_eq!(
+            rel.query().expect("query"),
+            0,
+            "B1 is still shown: its release point must not be signalled"
+        );
+    }
+
+    // B2: acquire point 2 carries a pending vgem fence (imported into the timeline).
+    let (_scratch, fence, sf) = vgem_fence(&vgem);
+    acq.import_point(2, &sf)
+        .expect("import the vgem fence as point 2");
+    let buf2 = vgem.allocate(W, H).expect("buffer");
+    let b2 = h.client(c).create_dmabuf_buffer(&buf2);
+    h.client(c).attach(s, Some(b2));
+    h.client(c).set_acquire_point(s, &acq_obj, 2);
+    h.client(c).set_release_point(s, &rel_obj, 2);
+    let k2 = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    for _ in 0..3 {
+        h.frame();
+        assert_eq!(
+            h.client(c).rec.outcome(k2),
+            None,
+            "point 2's fence is pending"
+        );
+        assert_eq!(
+            rel.query().expect("query"),
+            0,
+            "B1 still shown, not released"
+        );
+    }
+    vgem.signal(fence).expect("signal");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k2), Some(tick.seq));
+    assert!(
+        h.pump_until(200, |_| rel.query().is_ok_and(|v| v >= 1)),
+        "B1's release point 1 is signalled once B2 replaced it"
+    );
+    h.frame();
+    assert_eq!(rel.query().expect("query"), 1, "B2's release point not yet");
+
+    // Detach: B2 retired, its release point signalled.
+    h.client(c).attach(s, None);
+    h.client(c).commit(s, Commit::default());
+    h.roundtrip(c);
+    h.frame();
+    assert!(
+        h.pump_until(200, |_| rel.query().is_ok_and(|v| v >= 2)),
+        "B2's release point is signalled after the detach"
+    );
+
+    // B3 shown, then the client disconnects: its release point is signalled all the same.
+    let buf3 = vgem.allocate(W, H).expect("buffer");
+    let b3 = h.client(c).create_dmabuf_buffer(&buf3);
+    h.client(c).attach(s, Some(b3));
+    h.client(c).set_acquire_point(s, &acq_obj, 3);
+    h.client(c).set_release_point(s, &rel_obj, 3);
+    acq.signal(3).expect("signal 3");
+    let k3 = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k3), Some(tick.seq));
+    assert_eq!(rel.query().expect("query"), 2);
+    h.disconnect(c);
+    h.frame();
+    assert!(
+        h.pump_until(200, |_| rel.query().is_ok_and(|v| v >= 3)),
+        "the release point of the buffer shown at disconnect is signalled"
+    );
+
+    let s = sync_stats(&mut h);
+    assert!(s.commits_waited_syncobj >= 2, "{s:?}");
+    assert!(
+        s.release_points_cpu_signalled + s.release_points_fenced >= 3,
+        "{s:?}"
+    );
+    assert_eq!(s.tracked_buffers, 0, "{s:?}");
+    assert_eq!(s.pending_waits, 0);
+    let frames = frames_presented(&mut h);
+    record_summary("syncobj", bridge_figures(&s, frames));
+}
+
+/// A fresh client with a syncobj surface and two timelines imported.
+struct SyncobjCase {
+    c: ClientId,
+    s: SurfaceId,
+    tl: wayland_protocols::wp::linux_drm_syncobj::v1::client::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
+    tl2: wayland_protocols::wp::linux_drm_syncobj::v1::client::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1,
+    _timelines: (Timeline, Timeline),
+}
+
+fn syncobj_case(h: &mut Harness, dev: &SyncobjDevice) -> SyncobjCase {
+    let c = h.add_client();
+    let a = dev.create_timeline().expect("timeline");
+    let b = dev.create_timeline().expect("timeline");
+    let tl = h
+        .client(c)
+        .import_timeline(a.export_fd().expect("export").as_fd());
+    let tl2 = h
+        .client(c)
+        .import_timeline(b.export_fd().expect("export").as_fd());
+    let s = h.create_toplevel(c);
+    h.client(c).syncobj_surface(s);
+    h.roundtrip(c);
+    SyncobjCase {
+        c,
+        s,
+        tl,
+        tl2,
+        _timelines: (a, b),
+    }
+}
+
+#[test]
+fn syncobj_protocol_errors_are_all_sent() {
+    require_vm();
+    let mut h = Harness::vm();
+    let dev = virtio_syncobj_device();
+    let vgem = Allocator::vgem();
+    let bystander = h.add_client();
+    let (bs, _, _) = mapped_surface(&mut h, bystander, &vgem);
+
+    type Setup = fn(&mut Harness, &SyncobjCase, BufferId, BufferId);
+    let cases: Vec<(&str, SyncobjError, Setup)> = vec![
+        (
+            "no acquire point",
+            SyncobjError::NoAcquirePoint,
+            |h, k, dma, _| {
+                h.client(k.c).attach(k.s, Some(dma));
+                h.client(k.c).set_release_point(k.s, &k.tl2, 1);
+            },
+        ),
+        (
+            "no release point",
+            SyncobjError::NoReleasePoint,
+            |h, k, dma, _| {
+                h.client(k.c).attach(k.s, Some(dma));
+                h.client(k.c).set_acquire_point(k.s, &k.tl, 1);
+            },
+        ),
+        (
+            "acquire == release on one timeline",
+            SyncobjError::ConflictingPoints,
+            |h, k, dma, _| {
+                h.client(k.c).attach(k.s, Some(dma));
+                h.client(k.c).set_acquire_point(k.s, &k.tl, 5);
+                h.client(k.c).set_release_point(k.s, &k.tl, 5);
+            },
+        ),
+        (
+            "acquire > release on one timeline",
+            SyncobjError::ConflictingPoints,
+            |h, k, dma, _| {
+                h.client(k.c).attach(k.s, Some(dma));
+                h.client(k.c).set_acquire_point(k.s, &k.tl, 6);
+                h.client(k.c).set_release_point(k.s, &k.tl, 5);
+            },
+        ),
+        (
+            "not a dma-buf",
+            SyncobjError::UnsupportedBuffer,
+            |h, k, _, shm| {
+                h.client(k.c).attach(k.s, Some(shm));
+                h.client(k.c).set_acquire_point(k.s, &k.tl, 1);
+                h.client(k.c).set_release_point(k.s, &k.tl2, 1);
+            },
+        ),
+        (
+            "points without a buffer",
+            SyncobjError::NoBuffer,
+            |h, k, _, _| {
+                h.client(k.c).set_acquire_point(k.s, &k.tl, 1);
+                h.client(k.c).set_release_point(k.s, &k.tl2, 1);
+            },
+        ),
+    ];
+    let errors_before = sync_stats(&mut h).protocol_errors;
+    for (i, (what, code, setup)) in cases.iter().enumerate() {
+        let k = syncobj_case(&mut h, &dev);
+        let buf = vgem.allocate(W, H).expect("buffer");
+        let dma = h.client(k.c).create_dmabuf_buffer(&buf);
+        let shm = h.client(k.c).create_shm_buffer(W as i32, H as i32);
+        h.roundtrip(k.c);
+        setup(&mut h, &k, dma, shm);
+        h.client(k.c).commit(k.s, Commit::default());
+        let err = h
+            .until_protocol_error(k.c)
+            .unwrap_or_else(|| panic!("{what}: no protocol error"));
+        assert_eq!(
+            err.object_interface, "wp_linux_drm_syncobj_surface_v1",
+            "{what}: {err:?}"
+        );
+        assert_eq!(err.code, *code as u32, "{what}: {err:?}");
+        assert_eq!(
+            sync_stats(&mut h).protocol_errors,
+            errors_before + i as u64 + 1,
+            "{what}: counted"
+        );
+    }
+    // The bystander is unaffected.
+    let buf = vgem.allocate(W, H).expect("buffer");
+    let b = h.client(bystander).create_dmabuf_buffer(&buf);
+    h.client(bystander).attach(bs, Some(b));
+    let k = h.client(bystander).commit(bs, Commit::feedback());
+    h.roundtrip(bystander);
+    let tick = h.frame();
+    assert_eq!(h.client(bystander).rec.presented(k), Some(tick.seq));
+    let s = sync_stats(&mut h);
+    assert_eq!(s.pending_waits, 0, "{s:?}");
+    assert_eq!(s.fds_held, 0, "{s:?}");
+}
+
+// --------------------------------------------------------------------- explicit-sync-v1
+
+#[test]
+fn explicit_sync_acquire_fence_is_honoured_and_release_events_arrive() {
+    require_vm();
+    let mut h = Harness::vm();
+    let c = h.add_client();
+    let vgem = Allocator::vgem();
+    let udma = Allocator::udmabuf();
+    let s = h.create_toplevel(c);
+    h.client(c).explicit_surface(s);
+    h.roundtrip(c);
+
+    // B1 (udmabuf: no implicit fence at all) with an unrelated pending vgem fence as its
+    // acquire fence: only the explicit fence can hold it back.
+    let buf1 = udma.allocate(W, H).expect("udmabuf");
+    let b1 = h.client(c).create_dmabuf_buffer(&buf1);
+    let (_scratch, fence, sf) = vgem_fence(&vgem);
+    h.client(c).attach(s, Some(b1));
+    h.client(c).set_acquire_fence(s, sf.as_fd());
+    let k1 = h.client(c).commit(s, Commit::with_explicit_release());
+    drop(sf);
+    h.roundtrip(c);
+    for _ in 0..3 {
+        h.frame();
+        assert_eq!(h.client(c).rec.outcome(k1), None, "acquire fence pending");
+    }
+    vgem.signal(fence).expect("signal");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k1), Some(tick.seq));
+    for _ in 0..3 {
+        h.frame();
+        assert!(
+            h.client(c).rec.explicit_release(k1).is_none(),
+            "B1 is shown: no release yet"
+        );
+    }
+
+    // B2 (vgem, no acquire fence: implicit sync through the explicit surface) replaces it.
+    let buf2 = vgem.allocate(W, H).expect("vgem");
+    let b2 = h.client(c).create_dmabuf_buffer(&buf2);
+    h.client(c).attach(s, Some(b2));
+    let k2 = h.client(c).commit(s, Commit::with_explicit_release());
+    h.roundtrip(c);
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k2), Some(tick.seq));
+    assert!(
+        h.pump_until(100, |h| h.client(c).rec.explicit_release(k1).is_some()),
+        "B1's release event arrives once B2 replaced it"
+    );
+    if let Some(fence) = &h
+        .client(c)
+        .rec
+        .explicit_release(k1)
+        .and_then(|r| r.fence.as_ref())
+    {
+        let sf = SyncFile::from_fd(fence.try_clone().expect("dup")).expect("a sync_file");
+        sf.wait(Duration::from_secs(5))
+            .expect("the release fence signals");
+    }
+    assert!(
+        h.client(c).rec.explicit_release(k2).is_none(),
+        "B2 still shown"
+    );
+
+    // Destroying the surface releases the shown buffer.
+    let surface = h.client(c).surfaces[s].clone();
+    surface.toplevel.destroy();
+    surface.xdg.destroy();
+    surface.wl.destroy();
+    h.roundtrip(c);
+    assert!(
+        h.pump_until(100, |h| h.client(c).rec.explicit_release(k2).is_some()),
+        "the shown buffer's release arrives when its surface is destroyed"
+    );
+    let st = sync_stats(&mut h);
+    assert!(st.commits_waited_explicit >= 1, "{st:?}");
+    assert!(
+        st.explicit_fenced_releases + st.explicit_immediate_releases >= 2,
+        "{st:?}"
+    );
+    let frames = frames_presented(&mut h);
+    record_summary("explicit_sync_v1", bridge_figures(&st, frames));
+}
+
+#[test]
+fn explicit_sync_acquire_fence_on_shm_buffer_is_a_protocol_error() {
+    require_vm();
+    let mut h = Harness::vm();
+    let c = h.add_client();
+    let vgem = Allocator::vgem();
+    let s = h.create_toplevel(c);
+    h.client(c).explicit_surface(s);
+    let shm = h.client(c).create_shm_buffer(W as i32, H as i32);
+    h.roundtrip(c);
+    let (_scratch, fence, sf) = vgem_fence(&vgem);
+    h.client(c).attach(s, Some(shm));
+    h.client(c).set_acquire_fence(s, sf.as_fd());
+    h.client(c).commit(s, Commit::default());
+    let err = h.until_protocol_error(c).expect("a protocol error");
+    assert_eq!(err.object_interface, "zwp_linux_surface_synchronization_v1");
+    assert_eq!(err.code, ExplicitError::UnsupportedBuffer as u32);
+    vgem.signal(fence).expect("signal");
+    h.pump();
+    let st = sync_stats(&mut h);
+    assert_eq!((st.pending_waits, st.fds_held), (0, 0), "{st:?}");
+}
+
+// ---------------------------------------------------------------- the real binary
+
+fn syncbridge_bin() -> PathBuf {
+    let path = std::env::var_os("SYNCBRIDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../target/debug/syncbridge"
+            ))
+        });
+    assert!(
+        path.exists(),
+        "syncbridge binary {} missing (cargo xtask test sets SYNCBRIDGE_BIN)",
+        path.display()
+    );
+    path
+}
+
+fn runtime_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let dir = base.join(format!("vm-compositor-{name}"));
+    std::fs::create_dir_all(&dir).expect("runtime dir");
+    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    dir
+}
+
+/// A running `syncbridge` (SIGTERM + stats on [`Running::stop`]).
+struct Running {
+    child: Child,
+    socket: PathBuf,
+    stats: PathBuf,
+    log: PathBuf,
+}
+
+fn start_syncbridge(name: &str, render_device: &Path) -> Running {
+    let dir = runtime_dir(name);
+    let socket_name = "wayland-test";
+    let socket = dir.join(socket_name);
+    let _ = std::fs::remove_file(&socket);
+    let stats = scratch().join(format!("{name}-stats.json"));
+    let _ = std::fs::remove_file(&stats);
+    let log = scratch().join(format!("{name}.log"));
+    let child = Command::new(syncbridge_bin())
+        .args([
+            "--backend",
+            "headless",
+            "--stats-interval",
+            "0",
+            "--socket",
+            socket_name,
+        ])
+        .arg("--render-device")
+        .arg(render_device)
+        .arg("--stats-json")
+        .arg(&stats)
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("start syncbridge");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "syncbridge never listened; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running {
+        child,
+        socket,
+        stats,
+        log,
+    }
+}
+
+impl Running {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("the compositor's /proc/<pid>/fd")
+            .count()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait, read the stats document.
+    fn stop(mut self) -> (serde_json::Value, String) {
+        // SAFETY: kill(2) on the pid of our own child process, which has not been reaped.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM to syncbridge");
+        let status = self.child.wait().expect("wait for syncbridge");
+        let log = self.log();
+        assert!(status.success(), "syncbridge exit {status}; log:\n{log}");
+        let text = std::fs::read_to_string(&self.stats)
+            .unwrap_or_else(|e| panic!("stats JSON {}: {e}; log:\n{log}", self.stats.display()));
+        (serde_json::from_str(&text).expect("stats JSON"), log)
+    }
+}
+
+/// Waits (bounded) until `f` holds; the bound is a liveness limit, not a speed assertion.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One client that shows a buffer, then queues three commits that wait (implicit vgem
+/// fence, syncobj acquire point, explicit-sync-v1 acquire fence), then disconnects.
+fn client_dies_mid_wait(
+    rb: &Running,
+    vgem: &Allocator,
+    dev: &SyncobjDevice,
+    pending: &mut Vec<VgemFence>,
+) {
+    let mut c = TestClient::connect(&rb.socket).expect("connect");
+    // Implicit.
+    let s1 = c.create_toplevel();
+    c.blocking_roundtrip();
+    let buf = vgem.allocate(W, H).expect("buffer");
+    let fence = vgem.attach_write_fence(&buf).expect("fence");
+    pending.push(fence);
+    let b = c.create_dmabuf_buffer(&buf);
+    c.attach(s1, Some(b));
+    c.commit(s1, Commit::feedback());
+    // syncobj.
+    let s2 = c.create_toplevel();
+    c.syncobj_surface(s2);
+    let tl = dev.create_timeline().expect("timeline");
+    let tl_obj = c.import_timeline(tl.export_fd().expect("fd").as_fd());
+    c.blocking_roundtrip();
+    let buf2 = vgem.allocate(W, H).expect("buffer");
+    let b2 = c.create_dmabuf_buffer(&buf2);
+    c.attach(s2, Some(b2));
+    c.set_acquire_point(s2, &tl_obj, 1);
+    c.set_release_point(s2, &tl_obj, 2);
+    c.commit(s2, Commit::feedback());
+    // explicit-sync-v1.
+    let s3 = c.create_toplevel();
+    c.explicit_surface(s3);
+    c.blocking_roundtrip();
+    let buf3 = vgem.allocate(W, H).expect("buffer");
+    let b3 = c.create_dmabuf_buffer(&buf3);
+    let (_sb, f3, sf3) = vgem_fence(vgem);
+    pending.push(f3);
+    c.attach(s3, Some(b3));
+    c.set_acquire_fence(s3, sf3.as_fd());
+    c.commit(s3, Commit::with_explicit_release());
+    c.blocking_roundtrip();
+    for (i, _) in c.surfaces.iter().enumerate() {
+        assert!(c.rec.outcome(i as u64 + 1).is_none());
+    }
+    assert!(c.protocol_error().is_none());
+    c.disconnect();
+    drop(c);
+}
+
+#[test]
+fn a_client_that_disconnects_mid_wait_leaves_nothing_behind_in_the_compositor() {
+    require_vm();
+    let rb = start_syncbridge("disconnect", &virtio_render_node());
+    let vgem = Allocator::vgem();
+    let dev = virtio_syncobj_device();
+
+    // Warm-up: a client that shows a buffer and leaves (lazily created state settles).
+    {
+        let mut c = TestClient::connect(&rb.socket).expect("connect");
+        let s = c.create_toplevel();
+        c.blocking_roundtrip();
+        let buf = vgem.allocate(W, H).expect("buffer");
+        let b = c.create_dmabuf_buffer(&buf);
+        c.attach(s, Some(b));
+        let k = c.commit(s, Commit::feedback());
+        assert!(
+            c.blocking_dispatch_until(Duration::from_secs(10), |r| r.presented(k).is_some()),
+            "the warm-up buffer is presented"
+        );
+        c.disconnect();
+    }
+    let mut pending = Vec::new();
+    client_dies_mid_wait(&rb, &vgem, &dev, &mut pending);
+    for f in pending.drain(..) {
+        vgem.signal(f).expect("signal");
+    }
+    // The baseline: the fd count once it stops changing.
+    let mut baseline = rb.fd_count();
+    let steady = eventually(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = rb.fd_count();
+        std::mem::replace(&mut baseline, now) == now
+    });
+    assert!(steady, "the compositor's fd count never settled");
+    let rss_before = rb.rss_kib();
+
+    let rounds = 10;
+    for round in 0..rounds {
+        client_dies_mid_wait(&rb, &vgem, &dev, &mut pending);
+        let back = eventually(Duration::from_secs(10), || rb.fd_count() <= baseline);
+        assert!(
+            back,
+            "round {round}: the compositor holds {} fds, {baseline} before the client came; log:\n{}",
+            rb.fd_count(),
+            rb.log()
+        );
+        // The fences it waited on are still pending; signalling them now must be harmless.
+        for f in pending.drain(..) {
+            vgem.signal(f).expect("signal");
+        }
+    }
+    let rss_after = rb.rss_kib();
+    let fds_after = rb.fd_count();
+    let (stats, log) = rb.stop();
+    let sync = &stats["sync"];
+    assert_eq!(stats["clients"]["connected"], rounds + 2, "{stats:#}");
+    assert_eq!(stats["clients"]["disconnected"], rounds + 2, "{stats:#}");
+    assert_eq!(stats["protocol_errors_sent"], 0, "{stats:#}\n{log}");
+    assert_eq!(sync["pending_waits"], 0, "no wait left: {sync:#}");
+    assert_eq!(sync["tracked_buffers"], 0, "no buffer left: {sync:#}");
+    assert_eq!(sync["fences_held"]["now"], 0, "no fence left: {sync:#}");
+    assert_eq!(sync["fds_held"]["now"], 0, "no fd left: {sync:#}");
+    assert_eq!(sync["kernel_ops"]["live_sync_files"], 0, "{sync:#}");
+    assert_eq!(sync["kernel_ops"]["live_timelines"], 0, "{sync:#}");
+    let waited = &sync["commits_waited"];
+    assert!(waited["implicit"].as_u64() >= Some(rounds), "{sync:#}");
+    assert!(waited["syncobj"].as_u64() >= Some(rounds), "{sync:#}");
+    assert!(
+        waited["explicit_sync_v1"].as_u64() >= Some(rounds),
+        "{sync:#}"
+    );
+    assert!(
+        sync["fds_held"]["peak"].as_u64() >= Some(3),
+        "the waits did hold fds: {sync:#}"
+    );
+    // Memory: 10 clients x 3 surfaces must not grow the compositor by megabytes.
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth < 4096,
+        "RSS grew by {growth} KiB over {rounds} clients ({rss_before} -> {rss_after})"
+    );
+    record_summary(
+        "disconnect_mid_wait",
+        serde_json::json!({
+            "fd_baseline": baseline, "fd_after": fds_after,
+            "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+            "fds_held_peak": sync["fds_held"]["peak"],
+        }),
+    );
+}
+
+// ---------------------------------------------------------- property test (seeded)
+
+/// splitmix64: small, seeded, reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// One commit in the model.
+#[derive(Debug, Clone)]
+struct MCommit {
+    id: CommitId,
+    /// Buffer index in the surface's pool, None = detach.
+    buffer: Option<usize>,
+    /// Index into `Model::fences`, if the commit waits on one.
+    fence: Option<usize>,
+}
+
+#[derive(Debug)]
+struct MSurface {
+    sid: SurfaceId,
+    pool: Vec<(BufferId, DmaBuffer)>,
+    /// Commits that attach/detach, in order.
+    commits: Vec<MCommit>,
+    /// Times each pool buffer was committed.
+    committed: Vec<usize>,
+    /// Release events already checked per pool buffer.
+    checked_releases: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct MClient {
+    id: ClientId,
+    alive: bool,
+    surfaces: Vec<MSurface>,
+    checked_feedback: usize,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    clients: Vec<MClient>,
+    /// (vgem fence, signalled).
+    fences: Vec<(VgemFence, bool)>,
+}
+
+impl MSurface {
+    /// Length of the commit prefix whose fences all signalled: what the compositor may
+    /// have applied at most.
+    fn applicable(&self, fences: &[(VgemFence, bool)]) -> usize {
+        self.commits
+            .iter()
+            .take_while(|c| c.fence.is_none_or(|f| fences[f].1))
+            .count()
+    }
+}
+
+/// Checks the invariants on everything client `mc` received so far.
+fn check_invariants(h: &mut Harness, model: &mut Model, ci: usize, step: usize) {
+    let fences = &model.fences;
+    let mc = &mut model.clients[ci];
+    if !mc.alive {
+        return;
+    }
+    let client = &h.clients[mc.id];
+    // 1. No buffer is presented before its fence (and those of earlier commits) signalled.
+    for fb in &client.rec.feedback[mc.checked_feedback..] {
+        if let Presentation::Presented { .. } = fb.outcome {
+            for ms in &mc.surfaces {
+                if let Some(pos) = ms.commits.iter().position(|c| c.id == fb.commit) {
+                    assert!(
+                        pos < ms.applicable(fences),
+                        "step {step}: commit {} presented before its fence signalled",
+                        fb.commit
+                    );
+                }
+            }
+        }
+    }
+    mc.checked_feedback = client.rec.feedback.len();
+    // 2. No release while the buffer is (or may still become) the surface's content.
+    for ms in &mut mc.surfaces {
+        let applicable = ms.applicable(fences);
+        for (i, (bid, _)) in ms.pool.iter().enumerate() {
+            let releases = client.rec.releases(*bid);
+            for n in ms.checked_releases[i]..releases {
+                // The (n+1)-th commit of buffer i must be applicable and replaced by a later
+                // applicable commit.
+                let nth = ms
+                    .commits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.buffer == Some(i))
+                    .nth(n)
+                    .map(|(pos, _)| pos);
+                let Some(pos) = nth else {
+                    panic!("step {step}: buffer {bid} released {releases} times, committed fewer");
+                };
+                assert!(
+                    pos + 1 < applicable,
+                    "step {step}: buffer {bid} released while still shown or queued \
+                     (commit #{pos}, applicable prefix {applicable})"
+                );
+            }
+            ms.checked_releases[i] = releases;
+        }
+    }
+}
+
+fn add_model_client(h: &mut Harness, model: &mut Model, vgem: &Allocator) {
+    let id = h.add_client();
+    let mut surfaces = Vec::new();
+    for _ in 0..2 {
+        let sid = h.create_toplevel(id);
+        let mut pool = Vec::new();
+        for _ in 0..3 {
+            let buf = vgem.allocate(32, 32).expect("vgem buffer");
+            let bid = h.client(id).create_dmabuf_buffer(&buf);
+            pool.push((bid, buf));
+        }
+        surfaces.push(MSurface {
+            sid,
+            pool,
+            commits: Vec::new(),
+            committed: vec![0; 3],
+            checked_releases: vec![0; 3],
+        });
+    }
+    h.roundtrip(id);
+    model.clients.push(MClient {
+        id,
+        alive: true,
+        surfaces,
+        checked_feedback: 0,
+    });
+}
+
+fn run_property_case(seed: u64, steps: usize) -> (SyncStats, u64) {
+    let mut rng = Rng(seed);
+    let mut h = Harness::vm();
+    let vgem = Allocator::vgem();
+    let mut model = Model::default();
+    add_model_client(&mut h, &mut model, &vgem);
+    add_model_client(&mut h, &mut model, &vgem);
+
+    for step in 0..steps {
+        let live: Vec<usize> = (0..model.clients.len())
+            .filter(|&i| model.clients[i].alive)
+            .collect();
+        let roll = rng.below(100);
+        if live.is_empty() || (roll >= 97 && live.len() < 3) {
+            add_model_client(&mut h, &mut model, &vgem);
+        } else if roll < 45 {
+            // Commit a free buffer, fenced half of the time.
+            let ci = live[rng.below(live.len())];
+            let si = rng.below(2);
+            let fenced = rng.chance(50);
+            let mc = &model.clients[ci];
+            let ms = &mc.surfaces[si];
+            let client = &h.clients[mc.id];
+            let free: Vec<usize> = (0..ms.pool.len())
+                .filter(|&i| client.rec.releases(ms.pool[i].0) == ms.committed[i])
+                .collect();
+            if free.is_empty() {
+                continue;
+            }
+            let bi = free[rng.below(free.len())];
+            let fence = if fenced {
+                let f = vgem
+                    .attach_write_fence(&ms.pool[bi].1)
+                    .expect("attach a fence to a free buffer");
+                model.fences.push((f, false));
+                Some(model.fences.len() - 1)
+            } else {
+                None
+            };
+            let (cid, sid, bid) = (mc.id, ms.sid, ms.pool[bi].0);
+            h.client(cid).attach(sid, Some(bid));
+            let id = h.client(cid).commit(sid, Commit::feedback());
+            let ms = &mut model.clients[ci].surfaces[si];
+            ms.committed[bi] += 1;
+            ms.commits.push(MCommit {
+                id,
+                buffer: Some(bi),
+                fence,
+            });
+        } else if roll < 50 {
+            // Detach.
+            let ci = live[rng.below(live.len())];
+            let si = rng.below(2);
+            let (cid, sid) = (model.clients[ci].id, model.clients[ci].surfaces[si].sid);
+            h.client(cid).attach(sid, None);
+            let id = h.client(cid).commit(sid, Commit::feedback());
+            model.clients[ci].surfaces[si].commits.push(MCommit {
+                id,
+                buffer: None,
+                fence: None,
+            });
+        } else if roll < 72 {
+            // Signal a pending fence.
+            let pending: Vec<usize> = (0..model.fences.len())
+                .filter(|&i| !model.fences[i].1)
+                .collect();
+            if !pending.is_empty() {
+                let i = pending[rng.below(pending.len())];
+                vgem.signal(model.fences[i].0).expect("signal");
+                model.fences[i].1 = true;
+            }
+        } else if roll < 95 {
+            h.frame();
+        } else if live.len() > 1 {
+            // A client disconnects with whatever it has queued.
+            let ci = live[rng.below(live.len())];
+            h.disconnect(model.clients[ci].id);
+            model.clients[ci].alive = false;
+        }
+        h.pump();
+        h.pump();
+        for ci in 0..model.clients.len() {
+            check_invariants(&mut h, &mut model, ci, step);
+        }
+    }
+
+    // Drain: every fence signals, every surface detaches; every commit of a live client's
+    // buffer must then have been released exactly once.
+    for (f, signalled) in &mut model.fences {
+        if !*signalled {
+            vgem.signal(*f).expect("signal");
+            *signalled = true;
+        }
+    }
+    until_no_waits(&mut h);
+    for ci in 0..model.clients.len() {
+        if !model.clients[ci].alive {
+            continue;
+        }
+        for si in 0..2 {
+            let (cid, sid) = (model.clients[ci].id, model.clients[ci].surfaces[si].sid);
+            h.client(cid).attach(sid, None);
+            let id = h.client(cid).commit(sid, Commit::default());
+            model.clients[ci].surfaces[si].commits.push(MCommit {
+                id,
+                buffer: None,
+                fence: None,
+            });
+        }
+    }
+    h.frame();
+    for ci in 0..model.clients.len() {
+        if model.clients[ci].alive {
+            let id = model.clients[ci].id;
+            h.roundtrip(id);
+            check_invariants(&mut h, &mut model, ci, steps);
+        }
+    }
+    for mc in &model.clients {
+        if !mc.alive {
+            continue;
+        }
+        for ms in &mc.surfaces {
+            for (i, (bid, _)) in ms.pool.iter().enumerate() {
+                assert_eq!(
+                    h.clients[mc.id].rec.releases(*bid),
+                    ms.committed[i],
+                    "seed {seed}: buffer {bid} committed {} times, every use must be released",
+                    ms.committed[i]
+                );
+            }
+        }
+    }
+    // Everyone leaves: the compositor holds nothing.
+    for mc in &model.clients {
+        if mc.alive {
+            h.clients[mc.id].disconnect();
+        }
+    }
+    for _ in 0..5 {
+        h.pump();
+    }
+    h.frame();
+    let s = sync_stats(&mut h);
+    assert_eq!(s.pending_waits, 0, "seed {seed}: {s:?}");
+    assert_eq!(s.tracked_buffers, 0, "seed {seed}: {s:?}");
+    assert_eq!(s.fences_held, 0, "seed {seed}: {s:?}");
+    assert_eq!(s.fds_held, 0, "seed {seed}: {s:?}");
+    let frames = frames_presented(&mut h);
+    (s, frames)
+}
+
+#[test]
+fn property_random_operation_sequences_keep_the_sync_invariants() {
+    require_vm();
+    let seeds: Vec<u64> = match std::env::var("SYNCBRIDGE_PROPTEST_SEED") {
+        Ok(s) => vec![s.parse().expect("seed")],
+        Err(_) => (1..=6).collect(),
+    };
+    let mut all = Vec::new();
+    let start = Instant::now();
+    for seed in seeds {
+        let (s, frames) = run_property_case(seed, 150);
+        all.push(serde_json::json!({
+            "seed": seed,
+            "latch_samples": s.latch_latency.count,
+            "waited_implicit": s.commits_waited_implicit,
+            "released": s.buffers_released,
+            "frames": frames,
+        }));
+    }
+    record_summary(
+        "property",
+        serde_json::json!({ "cases": all, "secs": start.elapsed().as_secs_f64() }),
+    );
+}
+
+// ------------------------------------------------------------ real clients (weston)
+
+fn run_with_client(
+    name: &str,
+    render_device: &Path,
+    client: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, serde_json::Value, String) {
+    let dir = runtime_dir(name);
+    let stats = scratch().join(format!("{name}-stats.json"));
+    let _ = std::fs::remove_file(&stats);
+    let mut cmd = Command::new(syncbridge_bin());
+    cmd.args(["--backend", "headless", "--stats-interval", "0"])
+        .arg("--render-device")
+        .arg(render_device)
+        .arg("--stats-json")
+        .arg(&stats)
+        .arg("--")
+        .args(client)
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("RUST_LOG", "info")
+        .env_remove("WAYLAND_DISPLAY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run syncbridge");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::write(scratch().join(format!("{name}.log")), &log);
+    let text = std::fs::read_to_string(&stats)
+        .unwrap_or_else(|e| panic!("stats JSON {}: {e}; log:\n{log}", stats.display()));
+    (
+        out.status.code(),
+        serde_json::from_str(&text).expect("stats JSON"),
+        log,
+    )
+}
+
+fn node(driver: &str, kind: NodeKind) -> PathBuf {
+    find_nodes(driver, kind)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no {kind:?} node for {driver}"))
+}
+
+fn weston_figures(stats: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "frames_presented": stats["frames_presented_total"],
+        "commits": stats["commits"],
+        "dmabuf_imports": stats["dmabuf_imports"],
+        "latch_latency": stats["sync"]["latch_latency"],
+        "commits_waited": stats["sync"]["commits_waited"],
+        "already_signalled": stats["sync"]["commits_fence_already_signalled"],
+    })
+}
+
+#[test]
+fn weston_simple_dmabuf_egl_presents_frames_without_protocol_errors() {
+    require_vm();
+    // kms_swrast allocates dumb buffers: on virtio_gpu's primary node.
+    let card = node("virtio_gpu", NodeKind::Primary);
+    let card = card.to_str().expect("utf-8 path");
+    let (code, stats, log) = run_with_client(
+        "weston-simple-dmabuf-egl",
+        &virtio_render_node(),
+        &["timeout", "40", "weston-simple-dmabuf-egl", "-d", card],
+        &[],
+    );
+    assert_eq!(code, Some(124), "the client ran until stopped; log:\n{log}");
+    assert_eq!(stats["protocol_errors_sent"], 0, "{stats:#}\n{log}");
+    assert!(
+        stats["dmabuf_imports"].as_u64() >= Some(1),
+        "{stats:#}\n{log}"
+    );
+    let frames = stats["frames_presented_total"].as_u64().unwrap_or(0);
+    assert!(frames >= 20, "only {frames} frames: {stats:#}\n{log}");
+    record_summary("weston-simple-dmabuf-egl", weston_figures(&stats));
+}
+
+#[test]
+fn weston_simple_dmabuf_feedback_presents_frames_without_protocol_errors() {
+    require_vm();
+    // The client allocates on the feedback's main device: VKMS has no render node, so it
+    // falls back to the primary node, where kms_swrast can allocate dumb buffers.
+    let vkms = node("vkms", NodeKind::Primary);
+    let (code, stats, log) = run_with_client(
+        "weston-simple-dmabuf-feedback",
+        &vkms,
+        &["weston-simple-dmabuf-feedback"],
+        &[],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the client exits 0 after its 3 s; log:\n{log}"
+    );
+    assert!(
+        log.contains("end of dma-buf feedback"),
+        "the client received the feedback; log:\n{log}"
+    );
+    assert_eq!(stats["protocol_errors_sent"], 0, "{stats:#}\n{log}");
+    assert!(
+        stats["dmabuf_imports"].as_u64() >= Some(1),
+        "{stats:#}\n{log}"
+    );
+    let frames = stats["frames_presented_total"].as_u64().unwrap_or(0);
+    assert!(frames >= 2, "only {frames} frames: {stats:#}\n{log}");
+    record_summary("weston-simple-dmabuf-feedback", weston_figures(&stats));
+}
+
+#[test]
+fn wayland_info_lists_dmabuf_v4_syncobj_and_explicit_sync() {
+    require_vm();
+    let (code, _stats, log) = run_with_client(
+        "wayland-info",
+        &virtio_render_node(),
+        &["wayland-info"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "log:\n{log}");
+    let mut versions: HashMap<String, u32> = HashMap::new();
+    for line in log.lines() {
+        // interface: 'zwp_linux_dmabuf_v1',   version:  5, name: 12
+        let Some(rest) = line.trim().strip_prefix("interface: '") else {
+            continue;
+        };
+        let Some((name, tail)) = rest.split_once('\'') else {
+            continue;
+        };
+        let version = tail
+            .split("version:")
+            .nth(1)
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        versions.insert(name.to_string(), version);
+    }
+    assert!(
+        versions.get("zwp_linux_dmabuf_v1").copied().unwrap_or(0) >= 4,
+        "{versions:?}\n{log}"
+    );
+    assert!(
+        versions.contains_key("wp_linux_drm_syncobj_manager_v1"),
+        "{versions:?}"
+    );
+    assert!(
+        versions.contains_key("zwp_linux_explicit_synchronization_v1"),
+        "{versions:?}"
+    );
+    // Our own client agrees.
+    let rb = start_syncbridge("globals", &virtio_render_node());
+    let c = TestClient::connect(&rb.socket).expect("connect");
+    let ours = globals_by_name(&c.rec.globals);
+    assert!(ours.get("zwp_linux_dmabuf_v1").copied().unwrap_or(0) >= 4);
+    assert!(ours.contains_key("wp_linux_drm_syncobj_manager_v1"));
+    drop(c);
+    let _ = rb.stop();
+}
+
+// -------------------------------------------------------------------------- summary
+
+/// Prints the figures the other tests recorded (straight to fd 1, past libtest's capture).
+/// Runs last (tests run in name order with --test-threads=1).
+#[test]
+fn zz_summary() {
+    let path = scratch().join("vm_compositor_sync_summary.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    for line in text.lines() {
+        let _ = writeln!(out, "VM-COMPOSITOR-SUMMARY {line}");
+    }
+    let _ = out.flush();
+    // The next run starts a fresh file.
+    let _ = std::fs::remove_file(&path);
+}
