@@ -54,6 +54,7 @@ impl State {
     }
 
     fn on_nested_input(&mut self, event: InputEvent<WinitInput>) {
+        tracing::trace!(?event, "nested: input");
         match event {
             InputEvent::Keyboard { event } => {
                 let Some(keyboard) = self.seat.get_keyboard() else {

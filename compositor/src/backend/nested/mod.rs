@@ -26,7 +26,10 @@ use smithay::{
         winit::{self, WinitEventLoop, WinitGraphicsBackend},
         SwapBuffersError,
     },
-    desktop::{space::render_output, Space, Window},
+    desktop::{
+        space::{render_output, space_render_elements},
+        Space, Window,
+    },
     output::{Mode, Output, PhysicalProperties, Subpixel},
     reexports::{
         calloop::{
@@ -92,6 +95,10 @@ pub struct NestedBackend {
     output: Output,
     _global: GlobalId,
     damage_tracker: OutputDamageTracker,
+    /// Damage since the previous frame (age 1), whatever the window's buffer age is:
+    /// without EGL buffer age every frame is repainted in full, but only frames that
+    /// changed count as presented (as on the other backends).
+    change_tracker: OutputDamageTracker,
     clock: FrameClock,
     refresh_mhz: i32,
     dmabuf_formats: Vec<Format>,
@@ -182,6 +189,7 @@ impl NestedBackend {
             graphics,
             events: Some(events),
             damage_tracker: OutputDamageTracker::from_output(&output),
+            change_tracker: OutputDamageTracker::from_output(&output),
             output,
             _global: global,
             clock: FrameClock::new(config.refresh_interval(), Instant::now(), now_monotonic),
@@ -255,34 +263,30 @@ impl NestedBackend {
     pub fn render(&mut self, space: &Space<Window>) -> Result<RenderedFrame, NestedError> {
         let age = self.graphics.buffer_age().unwrap_or(0);
         let (renderer, mut framebuffer) = self.graphics.bind().map_err(NestedError::Bind)?;
-        let custom: &[WaylandSurfaceRenderElement<GlesRenderer>] = &[];
+        let elements = space_render_elements::<_, Window, _>(renderer, [space], &self.output, 1.0)
+            .map_err(|e| NestedError::Render(DamageError::OutputNoMode(e)))?;
+        let changed = match self.change_tracker.damage_output(1, &elements) {
+            Ok((damage, _)) => damage.is_some_and(|d| !d.is_empty()),
+            Err(_) => true,
+        };
         let RenderOutputResult {
             sync,
             damage,
             states,
-        } = render_output(
-            &self.output,
-            renderer,
-            &mut framebuffer,
-            1.0,
-            age,
-            [space],
-            custom,
-            &mut self.damage_tracker,
-            CLEAR_COLOR,
-        )
-        .map_err(NestedError::Render)?;
+        } = self
+            .damage_tracker
+            .render_output(renderer, &mut framebuffer, age, &elements, CLEAR_COLOR)
+            .map_err(NestedError::Render)?;
         let damage = damage.cloned();
         drop(framebuffer);
-        let damaged = damage.as_ref().is_some_and(|d| !d.is_empty());
-        if damaged {
+        if damage.as_ref().is_some_and(|d| !d.is_empty()) {
             self.graphics
                 .submit(damage.as_deref())
                 .map_err(NestedError::Submit)?;
         }
         Ok(RenderedFrame {
             output: self.output.clone(),
-            damaged,
+            damaged: changed,
             states,
             sync,
         })
