@@ -580,3 +580,52 @@ fn nested_forwards_clicks_and_keys_and_follows_window_resizes() {
     let image = Image::load(&screenshot);
     assert_eq!((image.width, image.height), (800, 520));
 }
+
+#[test]
+fn nested_inside_a_wayland_session_shows_weston_simple_shm() {
+    // The Wayland session is syncbridge itself (headless); the nested syncbridge is
+    // its client, and weston-simple-shm the nested one's. The host's exit screenshot
+    // (taken while both still run) shows simple-shm through the nested window.
+    require("/usr/bin/weston-simple-shm", "weston");
+    let nested_args = format!(
+        "{SYNCBRIDGE} --backend auto --stats-interval 0 --output-size {}x{} \
+         -- /usr/bin/weston-simple-shm",
+        SIZE.0, SIZE.1
+    );
+    let run = run_syncbridge(
+        None,
+        &[
+            "--backend",
+            "headless",
+            "--exit-after-frames",
+            "120",
+            "--",
+            "sh",
+            "-c",
+            &format!("exec {nested_args}"),
+        ],
+    );
+    let log = run.log();
+    assert!(
+        log.contains("--backend auto: WAYLAND_DISPLAY is set") && log.contains("using nested"),
+        "the inner compositor picked nested; log:\n{log}"
+    );
+    assert!(
+        log.contains("nested: window open") && log.contains("\"WAYLAND_DISPLAY\""),
+        "log:\n{log}"
+    );
+    assert_eq!(run.stats["protocol_errors_sent"], 0, "log:\n{log}");
+    // Where the pattern lands is not asserted: winit adds client-side decorations
+    // on Wayland, and with Mesa's software EGL on a Wayland host the nested frame
+    // arrives upside down (an open issue; X11 hosts are exact, see above). The
+    // host must show simple-shm's many colours through the nested window.
+    let image = Image::load(&run.screenshot);
+    let mut colours = image.pixels((0, 0), SIZE);
+    colours.sort_unstable();
+    colours.dedup();
+    assert!(
+        colours.len() >= 200,
+        "only {} distinct colours on the host: simple-shm not shown through the nested window",
+        colours.len()
+    );
+}
