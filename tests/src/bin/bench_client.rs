@@ -1,0 +1,1103 @@
+//! `bench-client`: the benchmark client of `cargo xtask bench`.
+//!
+//! One process drives any number of Wayland connections (one xdg toplevel each) from one
+//! thread and prints one JSON object of what it measured (to `--out` or stdout). The same
+//! binary runs against syncbridge and Weston, so both see identical traffic.
+//!
+//! Modes:
+//! - `frames`: every client redraws on each frame callback (shm or vgem dma-bufs) and asks
+//!   for presentation feedback on every commit. Reports commit -> presented in frames,
+//!   missed refresh cycles, and the compositor's CPU time (from `/proc/PID/stat`) per
+//!   distinct presentation time seen in the measurement window.
+//! - `latch`: one client commits a vgem buffer carrying an unsignalled write fence, waits
+//!   until the compositor has the commit (a roundtrip), sleeps a known time and signals the
+//!   fence. The compositor's `--stats-json` holds the latch latency; the client reports
+//!   signal -> presented as a cross-check.
+//! - `bounds`: one client commits the same buffer (`--buffers 1`) or rotates buffers as fast
+//!   as the compositor takes them (a roundtrip every 256 commits, no frame callbacks), and
+//!   samples the compositor's open fds and RSS before, half-way and after.
+//! - `stall`: `--clients` clients each commit vgem buffers whose write fences are never
+//!   signalled; samples fds/RSS while they are stalled, measures the frame rate of one
+//!   healthy shm client meanwhile, then disconnects the stalled clients and samples again.
+//!
+//! The compositor's pid is `--compositor-pid`, default the parent (syncbridge runs this
+//! client as its `-- COMMAND`).
+
+use std::collections::BTreeSet;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use syncbridge_tests::kernel::vgem::{FenceAccess, Vgem, VgemBuffer};
+use wayland_client::{
+    delegate_noop,
+    protocol::{
+        wl_buffer::{self, WlBuffer},
+        wl_callback::{self, WlCallback},
+        wl_compositor::WlCompositor,
+        wl_registry::{self, WlRegistry},
+        wl_shm::{self, WlShm},
+        wl_shm_pool::WlShmPool,
+        wl_surface::WlSurface,
+    },
+    Connection, Dispatch, EventQueue, QueueHandle,
+};
+use wayland_protocols::{
+    wp::{
+        linux_dmabuf::zv1::client::{
+            zwp_linux_buffer_params_v1::{self, ZwpLinuxBufferParamsV1},
+            zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1,
+        },
+        presentation_time::client::{
+            wp_presentation::{self, WpPresentation},
+            wp_presentation_feedback::{self, WpPresentationFeedback},
+        },
+    },
+    xdg::shell::client::{
+        xdg_surface::{self, XdgSurface},
+        xdg_toplevel::XdgToplevel,
+        xdg_wm_base::{self, XdgWmBase},
+    },
+};
+
+type Res<T> = Result<T, String>;
+
+const DRM_FORMAT_XRGB8888: u32 = 0x3432_5258;
+const MOD_LINEAR: u64 = 0;
+
+// ---------------------------------------------------------------------------------------
+// Command line
+
+#[derive(Debug, Clone)]
+struct Args {
+    mode: String,
+    socket: Option<PathBuf>,
+    clients: usize,
+    frames: u64,
+    warmup: u64,
+    buffers: usize,
+    size: i32,
+    commits: u64,
+    iterations: u64,
+    queue: usize,
+    kind: BufKind,
+    compositor_pid: i32,
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BufKind {
+    Shm,
+    Vgem,
+}
+
+fn parse_args() -> Res<Args> {
+    let mut a = Args {
+        mode: "frames".into(),
+        socket: None,
+        clients: 1,
+        frames: 120,
+        warmup: 20,
+        buffers: 3,
+        size: 128,
+        commits: 1000,
+        iterations: 50,
+        queue: 1,
+        kind: BufKind::Shm,
+        compositor_pid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()),
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--mode" => a.mode = val()?,
+            "--socket" => a.socket = Some(PathBuf::from(val()?)),
+            "--clients" => a.clients = num(val()?)? as usize,
+            "--frames" => a.frames = num(val()?)?,
+            "--warmup" => a.warmup = num(val()?)?,
+            "--buffers" => a.buffers = (num(val()?)? as usize).max(1),
+            "--size" => a.size = (num(val()?)? as i32).clamp(8, 1024),
+            "--commits" => a.commits = num(val()?)?,
+            "--iterations" => a.iterations = num(val()?)?,
+            "--queue" => a.queue = (num(val()?)? as usize).max(1),
+            "--buffer-kind" => {
+                a.kind = match val()?.as_str() {
+                    "shm" => BufKind::Shm,
+                    "vgem" => BufKind::Vgem,
+                    other => return Err(format!("--buffer-kind shm|vgem, got {other}")),
+                }
+            }
+            "--compositor-pid" => a.compositor_pid = num(val()?)? as i32,
+            "--out" => a.out = Some(PathBuf::from(val()?)),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------------------
+// Clocks, /proc and small statistics
+
+/// `clock_gettime(clk)` in ns (the presentation clock, CLOCK_MONOTONIC by default).
+fn now_ns(clk: u32) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it, and an
+    // unknown clock id makes it fail with EINVAL (then we fall back to 0 below).
+    let rc = unsafe { libc::clock_gettime(clk as libc::clockid_t, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_s(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+fn fds(pid: i32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn proc_sample(pid: i32) -> String {
+    obj(&[
+        ("fds", opt(fds(pid))),
+        ("rss_kib", opt(rss_kib(pid))),
+        ("cpu_s", opt(cpu_s(pid))),
+    ])
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mean = if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    obj(&[
+        ("count", v.len().to_string()),
+        ("p50", num(percentile(&v, 0.5))),
+        ("p99", num(percentile(&v, 0.99))),
+        ("mean", num(mean)),
+        ("max", num(v.last().copied().unwrap_or(f64::NAN))),
+    ])
+}
+
+// Hand-written JSON: the tests crate has no serde in its normal dependencies.
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        "null".into()
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "null".into(), |v| v.to_string())
+}
+
+fn obj(pairs: &[(&str, String)]) -> String {
+    let body: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn s(v: &str) -> String {
+    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+// ---------------------------------------------------------------------------------------
+// One Wayland connection
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cb {
+    Frame,
+}
+
+#[derive(Debug)]
+struct Buf {
+    wl: WlBuffer,
+    busy: bool,
+    shm_file: Option<(std::fs::File, u64)>,
+    vgem: Option<VgemBuffer>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Feedback {
+    committed_ns: u64,
+    signalled_ns: u64,
+    /// (presented ns, refresh ns), or None when discarded.
+    outcome: Option<Option<(u64, u64)>>,
+}
+
+#[derive(Debug, Default)]
+struct St {
+    compositor: Option<WlCompositor>,
+    shm: Option<WlShm>,
+    wm: Option<XdgWmBase>,
+    presentation: Option<WpPresentation>,
+    dmabuf: Option<ZwpLinuxDmabufV1>,
+    globals: Vec<String>,
+    clock: u32,
+    configured: bool,
+    frame_done: bool,
+    buffers: Vec<Buf>,
+    failed_buffers: u64,
+    feedback: Vec<Feedback>,
+}
+
+#[derive(Debug)]
+struct Client {
+    conn: Connection,
+    queue: EventQueue<St>,
+    st: St,
+    qh: QueueHandle<St>,
+    surface: Option<WlSurface>,
+    _xdg: Option<(XdgSurface, XdgToplevel)>,
+    commits: u64,
+}
+
+impl Client {
+    fn connect(socket: Option<&PathBuf>) -> Res<Client> {
+        let conn = match socket {
+            Some(path) => {
+                let stream = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| format!("connect {}: {e}", path.display()))?;
+                Connection::from_socket(stream).map_err(|e| format!("connect: {e}"))?
+            }
+            None => Connection::connect_to_env().map_err(|e| format!("connect: {e}"))?,
+        };
+        let mut queue = conn.new_event_queue();
+        let qh = queue.handle();
+        conn.display().get_registry(&qh, ());
+        let mut st = St {
+            clock: libc::CLOCK_MONOTONIC as u32,
+            ..St::default()
+        };
+        queue
+            .roundtrip(&mut st)
+            .map_err(|e| format!("roundtrip: {e}"))?;
+        queue
+            .roundtrip(&mut st)
+            .map_err(|e| format!("roundtrip: {e}"))?;
+        Ok(Client {
+            conn,
+            queue,
+            st,
+            qh,
+            surface: None,
+            _xdg: None,
+            commits: 0,
+        })
+    }
+
+    fn has_global(&self, name: &str) -> bool {
+        self.st.globals.iter().any(|g| g == name)
+    }
+
+    /// A configured xdg toplevel.
+    fn toplevel(&mut self) -> Res<()> {
+        let compositor = self.st.compositor.clone().ok_or("no wl_compositor")?;
+        let wm = self.st.wm.clone().ok_or("no xdg_wm_base")?;
+        let surface = compositor.create_surface(&self.qh, ());
+        let xdg = wm.get_xdg_surface(&surface, &self.qh, ());
+        let top = xdg.get_toplevel(&self.qh, ());
+        top.set_title("bench-client".into());
+        surface.commit();
+        self.surface = Some(surface);
+        self._xdg = Some((xdg, top));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.st.configured {
+            if Instant::now() > deadline {
+                return Err("no xdg_surface.configure within 20 s".into());
+            }
+            self.queue
+                .blocking_dispatch(&mut self.st)
+                .map_err(|e| format!("dispatch: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn add_shm_buffer(&mut self, size: i32) -> Res<usize> {
+        let shm = self.st.shm.clone().ok_or("no wl_shm")?;
+        let stride = size * 4;
+        let len = (stride * size) as u64;
+        let fd = rustix::fs::memfd_create("bench-shm", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| format!("memfd_create: {e}"))?;
+        let file = std::fs::File::from(fd);
+        file.set_len(len).map_err(|e| format!("ftruncate: {e}"))?;
+        let pool = shm.create_pool(file.as_fd(), len as i32, &self.qh, ());
+        let id = self.st.buffers.len();
+        let wl = pool.create_buffer(
+            0,
+            size,
+            size,
+            stride,
+            wl_shm::Format::Xrgb8888,
+            &self.qh,
+            id,
+        );
+        pool.destroy();
+        self.st.buffers.push(Buf {
+            wl,
+            busy: false,
+            shm_file: Some((file, len)),
+            vgem: None,
+        });
+        Ok(id)
+    }
+
+    fn add_vgem_buffer(&mut self, vgem: &Vgem, size: i32) -> Res<usize> {
+        let dmabuf = self.st.dmabuf.clone().ok_or("no zwp_linux_dmabuf_v1")?;
+        let buf = vgem
+            .create_buffer(size as u32, size as u32)
+            .map_err(|e| format!("vgem buffer: {e}"))?;
+        let id = self.st.buffers.len();
+        let params = dmabuf.create_params(&self.qh, ());
+        params.add(
+            buf.dmabuf.as_fd(),
+            0,
+            0,
+            buf.pitch,
+            (MOD_LINEAR >> 32) as u32,
+            (MOD_LINEAR & 0xffff_ffff) as u32,
+        );
+        let wl = params.create_immed(
+            size,
+            size,
+            DRM_FORMAT_XRGB8888,
+            zwp_linux_buffer_params_v1::Flags::empty(),
+            &self.qh,
+            id,
+        );
+        params.destroy();
+        self.st.buffers.push(Buf {
+            wl,
+            busy: false,
+            shm_file: None,
+            vgem: Some(buf),
+        });
+        Ok(id)
+    }
+
+    fn free_buffer(&self) -> Option<usize> {
+        self.st.buffers.iter().position(|b| !b.busy)
+    }
+
+    /// attach + damage (+ frame callback, + feedback) + commit. Returns the feedback index.
+    fn commit(&mut self, buf: usize, frame: bool, feedback: bool) -> Res<Option<usize>> {
+        let surface = self.surface.clone().ok_or("no surface")?;
+        let b = self.st.buffers.get_mut(buf).ok_or("no such buffer")?;
+        if let Some((file, len)) = &b.shm_file {
+            // Touch the content so every frame really changes.
+            let v = (self.commits as u8).wrapping_mul(37);
+            let _ = file.write_at(
+                &[v; 64],
+                (self.commits * 64) % len.saturating_sub(64).max(1),
+            );
+        }
+        b.busy = true;
+        surface.attach(Some(&b.wl), 0, 0);
+        surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
+        if frame {
+            self.st.frame_done = false;
+            surface.frame(&self.qh, Cb::Frame);
+        }
+        let idx = if feedback {
+            let p = self.st.presentation.clone().ok_or("no wp_presentation")?;
+            let idx = self.st.feedback.len();
+            p.feedback(&surface, &self.qh, idx);
+            self.st.feedback.push(Feedback {
+                committed_ns: 0,
+                signalled_ns: 0,
+                outcome: None,
+            });
+            Some(idx)
+        } else {
+            None
+        };
+        let t = now_ns(self.st.clock);
+        surface.commit();
+        if let Some(i) = idx {
+            self.st.feedback[i].committed_ns = t;
+        }
+        self.commits += 1;
+        self.flush()?;
+        Ok(idx)
+    }
+
+    fn flush(&self) -> Res<()> {
+        self.conn.flush().map_err(|e| format!("flush: {e}"))
+    }
+
+    fn roundtrip(&mut self) -> Res<()> {
+        self.queue
+            .roundtrip(&mut self.st)
+            .map(|_| ())
+            .map_err(|e| format!("roundtrip: {e}"))
+    }
+}
+
+/// Reads and dispatches whatever arrives on any of `clients` within `timeout`.
+fn pump(clients: &mut [&mut Client], timeout: Duration) -> Res<()> {
+    let mut any_pending = false;
+    for c in clients.iter_mut() {
+        c.flush()?;
+        if c.queue
+            .dispatch_pending(&mut c.st)
+            .map_err(|e| e.to_string())?
+            > 0
+        {
+            any_pending = true;
+        }
+    }
+    let guards: Vec<_> = clients.iter().map(|c| c.queue.prepare_read()).collect();
+    if guards.iter().any(Option::is_none) {
+        any_pending = true;
+    }
+    let ready: Vec<bool> = {
+        let mut pfds: Vec<PollFd<'_>> = guards
+            .iter()
+            .flatten()
+            .map(|g| PollFd::from_borrowed_fd(g.connection_fd(), PollFlags::IN))
+            .collect();
+        let ts = if any_pending {
+            rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }
+        } else {
+            rustix::time::Timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: i64::from(timeout.subsec_nanos()),
+            }
+        };
+        match rustix::event::poll(&mut pfds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        pfds.iter().map(|p| !p.revents().is_empty()).collect()
+    };
+    let mut r = ready.into_iter();
+    for g in guards.into_iter().flatten() {
+        if r.next().unwrap_or(false) {
+            g.read().map_err(|e| format!("read: {e}"))?;
+        }
+    }
+    for c in clients.iter_mut() {
+        c.queue
+            .dispatch_pending(&mut c.st)
+            .map_err(|e| format!("dispatch: {e}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Dispatch
+
+impl Dispatch<WlRegistry, ()> for St {
+    fn event(
+        st: &mut Self,
+        reg: &WlRegistry,
+        event: wl_registry::Event,
+        _: &(),
+        _: &Connection,
+        qh: &QueueHandle<Self>,
+    ) {
+        if let wl_registry::Event::Global {
+            name,
+            interface,
+            version,
+        } = event
+        {
+            match interface.as_str() {
+                "wl_compositor" => st.compositor = Some(reg.bind(name, version.min(4), qh, ())),
+                "wl_shm" => st.shm = Some(reg.bind(name, 1, qh, ())),
+                "xdg_wm_base" => st.wm = Some(reg.bind(name, 1, qh, ())),
+                "wp_presentation" => st.presentation = Some(reg.bind(name, 1, qh, ())),
+                "zwp_linux_dmabuf_v1" if version >= 3 => {
+                    st.dmabuf = Some(reg.bind(name, 3, qh, ()))
+                }
+                _ => {}
+            }
+            st.globals.push(interface);
+        }
+    }
+}
+
+impl Dispatch<WlCallback, Cb> for St {
+    fn event(
+        st: &mut Self,
+        _: &WlCallback,
+        event: wl_callback::Event,
+        cb: &Cb,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_callback::Event::Done { .. } = event {
+            match cb {
+                Cb::Frame => st.frame_done = true,
+            }
+        }
+    }
+}
+
+impl Dispatch<WlBuffer, usize> for St {
+    fn event(
+        st: &mut Self,
+        _: &WlBuffer,
+        event: wl_buffer::Event,
+        id: &usize,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_buffer::Event::Release = event {
+            if let Some(b) = st.buffers.get_mut(*id) {
+                b.busy = false;
+            }
+        }
+    }
+}
+
+impl Dispatch<WpPresentation, ()> for St {
+    fn event(
+        st: &mut Self,
+        _: &WpPresentation,
+        event: wp_presentation::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wp_presentation::Event::ClockId { clk_id } = event {
+            st.clock = clk_id;
+        }
+    }
+}
+
+impl Dispatch<WpPresentationFeedback, usize> for St {
+    fn event(
+        st: &mut Self,
+        _: &WpPresentationFeedback,
+        event: wp_presentation_feedback::Event,
+        idx: &usize,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        let Some(f) = st.feedback.get_mut(*idx) else {
+            return;
+        };
+        match event {
+            wp_presentation_feedback::Event::Presented {
+                tv_sec_hi,
+                tv_sec_lo,
+                tv_nsec,
+                refresh,
+                ..
+            } => {
+                let secs = (u64::from(tv_sec_hi) << 32) | u64::from(tv_sec_lo);
+                let t = secs * 1_000_000_000 + u64::from(tv_nsec);
+                f.outcome = Some(Some((t, u64::from(refresh))));
+            }
+            wp_presentation_feedback::Event::Discarded => f.outcome = Some(None),
+            _ => {}
+        }
+    }
+}
+
+impl Dispatch<XdgWmBase, ()> for St {
+    fn event(
+        _: &mut Self,
+        wm: &XdgWmBase,
+        event: xdg_wm_base::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let xdg_wm_base::Event::Ping { serial } = event {
+            wm.pong(serial);
+        }
+    }
+}
+
+impl Dispatch<XdgSurface, ()> for St {
+    fn event(
+        st: &mut Self,
+        xdg: &XdgSurface,
+        event: xdg_surface::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let xdg_surface::Event::Configure { serial } = event {
+            xdg.ack_configure(serial);
+            st.configured = true;
+        }
+    }
+}
+
+impl Dispatch<ZwpLinuxBufferParamsV1, ()> for St {
+    fn event(
+        st: &mut Self,
+        _: &ZwpLinuxBufferParamsV1,
+        event: zwp_linux_buffer_params_v1::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let zwp_linux_buffer_params_v1::Event::Failed = event {
+            st.failed_buffers += 1;
+        }
+    }
+}
+
+delegate_noop!(St: ignore WlCompositor);
+delegate_noop!(St: ignore WlShm);
+delegate_noop!(St: ignore WlShmPool);
+delegate_noop!(St: ignore WlSurface);
+delegate_noop!(St: ignore XdgToplevel);
+delegate_noop!(St: ignore ZwpLinuxDmabufV1);
+
+// ---------------------------------------------------------------------------------------
+// Modes
+
+fn connect_clients(a: &Args, n: usize) -> Res<Vec<Client>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = Client::connect(a.socket.as_ref())?;
+        c.toplevel()?;
+        v.push(c);
+    }
+    Ok(v)
+}
+
+fn add_buffers(c: &mut Client, a: &Args, vgem: Option<&Vgem>, n: usize) -> Res<()> {
+    for _ in 0..n {
+        match (a.kind, vgem) {
+            (BufKind::Vgem, Some(v)) => c.add_vgem_buffer(v, a.size)?,
+            _ => c.add_shm_buffer(a.size)?,
+        };
+    }
+    c.roundtrip()?;
+    if c.st.failed_buffers > 0 {
+        return Err(format!(
+            "{} dma-buf imports failed in the compositor",
+            c.st.failed_buffers
+        ));
+    }
+    Ok(())
+}
+
+fn globals_json(c: &Client) -> String {
+    obj(&[
+        (
+            "linux_drm_syncobj_v1",
+            c.has_global("wp_linux_drm_syncobj_manager_v1").to_string(),
+        ),
+        (
+            "explicit_sync_v1",
+            c.has_global("zwp_linux_explicit_synchronization_v1")
+                .to_string(),
+        ),
+        ("linux_dmabuf", c.st.dmabuf.is_some().to_string()),
+        ("presentation", c.st.presentation.is_some().to_string()),
+    ])
+}
+
+fn mode_frames(a: &Args) -> Res<String> {
+    let vgem = (a.kind == BufKind::Vgem).then(Vgem::open);
+    let mut clients = connect_clients(a, a.clients)?;
+    for c in clients.iter_mut() {
+        add_buffers(c, a, vgem.as_ref(), a.buffers)?;
+        c.st.frame_done = true;
+    }
+    let total = a.warmup + a.frames;
+    let pid = a.compositor_pid;
+    let mut window: Option<(u64, f64)> = None;
+    let mut end: Option<(u64, f64)> = None;
+    let mut starved = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30 + total / 4 * a.clients as u64 / 8);
+    let clock = clients[0].st.clock;
+    while end.is_none() {
+        if Instant::now() > deadline {
+            return Err("frames: timed out".into());
+        }
+        for c in clients.iter_mut() {
+            if c.commits >= total || !c.st.frame_done {
+                continue;
+            }
+            match c.free_buffer() {
+                Some(b) => {
+                    c.commit(b, true, true)?;
+                }
+                None => starved += 1,
+            }
+        }
+        if window.is_none() && clients.iter().all(|c| c.commits >= a.warmup) {
+            window = Some((now_ns(clock), cpu_s(pid).unwrap_or(f64::NAN)));
+        }
+        if clients.iter().all(|c| c.commits >= total) {
+            end = Some((now_ns(clock), cpu_s(pid).unwrap_or(f64::NAN)));
+        }
+        let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+        pump(&mut refs, Duration::from_millis(50))?;
+    }
+    // Let the last feedback arrive.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle
+        && clients
+            .iter()
+            .any(|c| c.st.feedback.iter().any(|f| f.outcome.is_none()))
+    {
+        let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
+        pump(&mut refs, Duration::from_millis(50))?;
+    }
+    let (t0, cpu0) = window.unwrap_or((0, f64::NAN));
+    let (t1, cpu1) = end.unwrap_or((0, f64::NAN));
+    let mut lat_frames = Vec::new();
+    let mut lat_ms = Vec::new();
+    let mut presented_times = BTreeSet::new();
+    let (mut presented, mut discarded, mut pending) = (0u64, 0u64, 0u64);
+    let mut missed = 0u64;
+    let mut refresh_ns = 0u64;
+    for c in &clients {
+        let mut last: Option<u64> = None;
+        for (i, f) in c.st.feedback.iter().enumerate() {
+            let measured = i as u64 >= a.warmup;
+            match f.outcome {
+                Some(Some((t, refresh))) => {
+                    if refresh > 0 {
+                        refresh_ns = refresh;
+                    }
+                    if t >= t0 && t <= t1 {
+                        presented_times.insert(t);
+                    }
+                    if measured {
+                        presented += 1;
+                        let d = t.saturating_sub(f.committed_ns) as f64;
+                        lat_ms.push(d / 1e6);
+                        if refresh > 0 {
+                            lat_frames.push(d / refresh as f64);
+                        }
+                        if let (Some(prev), true) = (last, refresh > 0) {
+                            let cycles = ((t.saturating_sub(prev)) as f64 / refresh as f64).round();
+                            missed += (cycles as u64).saturating_sub(1);
+                        }
+                    }
+                    last = Some(t);
+                }
+                Some(None) => discarded += u64::from(measured),
+                None => pending += u64::from(measured),
+            }
+        }
+    }
+    let frames_in_window = presented_times.len() as u64;
+    let cpu = cpu1 - cpu0;
+    Ok(obj(&[
+        ("mode", s("frames")),
+        ("clients", a.clients.to_string()),
+        ("buffers", a.buffers.to_string()),
+        (
+            "buffer_kind",
+            s(if a.kind == BufKind::Vgem {
+                "vgem"
+            } else {
+                "shm"
+            }),
+        ),
+        ("size", a.size.to_string()),
+        (
+            "commits_measured",
+            (a.frames * a.clients as u64).to_string(),
+        ),
+        ("presented", presented.to_string()),
+        ("discarded", discarded.to_string()),
+        ("no_feedback", pending.to_string()),
+        ("missed_refreshes", missed.to_string()),
+        ("starved_no_free_buffer", starved.to_string()),
+        ("refresh_ns", refresh_ns.to_string()),
+        ("commit_to_present_frames", summary(lat_frames)),
+        ("commit_to_present_ms", summary(lat_ms)),
+        ("window_s", num((t1.saturating_sub(t0)) as f64 / 1e9)),
+        ("output_frames_in_window", frames_in_window.to_string()),
+        ("compositor_cpu_s", num(cpu)),
+        (
+            "cpu_ms_per_frame",
+            num(if frames_in_window > 0 {
+                cpu * 1000.0 / frames_in_window as f64
+            } else {
+                f64::NAN
+            }),
+        ),
+        ("globals", globals_json(&clients[0])),
+    ]))
+}
+
+fn wait_until(c: &mut Client, what: &str, f: impl Fn(&Client) -> bool) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f(c) {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        pump(&mut [&mut *c], Duration::from_millis(50))?;
+    }
+    Ok(())
+}
+
+fn mode_latch(a: &Args) -> Res<String> {
+    let vgem = Vgem::open();
+    let mut clients = connect_clients(a, 1)?;
+    let c = &mut clients[0];
+    if c.st.dmabuf.is_none() {
+        return Err("latch: the compositor offers no linux-dmabuf".into());
+    }
+    for _ in 0..3 {
+        c.add_vgem_buffer(&vgem, a.size)?;
+    }
+    c.roundtrip()?;
+    c.commit(0, true, false)?;
+    let mut sig_to_present_ms = Vec::new();
+    let mut delays_us = Vec::new();
+    for i in 0..a.iterations {
+        wait_until(c, "a frame callback and a free buffer", |c| {
+            c.st.frame_done && c.free_buffer().is_some()
+        })?;
+        let Some(b) = c.free_buffer() else {
+            continue;
+        };
+        let buf = c.st.buffers[b].vgem.as_ref().ok_or("not a vgem buffer")?;
+        let fence = vgem
+            .attach(buf, FenceAccess::Write)
+            .map_err(|e| format!("vgem fence attach: {e}"))?;
+        let fb = c.commit(b, true, true)?;
+        // The compositor has the commit (and has started its wait) after this.
+        c.roundtrip()?;
+        let delay = Duration::from_micros(500 + (i * 617) % 2500);
+        std::thread::sleep(delay);
+        delays_us.push(delay.as_micros() as f64);
+        vgem.signal(fence)
+            .map_err(|e| format!("vgem fence signal: {e}"))?;
+        let t = now_ns(c.st.clock);
+        if let Some(idx) = fb {
+            c.st.feedback[idx].signalled_ns = t;
+        }
+    }
+    wait_until(c, "the last frame", |c| c.st.frame_done)?;
+    let settle = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < settle && c.st.feedback.iter().any(|f| f.outcome.is_none()) {
+        pump(&mut [&mut *c], Duration::from_millis(20))?;
+    }
+    let mut refresh = 0;
+    for f in &c.st.feedback {
+        if let Some(Some((t, r))) = f.outcome {
+            refresh = r;
+            sig_to_present_ms.push(t.saturating_sub(f.signalled_ns) as f64 / 1e6);
+        }
+    }
+    Ok(obj(&[
+        ("mode", s("latch")),
+        ("iterations", a.iterations.to_string()),
+        ("refresh_ns", refresh.to_string()),
+        ("signal_to_present_ms", summary(sig_to_present_ms)),
+        ("signal_delay_us", summary(delays_us)),
+    ]))
+}
+
+fn mode_bounds(a: &Args) -> Res<String> {
+    let vgem = (a.kind == BufKind::Vgem).then(Vgem::open);
+    let pid = a.compositor_pid;
+    let mut clients = connect_clients(a, 1)?;
+    let c = &mut clients[0];
+    add_buffers(c, a, vgem.as_ref(), a.buffers)?;
+    c.commit(0, false, false)?;
+    c.roundtrip()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proc_sample(pid);
+    let start = Instant::now();
+    let mut mid = String::from("null");
+    for i in 1..=a.commits {
+        c.commit((i as usize) % a.buffers, false, false)?;
+        if i % 256 == 0 {
+            // Bounds the queue: at most 256 commits in flight.
+            c.roundtrip()?;
+            // Keep releases flowing (no frame callbacks in this mode).
+            pump(&mut [&mut *c], Duration::ZERO)?;
+        }
+        if i == a.commits / 2 {
+            c.roundtrip()?;
+            mid = proc_sample(pid);
+        }
+    }
+    c.roundtrip()?;
+    let secs = start.elapsed().as_secs_f64();
+    // Let a frame render and the stats line (`--stats-interval 1`) log with us connected.
+    let settle = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < settle {
+        pump(&mut [&mut *c], Duration::from_millis(50))?;
+    }
+    let after = proc_sample(pid);
+    Ok(obj(&[
+        ("mode", s("bounds")),
+        ("commits", a.commits.to_string()),
+        ("buffers", a.buffers.to_string()),
+        (
+            "buffer_kind",
+            s(if a.kind == BufKind::Vgem {
+                "vgem"
+            } else {
+                "shm"
+            }),
+        ),
+        ("secs", num(secs)),
+        ("commits_per_s", num(a.commits as f64 / secs.max(1e-9))),
+        ("before", before),
+        ("mid", mid),
+        ("after", after),
+    ]))
+}
+
+fn mode_stall(a: &Args) -> Res<String> {
+    let vgem = Vgem::open();
+    let pid = a.compositor_pid;
+    let mut healthy = connect_clients(a, 1)?;
+    let h = &mut healthy[0];
+    for _ in 0..3 {
+        h.add_shm_buffer(a.size)?;
+    }
+    h.roundtrip()?;
+    let mut stalled = connect_clients(a, a.clients)?;
+    for c in stalled.iter_mut() {
+        for _ in 0..a.queue + 1 {
+            c.add_vgem_buffer(&vgem, a.size)?;
+        }
+        c.roundtrip()?;
+        // A first, unfenced frame so the surface shows something.
+        c.commit(0, false, false)?;
+        c.roundtrip()?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proc_sample(pid);
+    // Now stall them: each queued commit's buffer carries a write fence nobody signals
+    // (vgem signals it after 10 s on its own: everything below happens before that).
+    let stall_start = Instant::now();
+    let mut fences = 0u64;
+    for c in stalled.iter_mut() {
+        for q in 1..=a.queue {
+            let buf = c.st.buffers[q].vgem.as_ref().ok_or("not a vgem buffer")?;
+            vgem.attach(buf, FenceAccess::Write)
+                .map_err(|e| format!("vgem fence attach: {e}"))?;
+            fences += 1;
+            c.commit(q, false, false)?;
+        }
+    }
+    for c in stalled.iter_mut() {
+        c.roundtrip()?;
+    }
+    let stalled_after_s = stall_start.elapsed().as_secs_f64();
+    // The healthy client draws for 2 s meanwhile.
+    h.st.frame_done = true;
+    let t_start = now_ns(h.st.clock);
+    let run = Instant::now();
+    let first_fb = h.st.feedback.len();
+    while run.elapsed() < Duration::from_secs(2) {
+        if h.st.frame_done {
+            if let Some(b) = h.free_buffer() {
+                h.commit(b, true, true)?;
+            }
+        }
+        pump(&mut [&mut *h], Duration::from_millis(20))?;
+    }
+    let t_end = now_ns(h.st.clock);
+    let during = proc_sample(pid);
+    let presented = h.st.feedback[first_fb..]
+        .iter()
+        .filter(|f| matches!(f.outcome, Some(Some(_))))
+        .count();
+    let mut refresh = 0;
+    for f in &h.st.feedback {
+        if let Some(Some((_, r))) = f.outcome {
+            refresh = r;
+        }
+    }
+    let stall_s = stall_start.elapsed().as_secs_f64();
+    // The stalled clients go away with their waits pending.
+    drop(stalled);
+    let settle = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < settle {
+        pump(&mut [&mut *h], Duration::from_millis(50))?;
+    }
+    let after = proc_sample(pid);
+    let secs = t_end.saturating_sub(t_start) as f64 / 1e9;
+    Ok(obj(&[
+        ("mode", s("stall")),
+        ("stalled_clients", a.clients.to_string()),
+        ("fences_per_client", a.queue.to_string()),
+        ("unsignalled_fences", fences.to_string()),
+        ("stalled_within_s", num(stalled_after_s)),
+        ("stall_measured_until_s", num(stall_s)),
+        ("before", before),
+        ("during", during),
+        ("after_disconnect", after),
+        ("healthy_presented", presented.to_string()),
+        ("healthy_secs", num(secs)),
+        ("healthy_fps", num(presented as f64 / secs.max(1e-9))),
+        ("refresh_ns", refresh.to_string()),
+    ]))
+}
+
+fn main() -> std::process::ExitCode {
+    let result = parse_args().and_then(|a| {
+        let json = match a.mode.as_str() {
+            "frames" => mode_frames(&a),
+            "latch" => mode_latch(&a),
+            "bounds" => mode_bounds(&a),
+            "stall" => mode_stall(&a),
+            other => Err(format!("unknown mode {other}")),
+        }?;
+        match &a.out {
+            Some(path) => std::fs::write(path, format!("{json}\n"))
+                .map_err(|e| format!("writing {}: {e}", path.display())),
+            None => {
+                println!("{json}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-client: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! `bench-driver`: runs the scenarios of `cargo xtask bench` inside the test VM.
+//!
+//! For each scenario it starts a compositor (syncbridge headless, Weston 10 headless, or
+//! syncbridge on VKMS through `seatd-launch` when the tty backend exists), runs
+//! `bench-client` against it, and leaves raw files in `--out DIR`:
+//! `<scenario>.client.json` (what the client measured), `<scenario>.stats.json`
+//! (syncbridge's `--stats-json`), `<scenario>.log` (compositor output), and one line per
+//! scenario in `manifest.tsv` (`name  exit-status  seconds  note`). `cargo xtask bench`
+//! turns these into the table, the JSON summary and the charts on the host.
+//!
+//! The driver makes no judgement: a scenario that fails is recorded as failed and the
+//! rest still run. It exits non-zero when any scenario failed (the smoke run's verdict).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
+
+type Res<T> = Result<T, String>;
+
+#[derive(Debug, Clone)]
+struct Sizes {
+    latch_iterations: u64,
+    frames: u64,
+    warmup: u64,
+    client_counts: Vec<usize>,
+    bounds_commits: u64,
+    stall_clients: usize,
+    tty_frames: u64,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Sizes {
+            latch_iterations: 150,
+            frames: 240,
+            warmup: 30,
+            client_counts: vec![1, 8, 32],
+            bounds_commits: 100_000,
+            stall_clients: 50,
+            tty_frames: 300,
+        }
+    }
+
+    fn smoke() -> Self {
+        Sizes {
+            latch_iterations: 8,
+            frames: 20,
+            warmup: 5,
+            client_counts: vec![1],
+            bounds_commits: 1_000,
+            stall_clients: 3,
+            tty_frames: 30,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Driver {
+    out: PathBuf,
+    syncbridge: PathBuf,
+    client: PathBuf,
+    render_node: Option<PathBuf>,
+    failed: u32,
+    manifest: std::fs::File,
+}
+
+fn arg_after(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn try_wait_for(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status.code().unwrap_or(-1)),
+            Ok(None) => {}
+            Err(_) => return Some(-1),
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for `child` up to `limit`; past that sends SIGTERM (so `seatd-launch` and the
+/// compositor clean up), then SIGKILL after 5 s. Returns the exit status (-1 when killed
+/// by a signal) and whether it timed out.
+fn wait_limited(child: &mut Child, limit: Duration) -> (i32, bool) {
+    match try_wait_for(child, limit) {
+        Some(code) => (code, false),
+        None => {
+            terminate(child);
+            (-1, true)
+        }
+    }
+}
+
+fn terminate(child: &mut Child) -> i32 {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    try_wait_for(child, Duration::from_secs(5)).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        -1
+    })
+}
+
+/// Copies `bin` into `dir` (the guest's tmpfs): executables on the host's read-only 9p
+/// share page-fault over 9p, which costs seconds per start under QEMU.
+fn local_copy(bin: &Path, dir: &Path) -> PathBuf {
+    let Some(name) = bin.file_name() else {
+        return bin.to_owned();
+    };
+    let dest = dir.join(name);
+    match std::fs::copy(bin, &dest) {
+        Ok(_) => dest,
+        Err(e) => {
+            println!(
+                "bench-driver: running {} from the share ({e})",
+                bin.display()
+            );
+            bin.to_owned()
+        }
+    }
+}
+
+impl Driver {
+    fn record(&mut self, name: &str, code: i32, secs: f64, note: &str) {
+        if code != 0 {
+            self.failed += 1;
+        }
+        let _ = writeln!(self.manifest, "{name}\t{code}\t{secs:.1}\t{note}");
+        println!("bench-driver: {name}: exit {code} in {secs:.1} s {note}");
+    }
+
+    fn log_file(&self, name: &str) -> Res<(Stdio, Stdio)> {
+        let path = self.out.join(format!("{name}.log"));
+        let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let g = f.try_clone().map_err(|e| e.to_string())?;
+        Ok((Stdio::from(f), Stdio::from(g)))
+    }
+
+    fn client_args(&self, name: &str, args: &[String]) -> Vec<String> {
+        let mut v = vec![self.client.display().to_string()];
+        v.extend(args.iter().cloned());
+        v.push("--out".into());
+        v.push(
+            self.out
+                .join(format!("{name}.client.json"))
+                .display()
+                .to_string(),
+        );
+        v
+    }
+
+    /// syncbridge (headless unless `extra` says otherwise) running the client as its
+    /// `-- COMMAND`; syncbridge exits with the client's status.
+    fn syncbridge(
+        &mut self,
+        name: &str,
+        prefix: &[&str],
+        extra: &[String],
+        client: &[String],
+        limit: Duration,
+    ) {
+        let start = Instant::now();
+        let result = (|| -> Res<(i32, bool)> {
+            let (so, se) = self.log_file(name)?;
+            let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+            argv.push(self.syncbridge.display().to_string());
+            argv.extend(
+                [
+                    "--stats-interval",
+                    "1",
+                    "--output-size",
+                    "1280x720",
+                    "--stats-json",
+                ]
+                .map(String::from),
+            );
+            argv.push(
+                self.out
+                    .join(format!("{name}.stats.json"))
+                    .display()
+                    .to_string(),
+            );
+            argv.extend(extra.iter().cloned());
+            argv.push("--".into());
+            argv.extend(self.client_args(name, client));
+            let mut child = Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(Stdio::null())
+                .stdout(so)
+                .stderr(se)
+                .env("RUST_LOG", "info")
+                .spawn()
+                .map_err(|e| format!("spawning {}: {e}", argv[0]))?;
+            Ok(wait_limited(&mut child, limit))
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((code, timed_out)) => {
+                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
+            }
+            Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+
+    fn headless(&mut self, name: &str, extra: &[&str], client: &[String], limit: Duration) {
+        let mut e: Vec<String> = vec!["--backend".into(), "headless".into()];
+        if let Some(r) = &self.render_node {
+            e.push("--render-device".into());
+            e.push(r.display().to_string());
+        }
+        e.extend(extra.iter().map(|s| s.to_string()));
+        self.syncbridge(name, &[], &e, client, limit);
+    }
+
+    /// Weston 10 headless (pixman) with the client connecting to its socket.
+    fn weston(&mut self, name: &str, client: &[String], limit: Duration) {
+        let start = Instant::now();
+        let result = (|| -> Res<(i32, bool)> {
+            let runtime = std::env::var_os("XDG_RUNTIME_DIR").ok_or("no XDG_RUNTIME_DIR")?;
+            let socket_name = format!("bench-{name}");
+            let socket = Path::new(&runtime).join(&socket_name);
+            let _ = std::fs::remove_file(&socket);
+            let (so, se) = self.log_file(name)?;
+            let mut weston = Command::new("weston")
+                .args([
+                    "--backend=headless-backend.so",
+                    "--use-pixman",
+                    "--width=1280",
+                    "--height=720",
+                    "--idle-time=0",
+                ])
+                .arg(format!("--socket={socket_name}"))
+                .stdin(Stdio::null())
+                .stdout(so)
+                .stderr(se)
+                .spawn()
+                .map_err(|e| format!("spawning weston: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !socket.exists() {
+                if Instant::now() > deadline || matches!(weston.try_wait(), Ok(Some(_))) {
+                    terminate(&mut weston);
+                    return Err("weston did not create its socket".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Let the desktop shell's helper client draw its background first.
+            std::thread::sleep(Duration::from_secs(1));
+            let argv = self.client_args(name, client);
+            let mut c = Command::new(&argv[0])
+                .args(&argv[1..])
+                .arg("--socket")
+                .arg(&socket)
+                .arg("--compositor-pid")
+                .arg(weston.id().to_string())
+                .stdin(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("spawning the client: {e}"))?;
+            let r = wait_limited(&mut c, limit);
+            terminate(&mut weston);
+            Ok(r)
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((code, timed_out)) => {
+                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
+            }
+            Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn help_of(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn run() -> Res<u32> {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let only = arg_after(&args, "--only");
+    let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
+    let out = PathBuf::from(arg_after(&args, "--out").ok_or("--out DIR is required")?);
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let syncbridge = arg_after(&args, "--syncbridge")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("SYNCBRIDGE_BIN").map(PathBuf::from))
+        .unwrap_or_else(|| sibling("syncbridge"));
+    let client = arg_after(&args, "--client")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sibling("bench-client"));
+    let local = std::env::temp_dir().join(format!("bench-bin-{}", std::process::id()));
+    let (syncbridge, client) = match std::fs::create_dir_all(&local) {
+        Ok(()) => (local_copy(&syncbridge, &local), local_copy(&client, &local)),
+        Err(_) => (syncbridge, client),
+    };
+    let manifest = std::fs::File::create(out.join("manifest.tsv")).map_err(|e| e.to_string())?;
+    let render_node = find_nodes("virtio_gpu", NodeKind::Render)
+        .into_iter()
+        .next();
+    let vkms = find_nodes("vkms", NodeKind::Primary).into_iter().next();
+    let mut d = Driver {
+        out: out.clone(),
+        syncbridge,
+        client,
+        render_node,
+        failed: 0,
+        manifest,
+    };
+    let weston_version = Command::new("weston")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("weston not runnable: {e}"));
+    let help = help_of(&d.syncbridge);
+    let tty = help.contains("--release-mode") && help.contains("--implicit-wait");
+    let env = format!(
+        "{{\"smoke\":{smoke},\"kernel\":\"{}\",\"cpus\":{},\"weston\":\"{}\",\"render_node\":\"{}\",\"vkms\":\"{}\",\"tty_backend\":{tty}}}\n",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        weston_version.replace('"', "'"),
+        d.render_node.as_ref().map_or(String::new(), |p| p.display().to_string()),
+        vkms.as_ref().map_or(String::new(), |p| p.display().to_string()),
+    );
+    let _ = std::fs::write(out.join("env.json"), env);
+    let want = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
+    let min = |m: u64| Duration::from_secs(60 * m);
+
+    // Latch latency: exported sync_file vs polling the dma-buf.
+    for mode in ["export", "poll"] {
+        let name = format!("latch-{mode}");
+        if want(&name) {
+            let client = strings(&[
+                "--mode",
+                "latch",
+                "--iterations",
+                &sizes.latch_iterations.to_string(),
+                "--size",
+                "64",
+            ]);
+            d.headless(&name, &["--implicit-wait", mode], &client, min(3));
+        }
+    }
+
+    // Commit -> present and CPU per frame, syncbridge and Weston, same client.
+    for &n in &sizes.client_counts {
+        let client = strings(&[
+            "--mode",
+            "frames",
+            "--clients",
+            &n.to_string(),
+            "--frames",
+            &sizes.frames.to_string(),
+            "--warmup",
+            &sizes.warmup.to_string(),
+            "--buffers",
+            "3",
+            "--size",
+            "128",
+        ]);
+        let name = format!("frames-syncbridge-{n}");
+        if want(&name) {
+            d.headless(&name, &[], &client, min(5));
+        }
+        let name = format!("frames-weston-{n}");
+        if want(&name) {
+            d.weston(&name, &client, min(5));
+        }
+    }
+
+    // Bounds after many commits: the same buffer, and 4 rotating buffers (vgem dma-bufs, so
+    // every commit goes through the bridge's export).
+    for (label, buffers) in [("same", "1"), ("rotate", "4")] {
+        let name = format!("bounds-{label}");
+        if want(&name) {
+            let client = strings(&[
+                "--mode",
+                "bounds",
+                "--buffer-kind",
+                "vgem",
+                "--buffers",
+                buffers,
+                "--size",
+                "64",
+                "--commits",
+                &sizes.bounds_commits.to_string(),
+            ]);
+            d.headless(&name, &[], &client, min(6));
+        }
+    }
+
+    // Clients stalled on never-signalled fences.
+    if want("stall") {
+        let client = strings(&[
+            "--mode",
+            "stall",
+            "--clients",
+            &sizes.stall_clients.to_string(),
+            "--queue",
+            "1",
+            "--size",
+            "64",
+        ]);
+        d.headless("stall", &[], &client, min(3));
+    }
+
+    // Release lead time on VKMS: out-fence import (early) vs release at the page flip,
+    // with 2 and 3 buffers. Only when the binary has the tty backend.
+    if tty && !smoke {
+        if let Some(vkms) = &vkms {
+            for mode in ["early", "flip"] {
+                for buffers in ["2", "3"] {
+                    let name = format!("tty-{mode}-{buffers}buf");
+                    if !want(&name) {
+                        continue;
+                    }
+                    let client = strings(&[
+                        "--mode",
+                        "frames",
+                        "--buffer-kind",
+                        "vgem",
+                        "--buffers",
+                        buffers,
+                        "--size",
+                        "256",
+                        "--frames",
+                        &sizes.tty_frames.to_string(),
+                        "--warmup",
+                        "10",
+                    ]);
+                    let extra = vec![
+                        "--backend".to_string(),
+                        "tty".into(),
+                        "--drm-device".into(),
+                        vkms.display().to_string(),
+                        "--release-mode".into(),
+                        mode.into(),
+                    ];
+                    d.syncbridge(&name, &["seatd-launch", "--"], &extra, &client, min(1));
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&local);
+    Ok(d.failed)
+}
+
+fn main() -> std::process::ExitCode {
+    let start = Instant::now();
+    match run() {
+        Ok(failed) => {
+            println!(
+                "bench-driver: done in {:.1} s, {failed} scenario(s) failed",
+                start.elapsed().as_secs_f64()
+            );
+            if failed == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bench-driver: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
