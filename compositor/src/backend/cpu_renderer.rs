@@ -5,7 +5,10 @@
 //!   are imported as linear, through a relabelled duplicate of the same planes;
 //! * dma-buf creation is validated without mapping the buffer: pixman's import calls
 //!   `DMA_BUF_IOCTL_SYNC`, which blocks on unsignalled fences, so the real import waits
-//!   for render time, when the fence bridge has already waited for the acquire fence.
+//!   for render time, when the fence bridge has already waited for the acquire fence;
+//! * a window whose dma-buf gained a write fence *after* its commit applied (a client
+//!   drawing into a buffer the compositor shows) is left out of the frame instead of
+//!   stalling every output in `DMA_BUF_IOCTL_SYNC` ([`ready_render_elements`]).
 
 use std::collections::HashMap;
 
@@ -22,7 +25,13 @@ use smithay::{
             BufferType, ContextId, DebugFlags, ImportAll, ImportDma, ImportMemWl, Renderer,
             RendererSuper, TextureFilter,
         },
+        renderer::{
+            element::{surface::WaylandSurfaceRenderElement, AsRenderElements},
+            utils::RendererSurfaceStateUserData,
+        },
     },
+    desktop::{Space, Window},
+    output::Output,
     reexports::wayland_server::protocol::wl_buffer::WlBuffer,
     utils::{Buffer as BufferCoords, Physical, Rectangle, Size, Transform},
     wayland::{compositor::SurfaceData, dmabuf::get_dmabuf},
@@ -238,4 +247,74 @@ impl ImportAll for CpuRenderer {
             _ => None,
         }
     }
+}
+
+/// Whether pixman can read every dma-buf `window` shows without blocking: no unsignalled
+/// write fence on them (what `DMA_BUF_IOCTL_SYNC(READ)` would wait for; checked with a
+/// zero-timeout `poll`). shm buffers are always ready.
+pub fn window_buffers_ready(window: &Window) -> bool {
+    let mut ready = true;
+    window.with_surfaces(|_, states| {
+        if !ready {
+            return;
+        }
+        let Some(data) = states.data_map.get::<RendererSurfaceStateUserData>() else {
+            return;
+        };
+        let Ok(data) = data.lock() else {
+            return;
+        };
+        let Some(dmabuf) = data.buffer().and_then(|b| get_dmabuf(b).ok()) else {
+            return;
+        };
+        let planes: Vec<_> = dmabuf.handles().collect();
+        match syncbridge_bridge::dmabuf::poll_readable(&planes) {
+            Ok(readable) => ready = readable,
+            // A poll error means the sync ioctl would fail too, not block.
+            Err(err) => tracing::debug!(%err, "polling a client dma-buf"),
+        }
+    });
+    ready
+}
+
+/// Render elements of the windows of `space` on `output`, front to back, leaving out
+/// windows whose buffers are not [ready](window_buffers_ready). Returns the elements and
+/// how many windows were held back.
+pub fn ready_render_elements(
+    renderer: &mut CpuRenderer,
+    space: &Space<Window>,
+    output: &Output,
+) -> (Vec<WaylandSurfaceRenderElement<CpuRenderer>>, usize) {
+    let mut elements = Vec::new();
+    let mut held_back = 0;
+    let Some(region) = space.output_geometry(output) else {
+        return (elements, held_back);
+    };
+    let scale = output.current_scale().fractional_scale();
+    for window in space.elements().rev() {
+        let Some(bbox) = space.element_bbox(window) else {
+            continue;
+        };
+        if !region.overlaps(bbox) {
+            continue;
+        }
+        if !window_buffers_ready(window) {
+            held_back += 1;
+            continue;
+        }
+        let Some(location) = space.element_location(window) else {
+            continue;
+        };
+        let render_location = location - window.geometry().loc - region.loc;
+        elements.extend(AsRenderElements::<CpuRenderer>::render_elements::<
+            WaylandSurfaceRenderElement<CpuRenderer>,
+        >(
+            window,
+            renderer,
+            render_location.to_physical_precise_round(scale),
+            scale.into(),
+            1.0,
+        ));
+    }
+    (elements, held_back)
 }

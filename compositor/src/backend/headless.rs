@@ -12,11 +12,10 @@ use smithay::{
         allocator::{dmabuf::Dmabuf, Format, Fourcc},
         renderer::{
             damage::{OutputDamageTracker, RenderOutputResult},
-            element::surface::WaylandSurfaceRenderElement,
             Bind, Offscreen, Renderer,
         },
     },
-    desktop::{space::render_output, Space, Window},
+    desktop::{Space, Window},
     output::{Mode, Output, PhysicalProperties, Subpixel},
     reexports::{
         calloop::{
@@ -29,7 +28,10 @@ use smithay::{
     utils::{Physical, Point, Size, Transform},
 };
 
-use super::{cpu_renderer::CpuRenderer, BackendError, RenderedFrame};
+use super::{
+    cpu_renderer::{ready_render_elements, CpuRenderer},
+    BackendError, RenderedFrame,
+};
 use crate::{config::OutputConfig, frame_clock::FrameClock, state::State};
 
 /// Background of the outputs (dark grey, opaque).
@@ -45,6 +47,10 @@ pub struct HeadlessOutput {
     clock: FrameClock,
     rendered_once: bool,
     timer: Option<RegistrationToken>,
+    /// Windows held back in the last frame (buffers not readable without blocking).
+    held_back: usize,
+    /// Frames that held back at least one window.
+    held_back_frames: u64,
 }
 
 /// Virtual outputs + pixman.
@@ -109,6 +115,8 @@ impl HeadlessBackend {
                 clock: FrameClock::new(config.refresh_interval(), now, now_monotonic),
                 rendered_once: false,
                 timer: None,
+                held_back: 0,
+                held_back_frames: 0,
             });
         }
         Ok(Self {
@@ -157,6 +165,12 @@ impl HeadlessBackend {
         self.outputs.get_mut(index).map(|o| &mut o.clock)
     }
 
+    /// Frames of output `index` that held back a window whose buffer was not readable
+    /// without blocking.
+    pub fn held_back_frames(&self, index: usize) -> u64 {
+        self.outputs.get(index).map_or(0, |o| o.held_back_frames)
+    }
+
     /// The last rendered image of output `index` (for screenshots).
     pub fn framebuffer(&self, index: usize) -> Option<&Image<'static, 'static>> {
         self.outputs.get(index).map(|o| &o.framebuffer)
@@ -182,26 +196,30 @@ impl HeadlessBackend {
                 output: name.clone(),
                 source,
             })?;
-        let custom: &[WaylandSurfaceRenderElement<CpuRenderer>] = &[];
+        // Windows whose dma-bufs a client fenced again after they were committed would
+        // block pixman's DMA_BUF_IOCTL_SYNC: they sit this frame out.
+        let (elements, held_back) = ready_render_elements(renderer, space, &out.output);
+        if held_back > 0 && out.held_back == 0 {
+            tracing::warn!(
+                output = %name,
+                windows = held_back,
+                "holding back windows whose buffers gained an unsignalled write fence \
+                 after commit (would block the CPU renderer)"
+            );
+        }
+        out.held_back = held_back;
+        out.held_back_frames += u64::from(held_back > 0);
         let RenderOutputResult {
             sync,
             damage,
             states,
-        } = render_output(
-            &out.output,
-            renderer,
-            &mut target,
-            1.0,
-            age,
-            [space],
-            custom,
-            &mut out.damage_tracker,
-            CLEAR_COLOR,
-        )
-        .map_err(|source| BackendError::Render {
-            output: name,
-            source,
-        })?;
+        } = out
+            .damage_tracker
+            .render_output(renderer, &mut target, age, &elements, CLEAR_COLOR)
+            .map_err(|source| BackendError::Render {
+                output: name,
+                source,
+            })?;
         let damaged = damage.is_some_and(|d| !d.is_empty());
         out.rendered_once = true;
         // Drop mappings of client buffers that are gone (pixman caches dma-buf mmaps).
