@@ -119,6 +119,15 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub screenshot: Option<PathBuf>,
 
+    /// KMS device of the tty backend (default: the seat's primary GPU).
+    #[arg(long, value_name = "PATH")]
+    pub drm_device: Option<PathBuf>,
+
+    /// tty backend: release scanned-out client buffers with the KMS out-fence before the
+    /// page flip (early), at the page-flip event (flip), or early where supported (auto).
+    #[arg(long, value_enum, default_value_t = crate::backend::tty::release::ReleaseMode::Auto)]
+    pub release_mode: crate::backend::tty::release::ReleaseMode,
+
     /// Seconds between stats lines in the log (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub stats_interval: u64,
@@ -161,6 +170,10 @@ impl Cli {
                 .then(|| Duration::from_secs(self.stats_interval)),
             // main() replaces this with what `--backend` resolves to on this machine.
             backend: crate::backend::BackendKind::Headless,
+            tty: crate::backend::tty::TtyConfig {
+                drm_device: self.drm_device.clone(),
+                release_mode: self.release_mode,
+            },
         }
     }
 }

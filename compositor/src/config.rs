@@ -64,6 +64,8 @@ pub struct CompositorConfig {
     pub stats_log_interval: Option<Duration>,
     /// Which backend runs (resolved from `--backend`).
     pub backend: crate::backend::BackendKind,
+    /// Options of the tty backend (`--drm-device`, `--release-mode`).
+    pub tty: crate::backend::tty::TtyConfig,
 }
 
 impl CompositorConfig {
@@ -89,6 +91,7 @@ impl CompositorConfig {
             implicit_wait: Default::default(),
             stats_log_interval: None,
             backend: crate::backend::BackendKind::Headless,
+            tty: Default::default(),
         }
     }
 }

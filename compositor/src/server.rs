@@ -113,6 +113,11 @@ impl Server {
                 .map_err(|e| e.to_string())
                 .map_err(source_error("the frame clocks"))?;
         }
+        if let crate::backend::Backend::Tty(_) = &state.backend {
+            crate::backend::tty::frame::start(&mut state)
+                .map_err(|e| e.to_string())
+                .map_err(source_error("the tty backend"))?;
+        }
         if let Some(interval) = stats_interval {
             loop_handle
                 .insert_source(Timer::from_duration(interval), move |_, _, state| {
@@ -230,6 +235,7 @@ impl State {
             protocol_errors_sent: self.client_counters.protocol_errors(),
             protocol_errors: self.client_counters.error_messages(),
             sync: self.sync_report(),
+            kms: self.backend.kms_stats(),
             child: self.child.as_ref().map(|c| ChildReport {
                 command: c.argv.clone(),
                 exit_code: c.exit_code,

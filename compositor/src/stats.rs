@@ -210,6 +210,9 @@ pub struct StatsReport {
     pub sync: serde_json::Value,
     /// The client command, if one was run.
     pub child: Option<ChildReport>,
+    /// tty backend: release lead time, out-fence delay, direct-scanout vs composited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms: Option<serde_json::Value>,
 }
 
 impl StatsReport {

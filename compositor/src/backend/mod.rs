@@ -6,6 +6,7 @@
 pub mod cpu_renderer;
 pub mod headless;
 pub mod nested;
+pub mod tty;
 
 use smithay::{
     backend::{
@@ -29,6 +30,7 @@ use crate::{
 
 pub use headless::HeadlessBackend;
 pub use nested::{NestedBackend, NestedError};
+pub use tty::{TtyBackend, TtyError};
 
 /// Errors of the backends.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,9 @@ pub enum BackendError {
     /// Starting the frame clocks failed.
     #[error("starting the frame clocks: {0}")]
     FrameClocks(String),
+    /// The tty (KMS) backend failed.
+    #[error("tty backend: {0}")]
+    Tty(#[from] TtyError),
 }
 
 /// The backend kinds.
@@ -113,7 +118,7 @@ pub struct BackendSelection {
 
 /// Whether this build has the tty backend. The tty backend sets this when it lands,
 /// so `--backend auto` starts picking it on machines with a seat and a DRM device.
-const TTY_IN_BUILD: bool = false;
+const TTY_IN_BUILD: bool = true;
 
 /// Why the tty backend can run here (a seat and a DRM primary node), or `None`.
 fn tty_available() -> Option<String> {
@@ -199,6 +204,8 @@ pub enum Backend {
     Headless(HeadlessBackend),
     /// A window in an X11/Wayland session (boxed: the window and GL state are large).
     Nested(Box<NestedBackend>),
+    /// KMS on a TTY (boxed: outputs, session and device state).
+    Tty(Box<TtyBackend>),
 }
 
 impl Backend {
@@ -220,6 +227,7 @@ impl Backend {
                 outputs,
                 now_monotonic,
             )?))),
+            // Started by `State::new` with its `TtyConfig` (see `Backend::new_tty`).
             BackendKind::Tty => Err(BackendError::NotImplemented("tty")),
         }
     }
@@ -234,6 +242,8 @@ impl Backend {
                 .start_frame_clocks(loop_handle)
                 .map_err(|e| BackendError::FrameClocks(e.error.to_string())),
             Backend::Nested(b) => Ok(b.start_frame_clocks(loop_handle)?),
+            // Paced by page-flip events: `tty::frame::start` once the state exists.
+            Backend::Tty(_) => Ok(()),
         }
     }
 
@@ -247,6 +257,7 @@ impl Backend {
             Backend::Headless(b) => crate::screenshot::capture_headless(b, index),
             Backend::Nested(b) if index == 0 => b.capture(space),
             Backend::Nested(_) => Err(ScreenshotError::NoSuchOutput(index)),
+            Backend::Tty(_) => Err(ScreenshotError::Unsupported("tty")),
         }
     }
 
@@ -255,6 +266,7 @@ impl Backend {
         match self {
             Backend::Headless(_) => BackendKind::Headless.name(),
             Backend::Nested(_) => BackendKind::Nested.name(),
+            Backend::Tty(_) => BackendKind::Tty.name(),
         }
     }
 
@@ -263,6 +275,7 @@ impl Backend {
         match self {
             Backend::Headless(_) => "pixman",
             Backend::Nested(_) => "gles",
+            Backend::Tty(_) => "pixman",
         }
     }
 
@@ -271,6 +284,7 @@ impl Backend {
         match self {
             Backend::Headless(b) => b.outputs(),
             Backend::Nested(b) => b.outputs(),
+            Backend::Tty(b) => b.outputs(),
         }
     }
 
@@ -279,6 +293,7 @@ impl Backend {
         match self {
             Backend::Headless(b) => b.dmabuf_formats(),
             Backend::Nested(b) => b.dmabuf_formats(),
+            Backend::Tty(b) => b.dmabuf_formats(),
         }
     }
 
@@ -287,6 +302,7 @@ impl Backend {
         match self {
             Backend::Headless(b) => b.import_dmabuf(dmabuf),
             Backend::Nested(b) => Ok(b.import_dmabuf(dmabuf)?),
+            Backend::Tty(b) => b.import_dmabuf(dmabuf),
         }
     }
 
@@ -300,6 +316,7 @@ impl Backend {
             Backend::Headless(b) => b.render(index, space),
             Backend::Nested(b) if index == 0 => Ok(b.render(space)?),
             Backend::Nested(_) => Err(BackendError::NoSuchOutput(index)),
+            Backend::Tty(b) => b.render(index, space),
         }
     }
 
@@ -308,6 +325,23 @@ impl Backend {
         match self {
             Backend::Headless(b) => b.frame_clock_mut(index),
             Backend::Nested(b) => (index == 0).then(|| b.frame_clock_mut()),
+            Backend::Tty(b) => b.outputs.get_mut(index).map(|o| &mut o.clock),
+        }
+    }
+
+    /// Start the tty backend (session, device, outputs).
+    pub fn new_tty(
+        dh: &smithay::reexports::wayland_server::DisplayHandle,
+        config: &tty::TtyConfig,
+    ) -> Result<Self, BackendError> {
+        Ok(Backend::Tty(Box::new(TtyBackend::new(dh, config)?)))
+    }
+
+    /// Backend-specific statistics for `--stats-json` (`kms` for the tty backend).
+    pub fn kms_stats(&self) -> Option<serde_json::Value> {
+        match self {
+            Backend::Tty(b) => Some(b.stats_json()),
+            _ => None,
         }
     }
 }

@@ -1,0 +1,447 @@
+//! The per-output refresh cycle of the TTY backend, on [`State`]: a page-flip event
+//! finishes commit N-1 (release lead time, out-fence delay, at-flip releases) and runs
+//! the next cycle through [`State::present_frame`]; right after it, the commit's scanout
+//! transition goes to the fence bridge ([`State::tty_finish_commit`]).
+
+use std::time::Duration;
+
+use smithay::reexports::{
+    calloop::{
+        generic::Generic,
+        timer::{TimeoutAction, Timer},
+        Interest, Mode, PostAction,
+    },
+    drm::control::{Device as _, Event as DrmEvent},
+};
+use syncbridge_bridge::sync_file::monotonic_now_ns;
+
+use super::{
+    kms::scanout::{ClientScanout, Shown},
+    release::ActiveRelease,
+    TtyError,
+};
+use crate::{backend::Backend, state::State};
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn diff(a: u64, b: u64) -> i64 {
+    i64::try_from(i128::from(a) - i128::from(b)).unwrap_or(0)
+}
+
+/// Register the DRM event source, the session, udev and libinput, and queue the first
+/// frame of every output.
+pub fn start(state: &mut State) -> Result<(), TtyError> {
+    let handle = state.loop_handle.clone();
+    let Backend::Tty(tty) = &mut state.backend else {
+        return Ok(());
+    };
+    let fd = tty.device.fd.clone();
+    handle
+        .insert_source(
+            Generic::new(fd, Interest::READ, Mode::Level),
+            |_, fd, state: &mut State| {
+                match fd.receive_events() {
+                    Ok(events) => {
+                        for event in events {
+                            if let DrmEvent::PageFlip(flip) = event {
+                                state.on_tty_flip(flip.crtc, flip.duration);
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "reading DRM events"),
+                }
+                Ok(PostAction::Continue)
+            },
+        )
+        .map_err(|e| TtyError::Source(e.error.to_string()))?;
+    if let Some(notifier) = tty.take_notifier() {
+        super::session::register(&handle, notifier)?;
+    }
+    let seat = smithay::backend::session::Session::seat(&tty.session);
+    if let Err(err) = super::udev::register(&handle, &seat, tty.device.dev_id()) {
+        tracing::warn!(%err, "udev hotplug unavailable");
+    }
+    match super::input::register(&handle, &tty.session) {
+        Ok(ctx) => tty.libinput = Some(ctx),
+        Err(err) => tracing::warn!(%err, "no input devices"),
+    }
+    handle.insert_idle(|state| state.tty_kick_all());
+    Ok(())
+}
+
+impl State {
+    /// Start a refresh cycle on every output that has no commit in flight.
+    pub fn tty_kick_all(&mut self) {
+        let Backend::Tty(tty) = &self.backend else {
+            return;
+        };
+        let idle: Vec<usize> = tty
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.alive && o.pending.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        for index in idle {
+            self.tty_frame(index, None);
+        }
+    }
+
+    /// One refresh cycle of output `index`; `vblank` is the kernel time of the flip that
+    /// started it.
+    fn tty_frame(&mut self, index: usize, vblank: Option<Duration>) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        if !tty.active {
+            return;
+        }
+        let Some(out) = tty.outputs.get_mut(index).filter(|o| o.alive) else {
+            return;
+        };
+        let refresh = out.clock.refresh();
+        let base = vblank.unwrap_or_else(super::kms::scanout::monotonic_now);
+        let tick = out.clock.tick_at(base + refresh);
+        self.present_frame(index, tick);
+        self.tty_finish_commit(index);
+    }
+
+    /// Hand the last commit's scanout transition to the fence bridge: early release with
+    /// the out-fence, or queue the release for the flip.
+    pub fn tty_finish_commit(&mut self, index: usize) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let mode = tty.release;
+        let active = tty.active;
+        let Some(out) = tty.outputs.get_mut(index) else {
+            return;
+        };
+        let Some(report) = out.report.take() else {
+            // The commit failed (or the session is paused): no flip event will come. Retry
+            // one refresh later while active.
+            if active && out.alive && out.pending.is_none() {
+                let refresh = out.clock.refresh();
+                let timer = Timer::from_duration(refresh);
+                if let Err(err) = self.loop_handle.insert_source(timer, move |_, _, state| {
+                    state.tty_retry(index);
+                    TimeoutAction::Drop
+                }) {
+                    tracing::warn!(err = %err.error, "cannot schedule a retry");
+                }
+            }
+            return;
+        };
+        let shown_id = report
+            .shown
+            .as_ref()
+            .and_then(|s| self.sync_bridge.buffer_id(s));
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let Some(out) = tty.outputs.get_mut(index) else {
+            return;
+        };
+        if let Shown::Client(ClientScanout { id, .. }) = &mut out.shown {
+            if report.shown.is_some() {
+                *id = shown_id;
+            }
+        }
+        let shown: Vec<_> = shown_id.into_iter().collect();
+        match report.no_longer_shown {
+            Some((old_id, buffer)) => {
+                if mode == ActiveRelease::Early && report.out_fence.is_some() {
+                    let old: Vec<_> = old_id.into_iter().collect();
+                    self.sync_bridge
+                        .scanout_committed(report.out_fence.as_ref(), &shown, &old);
+                    // The fence is in: now wl_buffer.release goes out, before the flip.
+                    drop(buffer);
+                    let now = monotonic_now_ns();
+                    if let Backend::Tty(tty) = &mut self.backend {
+                        tty.stats.early_releases += 1;
+                        if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut())
+                        {
+                            p.released_at_ns.push(now);
+                        }
+                    }
+                } else {
+                    if !shown.is_empty() {
+                        self.sync_bridge
+                            .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
+                    }
+                    match out.pending.as_mut() {
+                        Some(p) => p.release_at_flip.push((old_id, buffer)),
+                        None => {
+                            let old: Vec<_> = old_id.into_iter().collect();
+                            self.sync_bridge.scanout_committed(None, &[], &old);
+                        }
+                    }
+                }
+            }
+            None => {
+                if !shown.is_empty() {
+                    self.sync_bridge
+                        .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
+                }
+            }
+        }
+    }
+
+    fn tty_retry(&mut self, index: usize) {
+        let pending = match &self.backend {
+            Backend::Tty(tty) => tty.outputs.get(index).is_some_and(|o| o.pending.is_some()),
+            _ => true,
+        };
+        if !pending {
+            self.tty_frame(index, None);
+        }
+    }
+
+    /// A page-flip event: commit N-1 is on screen.
+    pub fn on_tty_flip(
+        &mut self,
+        crtc: smithay::reexports::drm::control::crtc::Handle,
+        time: Duration,
+    ) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let Some(index) = tty.output_index(crtc) else {
+            return;
+        };
+        tty.stats.flips += 1;
+        let flip_ns = if time.is_zero() {
+            monotonic_now_ns()
+        } else {
+            ns(time)
+        };
+        // Late out-fences of earlier flips.
+        let late = std::mem::take(&mut tty.late_fences);
+        for (fence, at) in late {
+            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
+                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, at)),
+                None if tty.late_fences.len() < 64 => tty.late_fences.push((fence, at)),
+                None => {}
+            }
+        }
+        let Some(out) = tty.outputs.get_mut(index) else {
+            return;
+        };
+        let Some(pending) = out.pending.take() else {
+            return;
+        };
+        for r in &pending.released_at_ns {
+            tty.stats.release_lead.push(diff(flip_ns, *r));
+        }
+        if let Some(fence) = pending.out_fence {
+            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
+                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, flip_ns)),
+                None => tty.late_fences.push((fence, flip_ns)),
+            }
+        }
+        let ids: Vec<_> = pending
+            .release_at_flip
+            .iter()
+            .filter_map(|(id, _)| *id)
+            .collect();
+        let count = pending.release_at_flip.len();
+        if !ids.is_empty() {
+            self.sync_bridge.scanout_committed(None, &[], &ids);
+        }
+        drop(pending.release_at_flip);
+        drop(pending.retiring);
+        if count > 0 {
+            let now = monotonic_now_ns();
+            if let Backend::Tty(tty) = &mut self.backend {
+                tty.stats.flip_releases += count as u64;
+                for _ in 0..count {
+                    tty.stats.release_lead.push(diff(flip_ns, now));
+                }
+            }
+        }
+        self.tty_frame(index, Some(time));
+    }
+
+    /// After a pause: flips that never came release what they held now.
+    pub fn tty_release_all_held(&mut self) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let mut ids = Vec::new();
+        let mut held = Vec::new();
+        for out in &mut tty.outputs {
+            if let Some(p) = out.pending.take() {
+                for (id, buf) in p.release_at_flip {
+                    ids.extend(id);
+                    held.push(buf);
+                }
+            }
+        }
+        if !ids.is_empty() {
+            self.sync_bridge.scanout_committed(None, &[], &ids);
+        }
+        drop(held);
+    }
+
+    /// Suspend or resume libinput with the session.
+    pub fn tty_suspend_input(&mut self, suspend: bool) {
+        if let Backend::Tty(tty) = &mut self.backend {
+            if let Some(ctx) = tty.libinput.as_mut() {
+                if suspend {
+                    ctx.suspend();
+                } else if ctx.resume().is_err() {
+                    tracing::warn!("libinput did not resume");
+                }
+            }
+        }
+    }
+
+    /// Connectors changed: vanished ones are switched off and their output unmapped; new
+    /// ones get an output.
+    pub fn tty_rescan_connectors(&mut self) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let res = match tty.device.fd.resource_handles() {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(%err, "rescanning connectors");
+                return;
+            }
+        };
+        let connected = super::kms::scanout::connected(&tty.device, &res);
+        let mut gone = Vec::new();
+        for (i, out) in tty.outputs.iter_mut().enumerate() {
+            if out.alive && !connected.iter().any(|c| c.handle() == out.connector) {
+                out.alive = false;
+                gone.push(i);
+            }
+        }
+        let mut released = Vec::new();
+        for &i in &gone {
+            let out = &mut tty.outputs[i];
+            tracing::warn!(output = %out.output.name(), "connector vanished: output removed");
+            tty.stats.connectors_lost += 1;
+            // Best effort: switch the CRTC off.
+            let mut req = smithay::reexports::drm::control::atomic::AtomicModeReq::new();
+            req.add_property(
+                out.connector,
+                out.connector_crtc_id,
+                smithay::reexports::drm::control::property::Value::CRTC(None),
+            );
+            req.add_property(
+                out.crtc,
+                out.crtc_props.active,
+                smithay::reexports::drm::control::property::Value::Boolean(false),
+            );
+            req.add_property(
+                out.crtc,
+                out.crtc_props.mode_id,
+                smithay::reexports::drm::control::property::Value::Blob(0),
+            );
+            req.add_property(
+                out.plane,
+                out.plane_props.fb_id,
+                smithay::reexports::drm::control::property::Value::Framebuffer(None),
+            );
+            req.add_property(
+                out.plane,
+                out.plane_props.crtc_id,
+                smithay::reexports::drm::control::property::Value::CRTC(None),
+            );
+            if let Err(err) = tty.device.fd.atomic_commit(
+                smithay::reexports::drm::control::AtomicCommitFlags::ALLOW_MODESET,
+                req,
+            ) {
+                tracing::warn!(%err, "switching off a vanished connector's CRTC");
+            }
+            if let Some(p) = out.pending.take() {
+                released.extend(p.release_at_flip);
+            }
+            if let Shown::Client(c) = std::mem::replace(&mut out.shown, Shown::Nothing) {
+                released.push((c.id, c.buffer));
+            }
+            if let Some(global) = out.global.take() {
+                tty.display_handle().remove_global::<State>(global);
+            }
+        }
+        let gone_outputs: Vec<_> = gone
+            .iter()
+            .map(|&i| tty.outputs[i].output.clone())
+            .collect();
+        // New connectors.
+        let mut added = Vec::new();
+        let known: Vec<_> = tty
+            .outputs
+            .iter()
+            .filter(|o| o.alive)
+            .map(|o| o.connector)
+            .collect();
+        let used: Vec<_> = tty
+            .outputs
+            .iter()
+            .filter(|o| o.alive)
+            .map(|o| o.crtc)
+            .collect();
+        let x = tty
+            .outputs
+            .iter()
+            .filter(|o| o.alive)
+            .map(|o| i32::try_from(o.size().0).unwrap_or(0))
+            .sum();
+        for conn in connected.iter().filter(|c| !known.contains(&c.handle())) {
+            let dh = tty.display_handle().clone();
+            match super::kms::scanout::create_output(
+                &tty.device,
+                &res,
+                conn,
+                &used,
+                &mut tty.allocator,
+                &dh,
+                x,
+            ) {
+                Ok(out) => {
+                    tracing::info!(output = %out.output.name(), "connector appeared: output added");
+                    added.push(out.output.clone());
+                    tty.outputs.push(out);
+                }
+                Err(err) => tracing::warn!(%err, "new connector not usable"),
+            }
+        }
+        let ids: Vec<_> = released.iter().filter_map(|(id, _)| *id).collect();
+        if !ids.is_empty() {
+            self.sync_bridge.scanout_committed(None, &[], &ids);
+        }
+        drop(released);
+        for output in gone_outputs {
+            self.space.unmap_output(&output);
+        }
+        for output in added {
+            let loc = output.current_location();
+            self.space.map_output(&output, loc);
+            let (size, refresh_mhz) = output
+                .current_mode()
+                .map(|m| ((m.size.w, m.size.h), u32::try_from(m.refresh).unwrap_or(0)))
+                .unwrap_or_default();
+            self.stats.outputs.push(crate::stats::OutputStats {
+                name: output.name(),
+                size,
+                refresh_mhz,
+                ..Default::default()
+            });
+        }
+        self.tty_kick_all();
+    }
+
+    /// Our device is gone: stop presenting (the compositor keeps serving clients).
+    pub fn tty_device_removed(&mut self) {
+        if let Backend::Tty(tty) = &mut self.backend {
+            for out in &mut tty.outputs {
+                out.alive = false;
+            }
+        }
+        self.tty_release_all_held();
+    }
+}

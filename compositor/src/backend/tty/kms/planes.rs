@@ -1,0 +1,251 @@
+//! Direct scanout: which client buffer may go on the primary plane, and importing a
+//! client dma-buf into the KMS device as a framebuffer (PRIME import, e.g. a vgem
+//! buffer into VKMS).
+//!
+//! A candidate is the only window on the output, whose single surface (no subsurfaces
+//! with content) has a dma-buf exactly the size of the mode, at the output's origin,
+//! untransformed. It is current, so the fence bridge already waited for its acquire
+//! fence (commits are applied only after their blockers cleared).
+
+use std::{collections::HashMap, rc::Rc};
+
+use smithay::{
+    backend::{
+        allocator::{
+            dmabuf::{Dmabuf, WeakDmabuf},
+            Buffer as _, Fourcc, Modifier,
+        },
+        drm::DrmDeviceFd,
+        renderer::utils::{with_renderer_surface_state, Buffer, RendererSurfaceStateUserData},
+    },
+    desktop::{Space, Window},
+    output::Output,
+    reexports::{
+        drm::{
+            self,
+            buffer::{DrmFourcc, DrmModifier, PlanarBuffer},
+            control::{framebuffer, Device as _, FbCmd2Flags},
+        },
+        wayland_server::protocol::wl_surface::WlSurface,
+    },
+    utils::Transform,
+    wayland::{
+        compositor::{with_surface_tree_downward, TraversalAction},
+        dmabuf::get_dmabuf,
+        seat::WaylandFocus,
+    },
+};
+
+/// A client buffer that may be scanned out.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The surface.
+    pub surface: WlSurface,
+    /// Our clone of its smithay buffer.
+    pub buffer: Buffer,
+    /// Its dma-buf.
+    pub dmabuf: Dmabuf,
+}
+
+/// The direct-scanout candidate of `output` (mode size `size`), if any.
+pub fn candidate(space: &Space<Window>, output: &Output, size: (u32, u32)) -> Option<Candidate> {
+    let geo = space.output_geometry(output)?;
+    let mut on_output = space
+        .elements()
+        .filter(|w| space.element_bbox(w).is_some_and(|b| b.overlaps(geo)));
+    let window = on_output.next()?;
+    if on_output.next().is_some() {
+        return None;
+    }
+    if space.element_location(window)? != geo.loc {
+        return None;
+    }
+    let surface = window.wl_surface()?.into_owned();
+    // Only the root surface may have content.
+    let mut with_content = 0;
+    with_surface_tree_downward(
+        &surface,
+        (),
+        |_, _, _| TraversalAction::DoChildren(()),
+        |_, states, _| {
+            // Inside the traversal the surface's state is locked: read it from `states`.
+            let has_buffer = states
+                .data_map
+                .get::<RendererSurfaceStateUserData>()
+                .and_then(|d| d.lock().ok().map(|st| st.buffer().is_some()))
+                .unwrap_or(false);
+            if has_buffer {
+                with_content += 1;
+            }
+        },
+        |_, _, _| true,
+    );
+    if with_content != 1 {
+        return None;
+    }
+    let (buffer, fits) = with_renderer_surface_state(&surface, |st| {
+        let fits = st.buffer_transform() == Transform::Normal
+            && st.buffer_scale() == 1
+            && st.buffer_size().is_some_and(|s| {
+                u32::try_from(s.w).ok() == Some(size.0) && u32::try_from(s.h).ok() == Some(size.1)
+            })
+            && st.surface_size() == st.buffer_size();
+        (st.buffer().cloned(), fits)
+    })?;
+    let buffer = buffer?;
+    if !fits {
+        return None;
+    }
+    let dmabuf = get_dmabuf(&buffer).ok()?.clone();
+    let (w, h) = (dmabuf.width(), dmabuf.height());
+    if (w, h) != size {
+        return None;
+    }
+    if !matches!(dmabuf.format().code, Fourcc::Xrgb8888 | Fourcc::Argb8888) {
+        return None;
+    }
+    Some(Candidate {
+        surface,
+        buffer,
+        dmabuf,
+    })
+}
+
+/// A client dma-buf imported into the KMS device as a framebuffer. Dropping it removes
+/// the framebuffer and closes the GEM handles (keep it until the flip that stops
+/// showing it).
+#[derive(Debug)]
+pub struct ClientFb {
+    /// The framebuffer.
+    pub fb: framebuffer::Handle,
+    handles: Vec<drm::buffer::Handle>,
+    dev: DrmDeviceFd,
+}
+
+impl Drop for ClientFb {
+    fn drop(&mut self) {
+        if let Err(err) = self.dev.destroy_framebuffer(self.fb) {
+            tracing::debug!(%err, "removing a client framebuffer");
+        }
+        let mut closed = Vec::new();
+        for h in &self.handles {
+            if !closed.contains(h) {
+                closed.push(*h);
+                let _ = self.dev.close_buffer(*h);
+            }
+        }
+    }
+}
+
+struct Planar<'a> {
+    dmabuf: &'a Dmabuf,
+    handles: [Option<drm::buffer::Handle>; 4],
+}
+
+impl PlanarBuffer for Planar<'_> {
+    fn size(&self) -> (u32, u32) {
+        (self.dmabuf.width(), self.dmabuf.height())
+    }
+    fn format(&self) -> DrmFourcc {
+        self.dmabuf.format().code
+    }
+    fn modifier(&self) -> Option<DrmModifier> {
+        match self.dmabuf.format().modifier {
+            Modifier::Invalid => None,
+            m => Some(m),
+        }
+    }
+    fn pitches(&self) -> [u32; 4] {
+        let mut out = [0; 4];
+        for (o, s) in out.iter_mut().zip(self.dmabuf.strides()) {
+            *o = s;
+        }
+        out
+    }
+    fn handles(&self) -> [Option<drm::buffer::Handle>; 4] {
+        self.handles
+    }
+    fn offsets(&self) -> [u32; 4] {
+        let mut out = [0; 4];
+        for (o, s) in out.iter_mut().zip(self.dmabuf.offsets()) {
+            *o = s;
+        }
+        out
+    }
+}
+
+/// Import `dmabuf` into `dev` (PRIME) and make a framebuffer of it.
+pub fn import(dev: &DrmDeviceFd, dmabuf: &Dmabuf) -> std::io::Result<ClientFb> {
+    let mut handles = [None; 4];
+    let mut owned = Vec::new();
+    for (i, fd) in dmabuf.handles().enumerate().take(4) {
+        match dev.prime_fd_to_buffer(fd) {
+            Ok(h) => {
+                handles[i] = Some(h);
+                owned.push(h);
+            }
+            Err(err) => {
+                for h in owned {
+                    let _ = dev.close_buffer(h);
+                }
+                return Err(err);
+            }
+        }
+    }
+    let planar = Planar { dmabuf, handles };
+    let flags = if planar.modifier().is_some() {
+        FbCmd2Flags::MODIFIERS
+    } else {
+        FbCmd2Flags::empty()
+    };
+    match dev.add_planar_framebuffer(&planar, flags) {
+        Ok(fb) => Ok(ClientFb {
+            fb,
+            handles: owned,
+            dev: dev.clone(),
+        }),
+        Err(err) => {
+            for h in owned {
+                let _ = dev.close_buffer(h);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Imported client framebuffers, by dma-buf; `None` for buffers the device refused
+/// (import or TEST_ONLY failure), so they are composited without asking again.
+#[derive(Debug, Default)]
+pub struct ClientFbCache {
+    entries: HashMap<WeakDmabuf, Option<Rc<ClientFb>>>,
+}
+
+impl ClientFbCache {
+    /// The framebuffer of `dmabuf`, importing it on first use.
+    pub fn get(&mut self, dev: &DrmDeviceFd, dmabuf: &Dmabuf) -> Option<Rc<ClientFb>> {
+        let key = dmabuf.weak();
+        if let Some(entry) = self.entries.get(&key) {
+            return entry.clone();
+        }
+        let entry = match import(dev, dmabuf) {
+            Ok(fb) => Some(Rc::new(fb)),
+            Err(err) => {
+                tracing::info!(%err, format = ?dmabuf.format(), "client dma-buf not importable for scanout; compositing it");
+                None
+            }
+        };
+        self.entries.insert(key, entry.clone());
+        entry
+    }
+
+    /// Never try `dmabuf` on a plane again (a TEST_ONLY commit refused it).
+    pub fn refuse(&mut self, dmabuf: &Dmabuf) {
+        self.entries.insert(dmabuf.weak(), None);
+    }
+
+    /// Forget buffers the client destroyed (framebuffers still on screen live on in
+    /// their `Rc`s until the flip that stops showing them).
+    pub fn cleanup(&mut self) {
+        self.entries.retain(|k, _| !k.is_gone());
+    }
+}

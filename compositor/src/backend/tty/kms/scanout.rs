@@ -1,0 +1,323 @@
+//! One output of the TTY backend: connector, CRTC, primary plane, mode, our own dumb
+//! buffers to composite into, and what the screen currently shows.
+
+use std::{rc::Rc, time::Instant};
+
+use smithay::{
+    backend::{
+        allocator::dumb::DumbAllocator,
+        allocator::{dmabuf::Dmabuf, dumb::DumbBuffer, Allocator, Fourcc, Modifier},
+        drm::dumb::{framebuffer_from_dumb_buffer, DumbFramebuffer},
+        renderer::{damage::OutputDamageTracker, utils::Buffer},
+    },
+    output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
+    reexports::{
+        drm::control::{connector, crtc, plane, property, Device as _, Mode, ResourceHandles},
+        wayland_server::{backend::GlobalId, protocol::wl_surface::WlSurface, DisplayHandle},
+    },
+    utils::Transform,
+};
+use syncbridge_bridge::kms::OutFenceSlot;
+use syncbridge_protocols::BufferId;
+
+use super::{
+    atomic::CrtcProps,
+    device::{KmsDevice, PropMap},
+    planes::ClientFb,
+};
+use crate::{backend::tty::TtyError, frame_clock::FrameClock, state::State};
+
+/// Handles of a plane's properties.
+#[derive(Debug, Clone)]
+pub struct PlaneProps {
+    pub fb_id: property::Handle,
+    pub crtc_id: property::Handle,
+    pub src_x: property::Handle,
+    pub src_y: property::Handle,
+    pub src_w: property::Handle,
+    pub src_h: property::Handle,
+    pub crtc_x: property::Handle,
+    pub crtc_y: property::Handle,
+    pub crtc_w: property::Handle,
+    pub crtc_h: property::Handle,
+    /// IN_FENCE_FD, when the driver has it.
+    pub in_fence_fd: Option<property::Handle>,
+}
+
+impl PlaneProps {
+    /// Look up the properties of a plane.
+    pub fn new(p: &PropMap) -> Result<Self, TtyError> {
+        Ok(Self {
+            fb_id: p.require("FB_ID")?,
+            crtc_id: p.require("CRTC_ID")?,
+            src_x: p.require("SRC_X")?,
+            src_y: p.require("SRC_Y")?,
+            src_w: p.require("SRC_W")?,
+            src_h: p.require("SRC_H")?,
+            crtc_x: p.require("CRTC_X")?,
+            crtc_y: p.require("CRTC_Y")?,
+            crtc_w: p.require("CRTC_W")?,
+            crtc_h: p.require("CRTC_H")?,
+            in_fence_fd: p.get("IN_FENCE_FD"),
+        })
+    }
+}
+
+/// One of our composition buffers.
+#[derive(Debug)]
+pub struct DumbSlot {
+    /// The framebuffer (destroyed before the buffer: field order).
+    pub fb: DumbFramebuffer,
+    /// The same memory as a dma-buf, for pixman to bind.
+    pub dmabuf: Dmabuf,
+    /// The buffer.
+    pub _buffer: DumbBuffer,
+    /// `render_count` of the output when last rendered into (0: never).
+    pub rendered_at: u64,
+}
+
+/// What a committed frame shows on the primary plane.
+#[derive(Debug)]
+pub enum Shown {
+    /// Nothing yet.
+    Nothing,
+    /// One of our composition buffers.
+    Composited(usize),
+    /// A client buffer, scanned out directly.
+    Client(ClientScanout),
+}
+
+/// A client buffer on the plane: our clone of smithay's `Buffer` keeps the client from
+/// getting `wl_buffer.release` while the display reads it.
+#[derive(Debug)]
+pub struct ClientScanout {
+    /// Its surface.
+    pub surface: WlSurface,
+    /// Our clone.
+    pub buffer: Buffer,
+    /// The bridge's id (set right after the commit that showed it).
+    pub id: Option<BufferId>,
+    /// Its framebuffer (kept until the flip that stops showing it).
+    pub fb: Rc<ClientFb>,
+}
+
+/// An atomic commit waiting for its page-flip event.
+#[derive(Debug, Default)]
+pub struct PendingFlip {
+    /// Its out-fence (a clone; the bridge got its own).
+    pub out_fence: Option<syncbridge_bridge::SyncFile>,
+    /// CLOCK_MONOTONIC ns at which early releases of this commit were sent.
+    pub released_at_ns: Vec<u64>,
+    /// Client buffers to release at the flip (fallback mode).
+    pub release_at_flip: Vec<(Option<BufferId>, Buffer)>,
+    /// Framebuffers to destroy once the flip completed.
+    pub retiring: Vec<Rc<ClientFb>>,
+    /// When the commit was made.
+    pub committed_at: Option<Instant>,
+}
+
+/// The transition a commit made, for the bridge (filled by the backend, consumed right
+/// after the render by the TTY frame code).
+#[derive(Debug, Default)]
+pub struct ScanoutReport {
+    /// The commit's out-fence.
+    pub out_fence: Option<syncbridge_bridge::SyncFile>,
+    /// A client buffer this commit put on the plane (its surface; the id is looked up).
+    pub shown: Option<WlSurface>,
+    /// A client buffer this commit stopped showing.
+    pub no_longer_shown: Option<(Option<BufferId>, Buffer)>,
+}
+
+/// One connector + CRTC + primary plane.
+#[derive(Debug)]
+pub struct TtyOutput {
+    pub output: Output,
+    pub global: Option<GlobalId>,
+    pub connector: connector::Handle,
+    pub connector_crtc_id: property::Handle,
+    pub crtc: crtc::Handle,
+    pub crtc_props: CrtcProps,
+    pub plane: plane::Handle,
+    pub plane_props: PlaneProps,
+    pub mode: Mode,
+    pub mode_blob: Option<u64>,
+    pub slots: Vec<DumbSlot>,
+    pub render_count: u64,
+    pub damage_tracker: OutputDamageTracker,
+    pub clock: FrameClock,
+    pub needs_modeset: bool,
+    pub alive: bool,
+    pub shown: Shown,
+    pub pending: Option<PendingFlip>,
+    pub report: Option<ScanoutReport>,
+    pub out_fence_slot: OutFenceSlot,
+    /// A frame should be committed when the pending flip (if any) completes.
+    pub frame_queued: bool,
+}
+
+impl TtyOutput {
+    /// Mode size in pixels.
+    pub fn size(&self) -> (u32, u32) {
+        let (w, h) = self.mode.size();
+        (u32::from(w), u32::from(h))
+    }
+}
+
+/// The preferred mode of a connector (or its first).
+pub fn preferred_mode(conn: &connector::Info) -> Option<Mode> {
+    use smithay::reexports::drm::control::ModeTypeFlags;
+    conn.modes()
+        .iter()
+        .find(|m| m.mode_type().contains(ModeTypeFlags::PREFERRED))
+        .or_else(|| conn.modes().first())
+        .copied()
+}
+
+/// Connected connectors of the device, by handle, with their info.
+pub fn connected(dev: &KmsDevice, res: &ResourceHandles) -> Vec<connector::Info> {
+    res.connectors()
+        .iter()
+        .filter_map(|c| match dev.fd.get_connector(*c, true) {
+            Ok(info) => Some(info),
+            Err(err) => {
+                tracing::warn!(connector = ?c, %err, "reading a connector failed");
+                None
+            }
+        })
+        .filter(|c| c.state() == connector::State::Connected && !c.modes().is_empty())
+        .collect()
+}
+
+fn plane_type(props: &PropMap) -> Option<u64> {
+    props.value("type")
+}
+
+/// Set up an output for `conn`, using a CRTC not in `used`.
+pub fn create_output(
+    dev: &KmsDevice,
+    res: &ResourceHandles,
+    conn: &connector::Info,
+    used: &[crtc::Handle],
+    allocator: &mut DumbAllocator,
+    dh: &DisplayHandle,
+    x: i32,
+) -> Result<TtyOutput, TtyError> {
+    let kms = |what: &'static str| {
+        let path = dev.path.display().to_string();
+        move |source: std::io::Error| TtyError::Kms { what, path, source }
+    };
+    let mode = preferred_mode(conn).ok_or(TtyError::NoMode)?;
+    let crtc = conn
+        .encoders()
+        .iter()
+        .filter_map(|e| dev.fd.get_encoder(*e).ok())
+        .flat_map(|e| res.filter_crtcs(e.possible_crtcs()))
+        .find(|c| !used.contains(c))
+        .ok_or(TtyError::NoCrtc)?;
+    let planes = dev.fd.plane_handles().map_err(kms("listing planes"))?;
+    let mut primary = None;
+    for p in planes {
+        let Ok(info) = dev.fd.get_plane(p) else {
+            continue;
+        };
+        if !res.filter_crtcs(info.possible_crtcs()).contains(&crtc) {
+            continue;
+        }
+        let props = PropMap::read(&dev.fd, p).map_err(kms("reading plane properties"))?;
+        // DRM_PLANE_TYPE_PRIMARY = 1
+        if plane_type(&props) == Some(1) {
+            primary = Some((p, props));
+            break;
+        }
+    }
+    let (plane, plane_props) = primary.ok_or(TtyError::NoPrimaryPlane)?;
+    let conn_props =
+        PropMap::read(&dev.fd, conn.handle()).map_err(kms("reading connector properties"))?;
+    let crtc_props = PropMap::read(&dev.fd, crtc).map_err(kms("reading CRTC properties"))?;
+
+    let (w, h) = mode.size();
+    let mut slots = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let buffer = allocator
+            .create_buffer(
+                u32::from(w),
+                u32::from(h),
+                Fourcc::Xrgb8888,
+                &[Modifier::Linear],
+            )
+            .map_err(kms("allocating a dumb buffer"))?;
+        let fb = framebuffer_from_dumb_buffer(&dev.fd, &buffer, true)
+            .map_err(|e| TtyError::Framebuffer(e.to_string()))?;
+        let dmabuf = smithay::backend::allocator::dmabuf::AsDmabuf::export(&buffer)
+            .map_err(kms("exporting a dumb buffer"))?;
+        slots.push(DumbSlot {
+            fb,
+            dmabuf,
+            _buffer: buffer,
+            rendered_at: 0,
+        });
+    }
+
+    let name = format!("{}-{}", conn.interface().as_str(), conn.interface_id());
+    let (mm_w, mm_h) = conn.size().unwrap_or((0, 0));
+    let output = Output::new(
+        name,
+        PhysicalProperties {
+            size: (
+                i32::try_from(mm_w).unwrap_or(0),
+                i32::try_from(mm_h).unwrap_or(0),
+            )
+                .into(),
+            subpixel: Subpixel::Unknown,
+            make: dev.driver.clone(),
+            model: "KMS".into(),
+        },
+    );
+    let refresh_mhz = i32::try_from(mode.vrefresh().saturating_mul(1000)).unwrap_or(60_000);
+    let omode = OutputMode {
+        size: (i32::from(w), i32::from(h)).into(),
+        refresh: refresh_mhz,
+    };
+    output.change_current_state(
+        Some(omode),
+        Some(Transform::Normal),
+        None,
+        Some((x, 0).into()),
+    );
+    output.set_preferred(omode);
+    let global = output.create_global::<State>(dh);
+    let refresh = crate::config::refresh_interval(u32::try_from(refresh_mhz).unwrap_or(60_000));
+    let mode_blob = match dev.fd.create_property_blob(&mode) {
+        Ok(property::Value::Blob(b)) => Some(b),
+        Ok(_) => None,
+        Err(err) => return Err(kms("creating the mode blob")(err)),
+    };
+    Ok(TtyOutput {
+        damage_tracker: OutputDamageTracker::from_output(&output),
+        output,
+        global: Some(global),
+        connector: conn.handle(),
+        connector_crtc_id: conn_props.require("CRTC_ID")?,
+        crtc,
+        crtc_props: CrtcProps::new(&crtc_props)?,
+        plane,
+        plane_props: PlaneProps::new(&plane_props)?,
+        mode,
+        mode_blob,
+        slots,
+        render_count: 0,
+        clock: FrameClock::new(refresh, Instant::now(), monotonic_now()),
+        needs_modeset: true,
+        alive: true,
+        shown: Shown::Nothing,
+        pending: None,
+        report: None,
+        out_fence_slot: OutFenceSlot::new(),
+        frame_queued: true,
+    })
+}
+
+/// CLOCK_MONOTONIC now.
+pub fn monotonic_now() -> std::time::Duration {
+    std::time::Duration::from_nanos(syncbridge_bridge::sync_file::monotonic_now_ns())
+}

@@ -1,0 +1,540 @@
+//! The TTY backend: a libseat session, udev device discovery and hotplug, libinput, and
+//! KMS presentation through our own atomic commits, each asking for an out-fence.
+//!
+//! Per output, one frame is in flight at a time: a page-flip event finishes the previous
+//! commit and starts the next refresh cycle (render or pick a client buffer for direct
+//! scanout, commit with `OUT_FENCE_PTR`, report the scanout transition to the fence
+//! bridge). See [`release`] for when client buffers go back to their clients.
+//!
+//! Layout: [`session`] (libseat, VT switches), [`udev`] (which device, hotplug),
+//! [`input`] (libinput), [`kms`] (device, atomic requests, planes, outputs),
+//! [`release`] (early vs at-flip release, stats), [`frame`] (the per-output cycle, on
+//! [`State`](crate::State)).
+
+pub mod frame;
+pub mod input;
+pub mod kms;
+pub mod release;
+pub mod session;
+pub mod udev;
+
+use std::{path::PathBuf, rc::Rc, time::Instant};
+
+use smithay::{
+    backend::{
+        allocator::{dmabuf::Dmabuf, dumb::DumbAllocator, Format},
+        renderer::{
+            damage::RenderOutputResult,
+            element::{
+                surface::WaylandSurfaceRenderElement, Id, RenderElementPresentationState,
+                RenderElementState, RenderElementStates,
+            },
+            sync::SyncPoint,
+            Bind, Renderer,
+        },
+        session::{libseat::LibSeatSession, Session},
+    },
+    desktop::{space::render_output, Space, Window},
+    output::Output,
+    reexports::{
+        drm::control::{crtc, Device as _},
+        wayland_server::DisplayHandle,
+    },
+};
+use syncbridge_bridge::SyncFile;
+
+use self::{
+    kms::{
+        atomic::{self, CommitPlan, Modeset},
+        device::KmsDevice,
+        planes::ClientFbCache,
+        scanout::{ClientScanout, PendingFlip, ScanoutReport, Shown, TtyOutput},
+    },
+    release::{ActiveRelease, KmsStats, ReleaseMode},
+};
+use super::{cpu_renderer::CpuRenderer, BackendError, RenderedFrame};
+
+/// Background of the outputs (dark grey, opaque).
+const CLEAR_COLOR: [f32; 4] = [0.1, 0.1, 0.12, 1.0];
+
+/// Options of `--backend tty`.
+#[derive(Debug, Clone, Default)]
+pub struct TtyConfig {
+    /// The KMS device (default: the seat's primary GPU).
+    pub drm_device: Option<PathBuf>,
+    /// When client buffers that were on a plane are released.
+    pub release_mode: ReleaseMode,
+}
+
+/// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
+#[derive(Debug, thiserror::Error)]
+pub enum TtyError {
+    /// libseat could not open a session.
+    #[error("libseat session: {0} (run under seatd-launch, logind or seatd)")]
+    Session(#[source] smithay::backend::session::libseat::Error),
+    /// The session is not active (another VT is in front).
+    #[error("the session is not active")]
+    Inactive,
+    /// The session could not open the device.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// Device path.
+        path: String,
+        /// Why.
+        #[source]
+        source: smithay::backend::session::libseat::Error,
+    },
+    /// udev failed.
+    #[error("udev: {0}")]
+    Udev(#[source] std::io::Error),
+    /// No KMS device.
+    #[error("no KMS device found on seat {0} (use --drm-device)")]
+    NoDevice(String),
+    /// A KMS ioctl failed.
+    #[error("{what} on {path}: {source}")]
+    Kms {
+        /// What was attempted.
+        what: &'static str,
+        /// Device path.
+        path: String,
+        /// The kernel's answer (errno inside).
+        #[source]
+        source: std::io::Error,
+    },
+    /// A KMS object lacks a property atomic modesetting needs.
+    #[error("missing KMS property {0}")]
+    MissingProperty(&'static str),
+    /// No connected connector.
+    #[error("no connected connector on {0}")]
+    NoOutputs(String),
+    /// A connector has no mode.
+    #[error("connector without modes")]
+    NoMode,
+    /// No free CRTC for a connector.
+    #[error("no free CRTC for a connector")]
+    NoCrtc,
+    /// No primary plane for a CRTC.
+    #[error("no primary plane for the CRTC")]
+    NoPrimaryPlane,
+    /// Making a framebuffer of a dumb buffer failed.
+    #[error("framebuffer: {0}")]
+    Framebuffer(String),
+    /// The renderer failed.
+    #[error("pixman: {0}")]
+    Pixman(String),
+    /// Registering an event source failed.
+    #[error("event loop: {0}")]
+    Source(String),
+    /// No output with this index, or it is gone.
+    #[error("output #{0} is gone")]
+    OutputGone(usize),
+    /// The commit failed; presenting continues at the next cycle.
+    #[error("atomic commit on {output}: {source}")]
+    Commit {
+        /// Output name.
+        output: String,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The TTY backend.
+#[derive(Debug)]
+pub struct TtyBackend {
+    /// The libseat session.
+    pub session: LibSeatSession,
+    notifier: Option<smithay::backend::session::libseat::LibSeatSessionNotifier>,
+    /// The KMS device.
+    pub device: KmsDevice,
+    renderer: CpuRenderer,
+    /// Outputs, in creation order (indices are stable; vanished ones stay, not alive).
+    pub outputs: Vec<TtyOutput>,
+    allocator: DumbAllocator,
+    fbs: ClientFbCache,
+    /// Release mode in effect.
+    pub release: ActiveRelease,
+    /// Whether the CRTCs have OUT_FENCE_PTR.
+    pub out_fences: bool,
+    /// Whether the session is active (we are master).
+    pub active: bool,
+    /// Counters.
+    pub stats: KmsStats,
+    /// A compositor-made, already-signalled fence for IN_FENCE_FD.
+    signalled_stub: Option<SyncFile>,
+    /// Out-fences that had not signalled at their flip event: (fence, flip ns).
+    pub(crate) late_fences: Vec<(SyncFile, u64)>,
+    /// libinput, to suspend it while the session is paused.
+    pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
+    dh: DisplayHandle,
+}
+
+impl TtyBackend {
+    /// Open the session and the device, create one output per connected connector.
+    pub fn new(dh: &DisplayHandle, config: &TtyConfig) -> Result<Self, TtyError> {
+        let (mut session, notifier) =
+            smithay::backend::session::libseat::LibSeatSession::new().map_err(TtyError::Session)?;
+        let seat = session.seat();
+        tracing::info!(seat = %seat, active = session.is_active(), "libseat session");
+        let path = udev::select_device(&seat, config.drm_device.as_deref())?;
+        let fd = session
+            .open(&path, KmsDevice::open_flags())
+            .map_err(|source| TtyError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let device = KmsDevice::new(&path, fd)?;
+        let res = device
+            .fd
+            .resource_handles()
+            .map_err(|source| TtyError::Kms {
+                what: "reading resources",
+                path: path.display().to_string(),
+                source,
+            })?;
+        let mut allocator = DumbAllocator::new(device.fd.clone());
+        let mut outputs: Vec<TtyOutput> = Vec::new();
+        let mut x = 0;
+        for conn in kms::scanout::connected(&device, &res) {
+            let used: Vec<crtc::Handle> = outputs.iter().map(|o| o.crtc).collect();
+            match kms::scanout::create_output(&device, &res, &conn, &used, &mut allocator, dh, x) {
+                Ok(out) => {
+                    x += i32::try_from(out.size().0).unwrap_or(0);
+                    outputs.push(out);
+                }
+                Err(err) => tracing::warn!(connector = ?conn.handle(), %err, "connector skipped"),
+            }
+        }
+        if outputs.is_empty() {
+            return Err(TtyError::NoOutputs(path.display().to_string()));
+        }
+        let out_fences = outputs.iter().all(|o| o.crtc_props.out_fence_ptr.is_some());
+        let import = syncbridge_bridge::dmabuf::DmabufFenceSupport::probe().is_supported();
+        let (release, why) = release::resolve(config.release_mode, out_fences, import);
+        tracing::info!(
+            device = %path.display(),
+            driver = %device.driver,
+            outputs = outputs.len(),
+            "tty: KMS device"
+        );
+        tracing::info!(
+            out_fences,
+            in_fence_fd = outputs.iter().all(|o| o.plane_props.in_fence_fd.is_some()),
+            dmabuf_fence_import = import,
+            "tty: sync features: every commit requests OUT_FENCE_PTR{}",
+            if out_fences {
+                ""
+            } else {
+                " (not available on this driver)"
+            }
+        );
+        tracing::info!(mode = release.name(), reason = %why, "tty: release of scanned-out buffers");
+        let renderer = CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()))?;
+        let signalled_stub = SyncFile::signaled_stub()
+            .map_err(|err| tracing::info!(%err, "no signalled stub fence: IN_FENCE_FD unused"))
+            .ok();
+        let active = session.is_active();
+        Ok(Self {
+            session,
+            notifier: Some(notifier),
+            device,
+            renderer,
+            outputs,
+            allocator,
+            fbs: ClientFbCache::default(),
+            release,
+            out_fences,
+            active,
+            stats: KmsStats::default(),
+            signalled_stub,
+            late_fences: Vec::new(),
+            libinput: None,
+            dh: dh.clone(),
+        })
+    }
+
+    /// The outputs.
+    pub fn outputs(&self) -> Vec<Output> {
+        self.outputs.iter().map(|o| o.output.clone()).collect()
+    }
+
+    /// Index of the output driven by `crtc`.
+    pub fn output_index(&self, crtc: crtc::Handle) -> Option<usize> {
+        self.outputs.iter().position(|o| o.alive && o.crtc == crtc)
+    }
+
+    /// dma-buf formats the compositor uses (composition needs pixman to read them).
+    pub fn dmabuf_formats(&self) -> Vec<Format> {
+        self.renderer.dmabuf_formats()
+    }
+
+    /// Check a client dma-buf at creation (without mapping it).
+    pub fn import_dmabuf(&mut self, dmabuf: &Dmabuf) -> Result<(), BackendError> {
+        Ok(self.renderer.check_dmabuf(dmabuf)?)
+    }
+
+    /// The `kms` section of `--stats-json`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        self.stats.json(
+            &self.device.path.display().to_string(),
+            &self.device.driver,
+            self.release,
+            self.out_fences,
+        )
+    }
+
+    /// One refresh cycle of output `index`: direct scanout or composition, then the atomic
+    /// commit. The scanout transition waits in the output's `report` for
+    /// [`State::tty_finish_commit`](crate::State).
+    pub fn render(
+        &mut self,
+        index: usize,
+        space: &Space<Window>,
+    ) -> Result<RenderedFrame, BackendError> {
+        if !self.active {
+            return Err(TtyError::Inactive.into());
+        }
+        let Self {
+            device,
+            renderer,
+            outputs,
+            fbs,
+            stats,
+            signalled_stub,
+            ..
+        } = self;
+        let out = outputs
+            .get_mut(index)
+            .filter(|o| o.alive)
+            .ok_or(TtyError::OutputGone(index))?;
+        let modeset = out.needs_modeset;
+        let size = out.size();
+        let modeset_part = if modeset {
+            match out.mode_blob {
+                Some(mode_blob) => Some(Modeset {
+                    connector: out.connector,
+                    connector_crtc_id: out.connector_crtc_id,
+                    mode_blob,
+                }),
+                None => return Err(TtyError::MissingProperty("MODE_ID blob").into()),
+            }
+        } else {
+            None
+        };
+
+        // Direct scanout?
+        let mut chosen: Option<(kms::planes::Candidate, Rc<kms::planes::ClientFb>)> = None;
+        fbs.cleanup();
+        if let Some(c) = kms::planes::candidate(space, &out.output, size) {
+            if let Some(fb) = fbs.get(&device.fd, &c.dmabuf) {
+                let already = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
+                if already && !modeset {
+                    chosen = Some((c, fb));
+                } else {
+                    let plan = CommitPlan {
+                        modeset: modeset_part,
+                        fb: Some(fb.fb),
+                        src: size,
+                        dst: size,
+                    };
+                    let req = atomic::build(
+                        out.crtc,
+                        &out.crtc_props,
+                        out.plane,
+                        &out.plane_props,
+                        &plan,
+                        None,
+                        signalled_stub.as_ref(),
+                    )?;
+                    match atomic::test(&device.fd, req, modeset) {
+                        Ok(()) => chosen = Some((c, fb)),
+                        Err(err) => {
+                            stats.test_only_failures += 1;
+                            tracing::info!(%err, "TEST_ONLY refused a client buffer on the primary plane; compositing it");
+                            fbs.refuse(&c.dmabuf);
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut states = RenderElementStates::default();
+        let sync = SyncPoint::signaled();
+        let (new_shown, fb, damaged) = match chosen {
+            Some((c, fb)) => {
+                let same = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
+                states.states.insert(
+                    Id::from_wayland_resource(&c.surface),
+                    RenderElementState {
+                        visible_area: (size.0 as usize) * (size.1 as usize),
+                        presentation_state: RenderElementPresentationState::ZeroCopy,
+                    },
+                );
+                let plane_fb = (!same || modeset).then_some(fb.fb);
+                let shown = (!same).then(|| {
+                    Shown::Client(ClientScanout {
+                        surface: c.surface.clone(),
+                        buffer: c.buffer.clone(),
+                        id: None,
+                        fb: fb.clone(),
+                    })
+                });
+                (shown, plane_fb, !same)
+            }
+            None => {
+                // Composite into the buffer that is not on screen.
+                let on_screen = match &out.shown {
+                    Shown::Composited(i) => Some(*i),
+                    _ => None,
+                };
+                let slot_index = (0..out.slots.len())
+                    .find(|i| Some(*i) != on_screen)
+                    .unwrap_or(0);
+                let render_count = out.render_count + 1;
+                let slot = &mut out.slots[slot_index];
+                let age = if slot.rendered_at == 0 {
+                    0
+                } else {
+                    usize::try_from(render_count - slot.rendered_at).unwrap_or(0)
+                };
+                let name = out.output.name();
+                let mut target = renderer
+                    .pixman()
+                    .bind(&mut slot.dmabuf)
+                    .map_err(|e| TtyError::Pixman(format!("binding {name}: {e}")))?;
+                let custom: &[WaylandSurfaceRenderElement<CpuRenderer>] = &[];
+                let RenderOutputResult {
+                    damage,
+                    states: rendered,
+                    ..
+                } = render_output(
+                    &out.output,
+                    renderer,
+                    &mut target,
+                    1.0,
+                    age,
+                    [space],
+                    custom,
+                    &mut out.damage_tracker,
+                    CLEAR_COLOR,
+                )
+                .map_err(|e| TtyError::Pixman(format!("rendering {name}: {e}")))?;
+                drop(target);
+                if let Err(err) = renderer.cleanup_texture_cache() {
+                    tracing::debug!(%err, "texture cache cleanup");
+                }
+                out.render_count = render_count;
+                out.slots[slot_index].rendered_at = render_count;
+                states = rendered;
+                let damaged = damage.is_some_and(|d| !d.is_empty()) || on_screen.is_none();
+                (
+                    Some(Shown::Composited(slot_index)),
+                    Some(out.slots[slot_index].fb.as_ref().to_owned()),
+                    damaged,
+                )
+            }
+        };
+        let direct = matches!(new_shown.as_ref().unwrap_or(&out.shown), Shown::Client(_));
+
+        let plan = CommitPlan {
+            modeset: modeset_part,
+            fb,
+            src: size,
+            dst: size,
+        };
+        let req = atomic::build(
+            out.crtc,
+            &out.crtc_props,
+            out.plane,
+            &out.plane_props,
+            &plan,
+            Some(&mut out.out_fence_slot),
+            signalled_stub.as_ref(),
+        )?;
+        let committed_at = Instant::now();
+        tracing::trace!(output = %out.output.name(), modeset, direct, fb = ?plan.fb, "atomic commit");
+        if let Err(source) = device.fd.atomic_commit(atomic::commit_flags(modeset), req) {
+            stats.commit_errors += 1;
+            if source.raw_os_error() == Some(libc::EBUSY) {
+                stats.commit_ebusy += 1;
+            }
+            // Nothing changed on screen: our clones stay, the candidate's is dropped.
+            let _ = out.out_fence_slot.take();
+            return Err(TtyError::Commit {
+                output: out.output.name(),
+                source,
+            }
+            .into());
+        }
+        stats.commits += 1;
+        if direct {
+            stats.direct_scanout_frames += 1;
+        } else {
+            stats.composited_frames += 1;
+        }
+        out.needs_modeset = false;
+        let out_fence = match out.out_fence_slot.take() {
+            Ok(f) => f,
+            Err(err) => {
+                tracing::warn!(%err, "out-fence unusable");
+                None
+            }
+        };
+        if out_fence.is_some() {
+            stats.out_fences += 1;
+        }
+        let mut pending = PendingFlip {
+            out_fence: out_fence.as_ref().and_then(|f| f.try_clone().ok()),
+            committed_at: Some(committed_at),
+            ..Default::default()
+        };
+        let mut report = ScanoutReport {
+            out_fence,
+            ..Default::default()
+        };
+        if let Some(new) = new_shown {
+            if let Shown::Client(c) = &new {
+                report.shown = Some(c.surface.clone());
+            }
+            match std::mem::replace(&mut out.shown, new) {
+                Shown::Client(old) => {
+                    report.no_longer_shown = Some((old.id, old.buffer));
+                    pending.retiring.push(old.fb);
+                }
+                Shown::Composited(_) | Shown::Nothing => {}
+            }
+        }
+        out.pending = Some(pending);
+        out.report = Some(report);
+        Ok(RenderedFrame {
+            output: out.output.clone(),
+            damaged: damaged || modeset,
+            states,
+            sync,
+        })
+    }
+
+    /// The session went away (VT switch): stop committing.
+    pub fn pause(&mut self) {
+        self.active = false;
+        self.stats.session_pauses += 1;
+    }
+
+    /// The session is back: every output needs a modeset.
+    pub fn resume(&mut self) {
+        self.active = true;
+        for out in &mut self.outputs {
+            out.needs_modeset = true;
+        }
+    }
+
+    pub(crate) fn take_notifier(
+        &mut self,
+    ) -> Option<smithay::backend::session::libseat::LibSeatSessionNotifier> {
+        self.notifier.take()
+    }
+
+    pub(crate) fn display_handle(&self) -> &DisplayHandle {
+        &self.dh
+    }
+}
