@@ -7,6 +7,7 @@
 //! - `cargo xtask run`: the README's run command.
 //! - `cargo xtask install`: only the installation step.
 
+mod bench;
 mod cmd;
 mod install;
 mod kernel;
@@ -36,6 +37,9 @@ enum Command {
     /// Run the compositor: nested on a desktop, on a TTY with a seat and GPU, otherwise
     /// a demo on the VM's virtual KMS device.
     Run(run::RunArgs),
+    /// Benchmarks in the VM (latch latency, commit->present, CPU per frame, bounds,
+    /// release timing) against Weston 10; results in target/bench/.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -45,6 +49,7 @@ fn main() {
         Command::Test(args) => test::run(args),
         Command::Vm(args) => vm::run(args),
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

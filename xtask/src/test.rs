@@ -90,7 +90,12 @@ pub fn run(args: TestArgs) -> Result<i32> {
     }
 
     if !args.host_only {
-        match run_vm_suite(&vm_bins) {
+        // The bench smoke runs unless a filter excludes it.
+        let smoke = args
+            .vm_filter
+            .as_deref()
+            .is_none_or(|f| BENCH_SMOKE.contains(f));
+        match run_vm_suite(&vm_bins, smoke) {
             Ok((counts, boot, total)) => {
                 vm_counts = counts;
                 phases.push(Phase {
@@ -190,15 +195,26 @@ fn build_vm_tests(filter: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
 }
 
 const EXIT_MARKER: &str = "SYNCBRIDGE-VM-EXIT";
+/// The name of the bench smoke step in the VM suite.
+const BENCH_SMOKE: &str = "bench_smoke";
 
 /// Runs every VM test binary in one boot. Returns counts, boot seconds, total seconds.
-fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
+fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64, f64)> {
     let syncbridge = target_dir().join("debug/syncbridge");
     let mut script = format!("export SYNCBRIDGE_BIN={}\n", syncbridge.display());
     for (name, exe) in bins {
         script.push_str(&format!(
             "echo '=== VM test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
             exe = exe.display()
+        ));
+    }
+    // The bench's smoke version, so `cargo xtask bench` cannot rot: one more step.
+    if smoke {
+        let out = crate::vm::scratch_dir().join(format!("bench-smoke-{}", std::process::id()));
+        script.push_str(&format!(
+            "echo '=== VM bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
+            crate::bench::driver_command(&target_dir().join("debug"), &out, true, None),
+            out.display()
         ));
     }
     let args = VmArgs {
@@ -217,6 +233,10 @@ fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
             let mut words = rest.split_whitespace();
             let name = words.next().unwrap_or("?").to_string();
             let code: i32 = words.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
+            if name == BENCH_SMOKE {
+                // Not a libtest binary: its exit status is the verdict.
+                per_bin.passed += u64::from(code == 0);
+            }
             // A binary that died without a libtest summary reporting failures (a crash, a
             // panic in a harness) still counts as one failure.
             if code != 0 && per_bin.failed == 0 {
@@ -227,12 +247,13 @@ fn run_vm_suite(bins: &[(String, PathBuf)]) -> Result<(Counts, f64, f64)> {
             per_bin = Counts::default();
         }
     })?;
-    if exits.len() != bins.len() {
-        counts.failed += (bins.len() - exits.len()) as u64;
+    let steps = bins.len() + usize::from(smoke);
+    if exits.len() != steps {
+        counts.failed += steps.saturating_sub(exits.len()) as u64;
         println!(
-            "xtask: VM: only {} of {} test binaries finished",
+            "xtask: VM: only {} of {} test steps finished",
             exits.len(),
-            bins.len()
+            steps
         );
     }
     let boot = outcome.boot_time.map(|d| d.as_secs_f64()).unwrap_or(0.0);
