@@ -26,15 +26,14 @@ use smithay::{
         renderer::{
             damage::RenderOutputResult,
             element::{
-                surface::WaylandSurfaceRenderElement, Id, RenderElementPresentationState,
-                RenderElementState, RenderElementStates,
+                Id, RenderElementPresentationState, RenderElementState, RenderElementStates,
             },
             sync::SyncPoint,
             Bind, Renderer,
         },
         session::{libseat::LibSeatSession, Session},
     },
-    desktop::{space::render_output, Space, Window},
+    desktop::{Space, Window},
     output::Output,
     reexports::{
         drm::control::{crtc, Device as _},
@@ -402,23 +401,21 @@ impl TtyBackend {
                     .pixman()
                     .bind(&mut slot.dmabuf)
                     .map_err(|e| TtyError::Pixman(format!("binding {name}: {e}")))?;
-                let custom: &[WaylandSurfaceRenderElement<CpuRenderer>] = &[];
+                // Windows whose dma-bufs were fenced again after commit would block
+                // pixman's DMA_BUF_IOCTL_SYNC (and with it every output): they sit out.
+                let (elements, held_back) =
+                    super::cpu_renderer::ready_render_elements(renderer, space, &out.output);
+                if held_back > 0 {
+                    tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
+                }
                 let RenderOutputResult {
                     damage,
                     states: rendered,
                     ..
-                } = render_output(
-                    &out.output,
-                    renderer,
-                    &mut target,
-                    1.0,
-                    age,
-                    [space],
-                    custom,
-                    &mut out.damage_tracker,
-                    CLEAR_COLOR,
-                )
-                .map_err(|e| TtyError::Pixman(format!("rendering {name}: {e}")))?;
+                } = out
+                    .damage_tracker
+                    .render_output(renderer, &mut target, age, &elements, CLEAR_COLOR)
+                    .map_err(|e| TtyError::Pixman(format!("rendering {name}: {e}")))?;
                 drop(target);
                 if let Err(err) = renderer.cleanup_texture_cache() {
                     tracing::debug!(%err, "texture cache cleanup");
