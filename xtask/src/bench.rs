@@ -364,7 +364,9 @@ impl Report {
             "release_on_vkms": self.tty_rows().iter().map(|r| json!({
                 "scenario": r.name, "release_mode": r.mode, "buffers": r.buffers,
                 "release_lead_p50_us": r.lead_p50, "release_lead_p99_us": r.lead_p99,
-                "out_fence_delay_p50_us": r.delay_p50, "missed_refreshes": r.missed,
+                "release_lead_min_us": r.lead_min, "out_fence_delay_p50_us": r.delay_p50,
+                "missed_refreshes": r.missed, "frames_without_free_buffer": r.starved,
+                "direct_scanout_frames": r.direct,
                 "presented": r.presented,
             })).collect::<Vec<_>>(),
         })
@@ -390,7 +392,10 @@ impl Report {
                     buffers,
                     lead_p50: kms["release_lead_time"]["p50_us"].as_f64(),
                     lead_p99: kms["release_lead_time"]["p99_us"].as_f64(),
+                    lead_min: kms["release_lead_time"]["min_us"].as_f64(),
                     delay_p50: kms["out_fence_signal_delay"]["p50_us"].as_f64(),
+                    starved: s.client["frames_without_free_buffer"].as_u64(),
+                    direct: kms["direct_scanout_frames"].as_u64(),
                     missed: s.client["missed_refreshes"].as_u64(),
                     presented: s.client["presented"].as_u64(),
                 }
@@ -407,7 +412,10 @@ struct TtyRow {
     buffers: u64,
     lead_p50: Option<f64>,
     lead_p99: Option<f64>,
+    lead_min: Option<f64>,
     delay_p50: Option<f64>,
+    starved: Option<u64>,
+    direct: Option<u64>,
     missed: Option<u64>,
     presented: Option<u64>,
 }
@@ -572,45 +580,53 @@ impl Report {
         } else {
             let _ = writeln!(
                 t,
-                "    {:<8} {:>7} | {:>12} {:>12} {:>16} | {:>9} {:>15}",
+                "    {:<7} {:>4} | {:>9} {:>9} {:>9} {:>11} | {:>6} {:>9} {:>12} {:>8}",
                 "release",
-                "buffers",
-                "lead p50 us",
-                "lead p99 us",
-                "out-fence dly p50",
+                "bufs",
+                "lead p50",
+                "lead p99",
+                "lead min",
+                "fence dly50",
+                "direct",
                 "presented",
-                "missed refreshes"
+                "no free buf",
+                "missed"
             );
             for r in &rows {
                 if !r.ok {
                     let _ = writeln!(
                         t,
-                        "    {:<8} {:>7} | did not complete (see raw/{}.log)",
+                        "    {:<7} {:>4} | did not complete (see raw/{}.log)",
                         r.mode, r.buffers, r.name
                     );
                     continue;
                 }
                 let _ = writeln!(
                     t,
-                    "    {:<8} {:>7} | {:>12} {:>12} {:>16} | {:>9} {:>15}",
+                    "    {:<7} {:>4} | {:>9} {:>9} {:>9} {:>11} | {:>6} {:>9} {:>12} {:>8}",
                     r.mode,
                     r.buffers,
                     fmt(r.lead_p50, 0),
                     fmt(r.lead_p99, 0),
-                    fmt(r.delay_p50, 0),
+                    fmt(r.lead_min, 0),
+                    fmt(r.delay_p50, 1),
+                    fmt_u(r.direct),
                     fmt_u(r.presented),
+                    fmt_u(r.starved),
                     fmt_u(r.missed),
                 );
             }
+            let _ = writeln!(t, "    (us; lead = flip - release, out-fence delay = fence signal - flip; direct = frames scanned out from the client buffer;");
+            let _ = writeln!(t, "     no free buf = frame callbacks that found every buffer still held; missed = refresh cycles between presents, any cause incl. the emulated CPU)");
             for mode in ["early", "flip"] {
                 let need = rows
                     .iter()
-                    .filter(|r| r.ok && r.mode == mode && r.missed == Some(0))
+                    .filter(|r| r.ok && r.mode == mode && r.starved == Some(0))
                     .map(|r| r.buffers)
                     .min();
                 let _ = writeln!(
                     t,
-                    "    buffers needed to never miss a refresh, release {mode}: {}",
+                    "    buffers a client needs so no frame waits for a buffer, release {mode}: {}",
                     need.map_or("more than tested (or not measured)".into(), |b| b
                         .to_string())
                 );

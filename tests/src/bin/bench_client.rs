@@ -78,7 +78,7 @@ struct Args {
     frames: u64,
     warmup: u64,
     buffers: usize,
-    size: i32,
+    size: (i32, i32),
     commits: u64,
     iterations: u64,
     queue: usize,
@@ -101,7 +101,7 @@ fn parse_args() -> Res<Args> {
         frames: 120,
         warmup: 20,
         buffers: 3,
-        size: 128,
+        size: (128, 128),
         commits: 1000,
         iterations: 50,
         queue: 1,
@@ -120,7 +120,17 @@ fn parse_args() -> Res<Args> {
             "--frames" => a.frames = num(val()?)?,
             "--warmup" => a.warmup = num(val()?)?,
             "--buffers" => a.buffers = (num(val()?)? as usize).max(1),
-            "--size" => a.size = (num(val()?)? as i32).clamp(8, 1024),
+            "--size" => {
+                // N (square) or WxH.
+                let v = val()?;
+                let (w, h) = v.split_once('x').unwrap_or((&v, &v));
+                let dim = |d: &str| {
+                    d.parse::<i32>()
+                        .map(|d| d.clamp(8, 4096))
+                        .map_err(|e| format!("--size: {e}"))
+                };
+                a.size = (dim(w)?, dim(h)?);
+            }
             "--commits" => a.commits = num(val()?)?,
             "--iterations" => a.iterations = num(val()?)?,
             "--queue" => a.queue = (num(val()?)? as usize).max(1),
@@ -286,6 +296,8 @@ struct Client {
     surface: Option<WlSurface>,
     _xdg: Option<(XdgSurface, XdgToplevel)>,
     commits: u64,
+    /// The current frame callback found no free buffer (frames mode).
+    starved: bool,
 }
 
 impl Client {
@@ -319,6 +331,7 @@ impl Client {
             surface: None,
             _xdg: None,
             commits: 0,
+            starved: false,
         })
     }
 
@@ -349,25 +362,17 @@ impl Client {
         Ok(())
     }
 
-    fn add_shm_buffer(&mut self, size: i32) -> Res<usize> {
+    fn add_shm_buffer(&mut self, (w, h): (i32, i32)) -> Res<usize> {
         let shm = self.st.shm.clone().ok_or("no wl_shm")?;
-        let stride = size * 4;
-        let len = (stride * size) as u64;
+        let stride = w * 4;
+        let len = (stride * h) as u64;
         let fd = rustix::fs::memfd_create("bench-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| format!("memfd_create: {e}"))?;
         let file = std::fs::File::from(fd);
         file.set_len(len).map_err(|e| format!("ftruncate: {e}"))?;
         let pool = shm.create_pool(file.as_fd(), len as i32, &self.qh, ());
         let id = self.st.buffers.len();
-        let wl = pool.create_buffer(
-            0,
-            size,
-            size,
-            stride,
-            wl_shm::Format::Xrgb8888,
-            &self.qh,
-            id,
-        );
+        let wl = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
         pool.destroy();
         self.st.buffers.push(Buf {
             wl,
@@ -378,10 +383,10 @@ impl Client {
         Ok(id)
     }
 
-    fn add_vgem_buffer(&mut self, vgem: &Vgem, size: i32) -> Res<usize> {
+    fn add_vgem_buffer(&mut self, vgem: &Vgem, (w, h): (i32, i32)) -> Res<usize> {
         let dmabuf = self.st.dmabuf.clone().ok_or("no zwp_linux_dmabuf_v1")?;
         let buf = vgem
-            .create_buffer(size as u32, size as u32)
+            .create_buffer(w as u32, h as u32)
             .map_err(|e| format!("vgem buffer: {e}"))?;
         let id = self.st.buffers.len();
         let params = dmabuf.create_params(&self.qh, ());
@@ -394,8 +399,8 @@ impl Client {
             (MOD_LINEAR & 0xffff_ffff) as u32,
         );
         let wl = params.create_immed(
-            size,
-            size,
+            w,
+            h,
             DRM_FORMAT_XRGB8888,
             zwp_linux_buffer_params_v1::Flags::empty(),
             &self.qh,
@@ -758,9 +763,15 @@ fn mode_frames(a: &Args) -> Res<String> {
             }
             match c.free_buffer() {
                 Some(b) => {
+                    c.starved = false;
                     c.commit(b, true, true)?;
                 }
-                None => starved += 1,
+                None if !c.starved => {
+                    // Counted once per frame callback that found no buffer to draw into.
+                    c.starved = true;
+                    starved += 1;
+                }
+                None => {}
             }
         }
         if window.is_none() && clients.iter().all(|c| c.commits >= a.warmup) {
@@ -835,7 +846,7 @@ fn mode_frames(a: &Args) -> Res<String> {
                 "shm"
             }),
         ),
-        ("size", a.size.to_string()),
+        ("size", s(&format!("{}x{}", a.size.0, a.size.1))),
         (
             "commits_measured",
             (a.frames * a.clients as u64).to_string(),
@@ -844,7 +855,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         ("discarded", discarded.to_string()),
         ("no_feedback", pending.to_string()),
         ("missed_refreshes", missed.to_string()),
-        ("starved_no_free_buffer", starved.to_string()),
+        ("frames_without_free_buffer", starved.to_string()),
         ("refresh_ns", refresh_ns.to_string()),
         ("commit_to_present_frames", summary(lat_frames)),
         ("commit_to_present_ms", summary(lat_ms)),

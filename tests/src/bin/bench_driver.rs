@@ -434,6 +434,8 @@ fn run() -> Res<u32> {
     // with 2 and 3 buffers. Only when the binary has the tty backend.
     if tty && !smoke {
         if let Some(vkms) = &vkms {
+            let vkms_size =
+                std::env::var("SYNCBRIDGE_BENCH_VKMS_SIZE").unwrap_or_else(|_| "1024x768".into());
             for mode in ["early", "flip"] {
                 for buffers in ["2", "3"] {
                     let name = format!("tty-{mode}-{buffers}buf");
@@ -447,8 +449,9 @@ fn run() -> Res<u32> {
                         "vgem",
                         "--buffers",
                         buffers,
+                        // The VKMS mode's size, so the buffer can be scanned out directly.
                         "--size",
-                        "256",
+                        &vkms_size,
                         "--frames",
                         &sizes.tty_frames.to_string(),
                         "--warmup",
