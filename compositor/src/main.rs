@@ -41,12 +41,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 
     let reason = server.run()?;
-    if let Some(path) = &cli.screenshot {
+    // The screenshot is written after the stats, so a backend that cannot capture still
+    // leaves its stats behind; its failure still makes the exit status non-zero.
+    let screenshot = cli.screenshot.as_ref().map(|path| {
         server
             .state
             .write_screenshot(0, path)
-            .context("writing the --screenshot PNG")?;
-    }
+            .context("writing the --screenshot PNG")
+    });
 
     let report = server.state.stats_report();
     tracing::info!(
@@ -60,6 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "stats written");
+    }
+    if let Some(result) = screenshot {
+        result?;
     }
 
     Ok(match reason {

@@ -1,12 +1,39 @@
 //! Lists DRM device nodes with the driver name DRM_IOCTL_VERSION reports. The VM's
 //! start-up runs it so every log shows which card is which (card numbers are not stable,
 //! and vgem/vkms have no sysfs driver link).
+//!
+//! `drm-cards --find DRIVER [--render]` prints just the path of the first primary (or
+//! render) node of DRIVER, for scripts; it exits 1 when there is none.
 
-use syncbridge_tests::kernel::card::Card;
+use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--find") {
+        let Some(driver) = args.get(1) else {
+            eprintln!("usage: drm-cards --find DRIVER [--render]");
+            std::process::exit(2);
+        };
+        let kind = if args.iter().any(|a| a == "--render") {
+            NodeKind::Render
+        } else {
+            NodeKind::Primary
+        };
+        match find_nodes(driver, kind).first() {
+            Some(path) => println!("{}", path.display()),
+            None => {
+                eprintln!("drm-cards: no {kind:?} node of driver {driver}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let mut nodes: Vec<_> = match std::fs::read_dir("/dev/dri") {
-        Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.is_dir()).collect(),
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| !p.is_dir())
+            .collect(),
         Err(e) => {
             eprintln!("drm-cards: /dev/dri: {e}");
             std::process::exit(1);

@@ -419,13 +419,32 @@ impl TestClient {
                     tv_nsec: left.min(Duration::from_millis(50)).as_nanos() as _,
                 };
                 let _ = rustix::event::poll(&mut fds, Some(&ts));
-                let _ = guard.read();
+                if let Err(err) = guard.read() {
+                    if self.connection_lost(&err) {
+                        return cond(&self.rec);
+                    }
+                }
             }
             if self.queue.dispatch_pending(&mut self.rec).is_err() {
                 return cond(&self.rec);
             }
         }
         true
+    }
+
+    /// Whether a read error means the connection is gone (the server closed it or sent a
+    /// protocol error); marks the client dead so callers stop waiting on it.
+    fn connection_lost(&mut self, err: &wayland_client::backend::WaylandError) -> bool {
+        let lost = match err {
+            wayland_client::backend::WaylandError::Io(e) => {
+                e.kind() != std::io::ErrorKind::WouldBlock
+            }
+            wayland_client::backend::WaylandError::Protocol(_) => true,
+        };
+        if lost {
+            self.alive = false;
+        }
+        lost
     }
 
     /// Flushes requests (errors mean the server closed us; see [`Self::protocol_error`]).
@@ -451,7 +470,7 @@ impl TestClient {
         self.conn.protocol_error()
     }
 
-    /// Whether [`Self::disconnect`] was called.
+    /// False once [`Self::disconnect`] was called or the connection was lost.
     pub fn is_alive(&self) -> bool {
         self.alive
     }
