@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use std::ffi::CString;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use smithay::backend::allocator::dmabuf::{Dmabuf, DmabufBlocker};
 use smithay::reexports::calloop::{Interest, RegistrationToken};
 use smithay::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1;
 use smithay::reexports::wayland_protocols::wp::linux_explicit_synchronization::zv1::server::zwp_linux_surface_synchronization_v1::ZwpLinuxSurfaceSynchronizationV1;
-use smithay::reexports::wayland_server::backend::protocol::ProtocolError;
+use smithay::reexports::wayland_server::backend::protocol::{Interface, ProtocolError};
 use smithay::reexports::wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle, Resource, Weak};
 use smithay::wayland::compositor::{
     add_blocker, with_states, Blocker, BlockerState, BufferAssignment, SurfaceAttributes, SurfaceData,
@@ -217,20 +218,43 @@ fn sync_file_signal_time(fence: &SyncFile) -> Option<u64> {
     fence.info().ok().and_then(|i| i.signaled_at_ns())
 }
 
+/// `wl_display` as the backend names it: the object the `no_memory` error goes on.
+static WL_DISPLAY_INTERFACE: Interface = Interface {
+    name: "wl_display",
+    version: 1,
+    requests: &[],
+    events: &[],
+    c_ptr: None,
+};
+
+/// Disconnects the client with `wl_display.error(no_memory)`. `Client::kill` alone closes
+/// the connection without sending the error (wayland-backend's Rust server), so the client
+/// would not learn why; posting the error on its `wl_display` (object 1) sends it, then
+/// kills the client.
 fn kill_for_limit(dh: &DisplayHandle, surface: &WlSurface, limit: usize) {
-    if let Some(client) = surface.client() {
-        client.kill(
+    let Some(client) = surface.client() else {
+        return;
+    };
+    let message = format!(
+        "more than {limit} commits of wl_surface@{} wait on unsignalled fences",
+        surface.id().protocol_id()
+    );
+    let handle = dh.backend_handle();
+    match handle.object_for_protocol_id(client.id(), &WL_DISPLAY_INTERFACE, 1) {
+        Ok(display) => handle.post_error(
+            display,
+            WL_DISPLAY_NO_MEMORY,
+            CString::new(message).unwrap_or_default(),
+        ),
+        Err(_) => client.kill(
             dh,
             ProtocolError {
                 code: WL_DISPLAY_NO_MEMORY,
                 object_id: 1,
                 object_interface: "wl_display".into(),
-                message: format!(
-                    "more than {limit} commits of wl_surface@{} wait on unsignalled fences",
-                    surface.id().protocol_id()
-                ),
+                message,
             },
-        );
+        ),
     }
 }
 

@@ -156,6 +156,19 @@ impl Harness {
         None
     }
 
+    /// Rounds until client `id`'s connection fails (returned: a protocol error, or an I/O
+    /// error such as `ENOMEM` for `wl_display.error(no_memory)`) or too many rounds pass.
+    pub fn until_dead(&mut self, id: ClientId) -> Option<wayland_client::backend::WaylandError> {
+        let _ = self.clients[id].send_sync();
+        for _ in 0..MAX_ROUNDS {
+            self.pump();
+            if let Some(err) = self.clients[id].conn.backend().last_error() {
+                return Some(err);
+            }
+        }
+        None
+    }
+
     /// One refresh cycle of output 0, then its events are delivered.
     pub fn frame(&mut self) -> FrameTick {
         let tick = self
