@@ -21,7 +21,7 @@ VKMS=$("$TOOLS/drm-cards" --find vkms) || { echo "demo: no VKMS card in this VM"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export NO_COLOR=1
-CLIENTS="'$TOOLS/demo-client' --mode implicit --color 3070c0 --fence-delay-ms 40 > '$OUT/implicit.log' 2>&1 &
+CLIENTS="'$TOOLS/demo-client' --mode implicit --color 3070c0 --fence-delay-ms 40 --size 480x360 > '$OUT/implicit.log' 2>&1 &
 '$TOOLS/demo-client' --mode syncobj --color c07030 --fence-delay-ms 20 > '$OUT/syncobj.log' 2>&1;
 wait"
 echo "demo: syncbridge --backend tty on $VKMS, $FRAMES frames"

@@ -204,13 +204,21 @@ fn print_summary(dest: &Path) -> Result<()> {
         us_to_ms(&sync["latch_latency"]["p99_us"]),
         sync["latch_latency"]["count"]
     );
-    println!(
-        "  release mode {}: lead time before the page flip p50 {}, p99 {} over {} releases",
-        kms["release_mode"].as_str().unwrap_or("?"),
-        us_to_ms(&kms["release_lead_time"]["p50_us"]),
-        us_to_ms(&kms["release_lead_time"]["p99_us"]),
-        kms["release_lead_time"]["count"]
-    );
+    let lead = &kms["release_lead_time"];
+    if lead["count"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  release mode {}: scanned-out buffers released p50 {}, p99 {} before the page flip, over {} releases",
+            kms["release_mode"].as_str().unwrap_or("?"),
+            us_to_ms(&lead["p50_us"]),
+            us_to_ms(&lead["p99_us"]),
+            lead["count"]
+        );
+    } else {
+        println!(
+            "  release mode {}: no buffer was scanned out directly (windows are composited, and the CPU renderer releases them after each render)",
+            kms["release_mode"].as_str().unwrap_or("?"),
+        );
+    }
     println!(
         "  frames: {} direct scanout, {} composited; protocol errors {}",
         kms["direct_scanout_frames"], kms["composited_frames"], stats["protocol_errors_sent"]

@@ -257,7 +257,7 @@ impl Backend {
             Backend::Headless(b) => crate::screenshot::capture_headless(b, index),
             Backend::Nested(b) if index == 0 => b.capture(space),
             Backend::Nested(_) => Err(ScreenshotError::NoSuchOutput(index)),
-            Backend::Tty(_) => Err(ScreenshotError::Unsupported("tty")),
+            Backend::Tty(b) => b.capture(index),
         }
     }
 

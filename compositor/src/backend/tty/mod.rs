@@ -11,6 +11,7 @@
 //! [`release`] (early vs at-flip release, stats), [`frame`] (the per-output cycle, on
 //! [`State`](crate::State)).
 
+pub mod capture;
 pub mod frame;
 pub mod input;
 pub mod kms;

@@ -1,0 +1,106 @@
+//! Screenshots on the tty backend: read back what the display is scanning out.
+//!
+//! The primary plane's current framebuffer is looked up with GETFB2 (we are DRM master,
+//! so the kernel hands out its GEM handle), exported as a dma-buf and mapped read-only.
+//! That is the composited dumb buffer, or the client's own buffer during direct scanout:
+//! what the display showed, not a re-render. Overlay and cursor planes are not included.
+
+use std::os::fd::AsFd;
+
+use smithay::reexports::drm::{
+    buffer::{DrmFourcc, Handle as BufferHandle},
+    control::Device as ControlDevice,
+};
+
+use super::TtyBackend;
+use crate::screenshot::{PixelOrder, Screenshot, ScreenshotError};
+
+/// Closes GEM handles GETFB2 created, whatever happens.
+struct GemHandles<'a> {
+    dev: &'a smithay::backend::drm::DrmDeviceFd,
+    handles: Vec<BufferHandle>,
+}
+
+impl Drop for GemHandles<'_> {
+    fn drop(&mut self) {
+        for h in self.handles.drain(..) {
+            let _ = self.dev.close_buffer(h);
+        }
+    }
+}
+
+impl TtyBackend {
+    /// Reads back the primary plane of output `index` as a [`Screenshot`].
+    pub fn capture(&self, index: usize) -> Result<Screenshot, ScreenshotError> {
+        let output = self
+            .outputs
+            .get(index)
+            .filter(|o| o.alive)
+            .ok_or(ScreenshotError::NoSuchOutput(index))?;
+        let dev = &self.device.fd;
+        let os = |what: &'static str| {
+            move |e: std::io::Error| ScreenshotError::Readback(format!("{what}: {e}"))
+        };
+        let fb = dev
+            .get_plane(output.plane)
+            .map_err(os("GETPLANE"))?
+            .framebuffer()
+            .ok_or(ScreenshotError::Readback(
+                "the primary plane shows nothing".into(),
+            ))?;
+        let info = dev
+            .get_planar_framebuffer(fb)
+            .map_err(|e| ScreenshotError::Readback(format!("GETFB2: {e}")))?;
+        let handles = GemHandles {
+            dev,
+            handles: info.buffers().iter().flatten().copied().collect(),
+        };
+        let format = info.pixel_format();
+        if !matches!(format, DrmFourcc::Xrgb8888 | DrmFourcc::Argb8888) {
+            return Err(ScreenshotError::Readback(format!(
+                "unsupported scanout format {format:?}"
+            )));
+        }
+        if info.modifier().is_some_and(|m| u64::from(m) != 0) {
+            return Err(ScreenshotError::Readback("tiled scanout buffer".into()));
+        }
+        let handle = *handles.handles.first().ok_or(ScreenshotError::Readback(
+            "framebuffer without a buffer handle".into(),
+        ))?;
+        let (width, height) = info.size();
+        let stride = info.pitches()[0] as usize;
+        let offset = info.offsets()[0] as usize;
+        let len = offset + stride * height as usize;
+        let flags = (rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::RDONLY).bits();
+        let dmabuf = dev
+            .buffer_to_prime_fd(handle, flags)
+            .map_err(os("PRIME export"))?;
+        // SAFETY: a shared read-only mapping of `len` bytes of a dma-buf we own; the
+        // framebuffer's layout (offset + pitch * height) lies within its buffer. The
+        // mapping is removed below and only read through `data` in between.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::SHARED,
+                dmabuf.as_fd(),
+                0,
+            )
+        }
+        .map_err(|e| ScreenshotError::Readback(format!("mmap of the scanout buffer: {e}")))?;
+        // SAFETY: `ptr` maps `len` readable bytes (above) until the munmap below.
+        let data = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>().cast_const(), len) };
+        let shot = Screenshot::from_pixels(
+            width,
+            height,
+            stride,
+            PixelOrder::Bgrx,
+            false,
+            &data[offset..],
+        );
+        // SAFETY: unmapping exactly the mapping made above; `data` is not used after this.
+        let _ = unsafe { rustix::mm::munmap(ptr, len) };
+        shot
+    }
+}
