@@ -266,6 +266,23 @@ impl Report {
         })
     }
 
+    /// The latch runs, in order: (mode, round, latch_latency object).
+    fn latch_runs(&self) -> Vec<(String, String, Value)> {
+        self.scenarios
+            .iter()
+            .filter(|s| s.code == 0)
+            .filter_map(|s| {
+                let rest = s.name.strip_prefix("latch-")?;
+                let (mode, round) = rest.split_once('-').unwrap_or((rest, "a"));
+                Some((
+                    mode.to_string(),
+                    round.to_string(),
+                    s.stats["sync"]["latch_latency"].clone(),
+                ))
+            })
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Option<&Scenario> {
         self.scenarios
             .iter()
@@ -332,9 +349,11 @@ impl Report {
     /// The headline figures, as in the table.
     fn figures(&self) -> Value {
         let latch = |mode: &str| {
-            self.get(&format!("latch-{mode}"))
-                .map(|s| s.stats["sync"]["latch_latency"].clone())
-                .unwrap_or(Value::Null)
+            self.latch_runs()
+                .into_iter()
+                .filter(|(m, _, _)| m == mode)
+                .map(|(_, round, l)| json!({ "run": round, "latency": l }))
+                .collect::<Vec<_>>()
         };
         let mut frames = Vec::new();
         for n in self.client_counts() {
@@ -459,32 +478,39 @@ impl Report {
             "    {:<44} {:>10} {:>10} {:>8}",
             "implicit acquire mode", "p50 us", "p99 us", "samples"
         );
-        let mut lat = Vec::new();
-        for (mode, label) in [
-            ("export", "export sync_file at commit (syncbridge)"),
-            ("poll", "poll the dma-buf (smithay generate_blocker)"),
-        ] {
-            let l = self
-                .get(&format!("latch-{mode}"))
-                .map(|s| s.stats["sync"]["latch_latency"].clone());
-            let p50 = l.as_ref().and_then(|l| l["p50_us"].as_f64());
-            let p99 = l.as_ref().and_then(|l| l["p99_us"].as_f64());
-            lat.push((p50, p99));
+        let runs = self.latch_runs();
+        for (mode, round, l) in &runs {
+            let label = match mode.as_str() {
+                "export" => "export sync_file at commit (syncbridge)",
+                "poll" => "poll the dma-buf (smithay generate_blocker)",
+                other => other,
+            };
             let _ = writeln!(
                 t,
-                "    {label:<44} {:>10} {:>10} {:>8}",
-                fmt(p50, 0),
-                fmt(p99, 0),
-                fmt_u(l.as_ref().and_then(|l| l["count"].as_u64()))
+                "    {:<44} {:>10} {:>10} {:>8}",
+                format!("{label}, run {round}"),
+                fmt(l["p50_us"].as_f64(), 0),
+                fmt(l["p99_us"].as_f64(), 0),
+                fmt_u(l["count"].as_u64())
             );
         }
-        if let [(e50, e99), (p50, p99)] = lat[..] {
+        for (round, e, p) in
+            runs.iter()
+                .filter(|(m, _, _)| m == "export")
+                .filter_map(|(_, r, e)| {
+                    let p = runs.iter().find(|(m, r2, _)| m == "poll" && r2 == r)?;
+                    Some((r, e, &p.2))
+                })
+        {
             let _ = writeln!(
                 t,
-                "    export/poll ratio: p50 {}  p99 {}",
-                fmt(ratio(e50, p50), 2),
-                fmt(ratio(e99, p99), 2)
+                "    run {round}: export/poll ratio p50 {}  p99 {}",
+                fmt(ratio(e["p50_us"].as_f64(), p["p50_us"].as_f64()), 2),
+                fmt(ratio(e["p99_us"].as_f64(), p["p99_us"].as_f64()), 2)
             );
+        }
+        if runs.is_empty() {
+            let _ = writeln!(t, "    not measured");
         }
 
         // Commit -> present and CPU per frame.
@@ -843,7 +869,7 @@ fn bar_chart(
         top + plot_h
     );
     for (si, (name, _)) in series.iter().enumerate() {
-        let x = left + 170.0 * si as f64;
+        let x = left + 150.0 * si as f64;
         let y = h - 22.0;
         let _ = writeln!(
             s,
@@ -870,26 +896,22 @@ fn short(v: f64) -> String {
 impl Report {
     fn charts(&self) -> Vec<(String, String)> {
         let mut charts = Vec::new();
-        let latch = |mode: &str, q: &str| {
-            self.get(&format!("latch-{mode}"))
-                .and_then(|s| s.stats["sync"]["latch_latency"][q].as_f64())
-        };
+        let runs = self.latch_runs();
         charts.push((
             "latch-latency.svg".into(),
             bar_chart(
                 "Latch latency: fence signalled -> commit applied",
                 "microseconds",
                 &["p50".into(), "p99".into()],
-                &[
-                    (
-                        "export sync_file".into(),
-                        vec![latch("export", "p50_us"), latch("export", "p99_us")],
-                    ),
-                    (
-                        "poll dma-buf".into(),
-                        vec![latch("poll", "p50_us"), latch("poll", "p99_us")],
-                    ),
-                ],
+                &runs
+                    .iter()
+                    .map(|(mode, round, l)| {
+                        (
+                            format!("{mode} (run {round})"),
+                            vec![l["p50_us"].as_f64(), l["p99_us"].as_f64()],
+                        )
+                    })
+                    .collect::<Vec<_>>(),
             ),
         ));
         let counts = self.client_counts();

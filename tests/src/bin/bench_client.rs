@@ -6,7 +6,7 @@
 //!
 //! Modes:
 //! - `frames`: every client redraws on each frame callback (shm or vgem dma-bufs) and asks
-//!   for presentation feedback on every commit. Reports commit -> presented in frames,
+//!   for presentation feedback on every commit, for `--warmup-secs` then `--secs`. Reports commit -> presented in frames,
 //!   missed refresh cycles, and the compositor's CPU time (from `/proc/PID/stat`) per
 //!   distinct presentation time seen in the measurement window.
 //! - `latch`: one client commits a vgem buffer carrying an unsignalled write fence, waits
@@ -75,8 +75,8 @@ struct Args {
     mode: String,
     socket: Option<PathBuf>,
     clients: usize,
-    frames: u64,
-    warmup: u64,
+    secs: f64,
+    warmup_secs: f64,
     buffers: usize,
     size: (i32, i32),
     commits: u64,
@@ -98,8 +98,8 @@ fn parse_args() -> Res<Args> {
         mode: "frames".into(),
         socket: None,
         clients: 1,
-        frames: 120,
-        warmup: 20,
+        secs: 4.0,
+        warmup_secs: 1.0,
         buffers: 3,
         size: (128, 128),
         commits: 1000,
@@ -113,12 +113,16 @@ fn parse_args() -> Res<Args> {
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
+        let secs = |v: String| match v.parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
+            _ => Err(format!("{flag}: seconds in 0..=3600, got {v}")),
+        };
         match flag.as_str() {
             "--mode" => a.mode = val()?,
             "--socket" => a.socket = Some(PathBuf::from(val()?)),
             "--clients" => a.clients = num(val()?)? as usize,
-            "--frames" => a.frames = num(val()?)?,
-            "--warmup" => a.warmup = num(val()?)?,
+            "--secs" => a.secs = secs(val()?)?,
+            "--warmup-secs" => a.warmup_secs = secs(val()?)?,
             "--buffers" => a.buffers = (num(val()?)? as usize).max(1),
             "--size" => {
                 // N (square) or WxH.
@@ -746,19 +750,26 @@ fn mode_frames(a: &Args) -> Res<String> {
         add_buffers(c, a, vgem.as_ref(), a.buffers)?;
         c.st.frame_done = true;
     }
-    let total = a.warmup + a.frames;
+    // A fixed time window, not a frame count: every client draws on each frame callback
+    // for the whole window, however often the compositor calls it back (an occluded
+    // window may be throttled), so the output's load is the same from start to end.
     let pid = a.compositor_pid;
-    let mut window: Option<(u64, f64)> = None;
-    let mut end: Option<(u64, f64)> = None;
-    let mut starved = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(30 + total / 4 * a.clients as u64 / 8);
     let clock = clients[0].st.clock;
-    while end.is_none() {
-        if Instant::now() > deadline {
-            return Err("frames: timed out".into());
+    let start = now_ns(clock);
+    let t0 = start + (a.warmup_secs * 1e9) as u64;
+    let t1 = t0 + (a.secs * 1e9) as u64;
+    let mut cpu0 = f64::NAN;
+    let mut starved = 0u64;
+    loop {
+        let now = now_ns(clock);
+        if cpu0.is_nan() && now >= t0 {
+            cpu0 = cpu_s(pid).unwrap_or(f64::NAN);
+        }
+        if now >= t1 {
+            break;
         }
         for c in clients.iter_mut() {
-            if c.commits >= total || !c.st.frame_done {
+            if !c.st.frame_done {
                 continue;
             }
             match c.free_buffer() {
@@ -769,20 +780,15 @@ fn mode_frames(a: &Args) -> Res<String> {
                 None if !c.starved => {
                     // Counted once per frame callback that found no buffer to draw into.
                     c.starved = true;
-                    starved += 1;
+                    starved += u64::from(now >= t0);
                 }
                 None => {}
             }
         }
-        if window.is_none() && clients.iter().all(|c| c.commits >= a.warmup) {
-            window = Some((now_ns(clock), cpu_s(pid).unwrap_or(f64::NAN)));
-        }
-        if clients.iter().all(|c| c.commits >= total) {
-            end = Some((now_ns(clock), cpu_s(pid).unwrap_or(f64::NAN)));
-        }
         let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
-        pump(&mut refs, Duration::from_millis(50))?;
+        pump(&mut refs, Duration::from_millis(10))?;
     }
+    let cpu1 = cpu_s(pid).unwrap_or(f64::NAN);
     // Let the last feedback arrive.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle
@@ -793,18 +799,18 @@ fn mode_frames(a: &Args) -> Res<String> {
         let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
         pump(&mut refs, Duration::from_millis(50))?;
     }
-    let (t0, cpu0) = window.unwrap_or((0, f64::NAN));
-    let (t1, cpu1) = end.unwrap_or((0, f64::NAN));
     let mut lat_frames = Vec::new();
     let mut lat_ms = Vec::new();
     let mut presented_times = BTreeSet::new();
     let (mut presented, mut discarded, mut pending) = (0u64, 0u64, 0u64);
     let mut missed = 0u64;
     let mut refresh_ns = 0u64;
+    let mut commits_measured = 0u64;
     for c in &clients {
         let mut last: Option<u64> = None;
-        for (i, f) in c.st.feedback.iter().enumerate() {
-            let measured = i as u64 >= a.warmup;
+        for f in &c.st.feedback {
+            let measured = f.committed_ns >= t0 && f.committed_ns < t1;
+            commits_measured += u64::from(measured);
             match f.outcome {
                 Some(Some((t, refresh))) => {
                     if refresh > 0 {
@@ -847,10 +853,8 @@ fn mode_frames(a: &Args) -> Res<String> {
             }),
         ),
         ("size", s(&format!("{}x{}", a.size.0, a.size.1))),
-        (
-            "commits_measured",
-            (a.frames * a.clients as u64).to_string(),
-        ),
+        ("commits_measured", commits_measured.to_string()),
+        ("secs", num(a.secs)),
         ("presented", presented.to_string()),
         ("discarded", discarded.to_string()),
         ("no_feedback", pending.to_string()),
@@ -1000,12 +1004,6 @@ fn mode_bounds(a: &Args) -> Res<String> {
 fn mode_stall(a: &Args) -> Res<String> {
     let vgem = Vgem::open();
     let pid = a.compositor_pid;
-    let mut healthy = connect_clients(a, 1)?;
-    let h = &mut healthy[0];
-    for _ in 0..3 {
-        h.add_shm_buffer(a.size)?;
-    }
-    h.roundtrip()?;
     let mut stalled = connect_clients(a, a.clients)?;
     for c in stalled.iter_mut() {
         for _ in 0..a.queue + 1 {
@@ -1016,6 +1014,13 @@ fn mode_stall(a: &Args) -> Res<String> {
         c.commit(0, false, false)?;
         c.roundtrip()?;
     }
+    // The healthy client maps last, so its window is on top of the stalled ones.
+    let mut healthy = connect_clients(a, 1)?;
+    let h = &mut healthy[0];
+    for _ in 0..3 {
+        h.add_shm_buffer(a.size)?;
+    }
+    h.roundtrip()?;
     std::thread::sleep(Duration::from_millis(300));
     let before = proc_sample(pid);
     // Now stall them: each queued commit's buffer carries a write fence nobody signals

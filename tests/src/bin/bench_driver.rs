@@ -23,36 +23,36 @@ type Res<T> = Result<T, String>;
 #[derive(Debug, Clone)]
 struct Sizes {
     latch_iterations: u64,
-    frames: u64,
-    warmup: u64,
+    frames_secs: &'static str,
+    warmup_secs: &'static str,
     client_counts: Vec<usize>,
     bounds_commits: u64,
     stall_clients: usize,
-    tty_frames: u64,
+    tty_secs: &'static str,
 }
 
 impl Sizes {
     fn full() -> Self {
         Sizes {
             latch_iterations: 150,
-            frames: 240,
-            warmup: 30,
+            frames_secs: "4",
+            warmup_secs: "1",
             client_counts: vec![1, 8, 32],
             bounds_commits: 100_000,
             stall_clients: 50,
-            tty_frames: 300,
+            tty_secs: "5",
         }
     }
 
     fn smoke() -> Self {
         Sizes {
             latch_iterations: 8,
-            frames: 20,
-            warmup: 5,
+            frames_secs: "0.5",
+            warmup_secs: "0.3",
             client_counts: vec![1],
             bounds_commits: 1_000,
             stall_clients: 3,
-            tty_frames: 30,
+            tty_secs: "0.5",
         }
     }
 }
@@ -352,9 +352,14 @@ fn run() -> Res<u32> {
     let want = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let min = |m: u64| Duration::from_secs(60 * m);
 
-    // Latch latency: exported sync_file vs polling the dma-buf.
-    for mode in ["export", "poll"] {
-        let name = format!("latch-{mode}");
+    // Latch latency: exported sync_file vs polling the dma-buf. The full run alternates
+    // the modes twice (A, B) so run-to-run noise on a shared, emulated CPU shows.
+    let rounds: &[&str] = if smoke { &["a"] } else { &["a", "b"] };
+    for (round, mode) in rounds
+        .iter()
+        .flat_map(|r| ["export", "poll"].map(|m| (*r, m)))
+    {
+        let name = format!("latch-{mode}-{round}");
         if want(&name) {
             let client = strings(&[
                 "--mode",
@@ -375,10 +380,10 @@ fn run() -> Res<u32> {
             "frames",
             "--clients",
             &n.to_string(),
-            "--frames",
-            &sizes.frames.to_string(),
-            "--warmup",
-            &sizes.warmup.to_string(),
+            "--secs",
+            sizes.frames_secs,
+            "--warmup-secs",
+            sizes.warmup_secs,
             "--buffers",
             "3",
             "--size",
@@ -452,10 +457,10 @@ fn run() -> Res<u32> {
                         // The VKMS mode's size, so the buffer can be scanned out directly.
                         "--size",
                         &vkms_size,
-                        "--frames",
-                        &sizes.tty_frames.to_string(),
-                        "--warmup",
-                        "10",
+                        "--secs",
+                        sizes.tty_secs,
+                        "--warmup-secs",
+                        "0.5",
                     ]);
                     let extra = vec![
                         "--backend".to_string(),
