@@ -971,72 +971,17 @@ fn closed_fds_and_stats_bookkeeping() {
 // KMS fence helpers (virtio_gpu KMS)
 // ------------------------------------------------------------------------------------
 
-fn prop(
-    card: &impl drm::control::Device,
-    h: impl drm::control::ResourceHandle,
-    name: &str,
-) -> drm::control::property::Handle {
-    let props = card.get_properties(h).expect("get_properties");
-    for (handle, _) in props.iter() {
-        let info = card.get_property(*handle).expect("get_property");
-        if info.name().to_str() == Ok(name) {
-            return *handle;
-        }
-    }
-    panic!("no property {name}");
-}
-
 #[test]
 fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
-    use drm::control::{
-        atomic::AtomicModeReq, connector, property, AtomicCommitFlags, Device as _,
-    };
-    use drm::{ClientCapability, Device as _};
+    use drm::control::{atomic::AtomicModeReq, property, AtomicCommitFlags, Device as _};
     use syncbridge_bridge::kms::{in_fence_value, FenceOrigin, OutFenceSlot};
+    use syncbridge_tests::kernel::kms::KmsPipe;
     require_vm();
-    let card = syncbridge_tests::kernel::open_card_by_driver("virtio_gpu", NodeKind::Primary);
-    card.set_client_capability(ClientCapability::UniversalPlanes, true)
-        .expect("universal planes");
-    card.set_client_capability(ClientCapability::Atomic, true)
-        .expect("atomic");
-    let res = card.resource_handles().expect("resources");
-    let conn = res
-        .connectors()
-        .iter()
-        .map(|c| card.get_connector(*c, false).expect("connector"))
-        .find(|c| c.state() == connector::State::Connected)
-        .expect("a connected virtio_gpu connector");
-    let mode = conn.modes()[0];
-    let crtc = res.crtcs()[0];
-    let primary = card
-        .plane_handles()
-        .expect("planes")
-        .iter()
-        .copied()
-        .find(|p| {
-            card.get_properties(*p)
-                .expect("props")
-                .iter()
-                .any(|(h, v)| {
-                    card.get_property(*h)
-                        .map(|i| i.name().to_str() == Ok("type"))
-                        .unwrap_or(false)
-                        && *v == 1
-                })
-        })
-        .expect("primary plane");
-    let (w, h) = (u32::from(mode.size().0), u32::from(mode.size().1));
-    let fbs: Vec<_> = (0..2)
-        .map(|_| {
-            let db = card
-                .create_dumb_buffer((w, h), drm::buffer::DrmFourcc::Xrgb8888, 32)
-                .expect("dumb");
-            card.add_framebuffer(&db, 24, 32).expect("fb")
-        })
-        .collect();
-    let blob = card.create_property_blob(&mode).expect("mode blob");
-    let out_fence_prop = prop(&card, crtc, "OUT_FENCE_PTR");
-    let in_fence_prop = prop(&card, primary, "IN_FENCE_FD");
+    let pipe = KmsPipe::open("virtio_gpu");
+    let (card, crtc, primary) = (&pipe.card, pipe.crtc, pipe.primary);
+    let fbs = [pipe.dumb_fb(), pipe.dumb_fb()];
+    let out_fence_prop = pipe.prop(crtc, "OUT_FENCE_PTR");
+    let in_fence_prop = pipe.prop(primary, "IN_FENCE_FD");
     let mut slot = OutFenceSlot::new();
 
     // The compositor's own (signalled) fence may go into IN_FENCE_FD; a pending client fence
@@ -1054,54 +999,7 @@ fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
     let fds0 = open_fds();
 
     for i in 0..6usize {
-        let mut req = AtomicModeReq::new();
-        if i == 0 {
-            req.add_property(
-                conn.handle(),
-                prop(&card, conn.handle(), "CRTC_ID"),
-                property::Value::CRTC(Some(crtc)),
-            );
-            req.add_property(crtc, prop(&card, crtc, "MODE_ID"), blob);
-            req.add_property(
-                crtc,
-                prop(&card, crtc, "ACTIVE"),
-                property::Value::Boolean(true),
-            );
-            req.add_property(
-                primary,
-                prop(&card, primary, "CRTC_ID"),
-                property::Value::CRTC(Some(crtc)),
-            );
-            for (name, v) in [
-                ("SRC_X", 0u64),
-                ("SRC_Y", 0),
-                ("SRC_W", u64::from(w) << 16),
-                ("SRC_H", u64::from(h) << 16),
-            ] {
-                req.add_property(
-                    primary,
-                    prop(&card, primary, name),
-                    property::Value::UnsignedRange(v),
-                );
-            }
-            for (name, v) in [
-                ("CRTC_X", 0i64),
-                ("CRTC_Y", 0),
-                ("CRTC_W", i64::from(w)),
-                ("CRTC_H", i64::from(h)),
-            ] {
-                req.add_property(
-                    primary,
-                    prop(&card, primary, name),
-                    property::Value::SignedRange(v),
-                );
-            }
-        }
-        req.add_property(
-            primary,
-            prop(&card, primary, "FB_ID"),
-            property::Value::Framebuffer(Some(fbs[i % 2])),
-        );
+        let mut req = pipe.flip_request(fbs[i % 2], i == 0);
         if let Some(v) = in_fence_value(&own, FenceOrigin::Compositor).expect("policy") {
             req.add_property(primary, in_fence_prop, property::Value::SignedRange(v));
         }
@@ -1135,7 +1033,7 @@ fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
     let mut req = AtomicModeReq::new();
     req.add_property(
         primary,
-        prop(&card, primary, "FB_ID"),
+        pipe.prop(primary, "FB_ID"),
         property::Value::Framebuffer(Some(fbs[0])),
     );
     req.add_property(
@@ -1153,7 +1051,7 @@ fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
     // Turning the CRTC off needs ALLOW_MODESET: without it the commit fails (EINVAL).
     req.add_property(
         crtc,
-        prop(&card, crtc, "ACTIVE"),
+        pipe.prop(crtc, "ACTIVE"),
         property::Value::Boolean(false),
     );
     req.add_property(
@@ -1173,7 +1071,7 @@ fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
     let mut req = AtomicModeReq::new();
     req.add_property(
         primary,
-        prop(&card, primary, "FB_ID"),
+        pipe.prop(primary, "FB_ID"),
         property::Value::Framebuffer(Some(fbs[1])),
     );
     req.add_property(

@@ -8,6 +8,7 @@
 
 pub mod card;
 pub mod dma_heap;
+pub mod kms;
 pub mod proc_stats;
 pub mod udmabuf;
 pub mod vgem;
