@@ -104,7 +104,21 @@ impl State {
         let refresh = out.clock.refresh();
         let base = vblank.unwrap_or_else(super::kms::scanout::monotonic_now);
         let tick = out.clock.tick_at(base + refresh);
+        let started = monotonic_now_ns();
         self.present_frame(index, tick);
+        if vblank.is_some() {
+            if let Backend::Tty(tty) = &mut self.backend {
+                let committed = tty
+                    .outputs
+                    .get(index)
+                    .and_then(|o| o.pending.as_ref())
+                    .is_some();
+                if committed {
+                    let took = diff(monotonic_now_ns(), started);
+                    tty.stats.commit_after_flip_event.push(took);
+                }
+            }
+        }
         self.tty_finish_commit(index);
     }
 
@@ -150,6 +164,13 @@ impl State {
             }
         }
         let shown: Vec<_> = shown_id.into_iter().collect();
+        tracing::debug!(
+            output = index,
+            shown = ?shown_id,
+            no_longer_shown = ?report.no_longer_shown.as_ref().map(|(id, _)| *id),
+            out_fence = report.out_fence.is_some(),
+            "scanout transition"
+        );
         match report.no_longer_shown {
             Some((old_id, buffer)) => {
                 if mode == ActiveRelease::Early && report.out_fence.is_some() {
@@ -212,11 +233,13 @@ impl State {
             return;
         };
         tty.stats.flips += 1;
+        let received_ns = monotonic_now_ns();
         let flip_ns = if time.is_zero() {
-            monotonic_now_ns()
+            received_ns
         } else {
             ns(time)
         };
+        tty.stats.flip_event_latency.push(diff(received_ns, flip_ns));
         // Late out-fences of earlier flips.
         let late = std::mem::take(&mut tty.late_fences);
         for (fence, at) in late {
@@ -233,7 +256,8 @@ impl State {
             return;
         };
         for r in &pending.released_at_ns {
-            tty.stats.release_lead.push(diff(flip_ns, *r));
+            tty.stats.release_lead.push(diff(received_ns, *r));
+            tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
         }
         if let Some(fence) = pending.out_fence {
             match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
@@ -257,7 +281,8 @@ impl State {
             if let Backend::Tty(tty) = &mut self.backend {
                 tty.stats.flip_releases += count as u64;
                 for _ in 0..count {
-                    tty.stats.release_lead.push(diff(flip_ns, now));
+                    tty.stats.release_lead.push(diff(received_ns, now));
+                    tty.stats.release_lead_vblank.push(diff(flip_ns, now));
                 }
             }
         }

@@ -478,8 +478,11 @@ impl TtyBackend {
                 None
             }
         };
-        if out_fence.is_some() {
+        if let Some(fence) = &out_fence {
             stats.out_fences += 1;
+            if fence.is_signaled().unwrap_or(false) {
+                stats.out_fence_signalled_at_commit += 1;
+            }
         }
         let mut pending = PendingFlip {
             out_fence: out_fence.as_ref().and_then(|f| f.try_clone().ok()),

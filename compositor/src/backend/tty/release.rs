@@ -135,8 +135,19 @@ impl Samples {
 /// Counters of the TTY backend, for `--stats-json`.
 #[derive(Debug, Clone, Default)]
 pub struct KmsStats {
-    /// Release lead time: page-flip time minus release time (positive = before the flip).
+    /// Release lead time: when the page-flip event was received minus when the release
+    /// was sent (positive = before the flip event).
     pub release_lead: Samples,
+    /// The same against the flip's kernel timestamp (the vblank time the kernel reports,
+    /// which a late vblank timer, e.g. VKMS in an emulated VM, puts before the event).
+    pub release_lead_vblank: Samples,
+    /// How long after its kernel timestamp each page-flip event was received.
+    pub flip_event_latency: Samples,
+    /// From receiving a page-flip event to the next commit ioctl returning.
+    pub commit_after_flip_event: Samples,
+    /// Commits whose out-fence had already signalled when the commit ioctl returned
+    /// (the display flipped at once: nothing left for early release to gain).
+    pub out_fence_signalled_at_commit: u64,
     /// Out-fence signal time minus page-flip time.
     pub out_fence_delay: Samples,
     /// Commits that put a client buffer on the primary plane (or kept it there).
@@ -180,6 +191,10 @@ impl KmsStats {
             "release_mode": mode.name(),
             "out_fences_available": out_fences,
             "release_lead_time": self.release_lead.json(),
+            "release_lead_vs_vblank_timestamp": self.release_lead_vblank.json(),
+            "flip_event_latency": self.flip_event_latency.json(),
+            "commit_after_flip_event": self.commit_after_flip_event.json(),
+            "out_fence_signalled_at_commit": self.out_fence_signalled_at_commit,
             "out_fence_signal_delay": self.out_fence_delay.json(),
             "direct_scanout_frames": self.direct_scanout_frames,
             "composited_frames": self.composited_frames,
