@@ -140,6 +140,8 @@ impl Drop for ClientFb {
 struct Planar<'a> {
     dmabuf: &'a Dmabuf,
     handles: [Option<drm::buffer::Handle>; 4],
+    /// Describe the buffer without its modifier (for drivers without modifiers).
+    no_modifier: bool,
 }
 
 impl PlanarBuffer for Planar<'_> {
@@ -151,6 +153,7 @@ impl PlanarBuffer for Planar<'_> {
     }
     fn modifier(&self) -> Option<DrmModifier> {
         match self.dmabuf.format().modifier {
+            _ if self.no_modifier => None,
             Modifier::Invalid => None,
             m => Some(m),
         }
@@ -192,13 +195,24 @@ pub fn import(dev: &DrmDeviceFd, dmabuf: &Dmabuf) -> std::io::Result<ClientFb> {
             }
         }
     }
-    let planar = Planar { dmabuf, handles };
+    let mut planar = Planar {
+        dmabuf,
+        handles,
+        no_modifier: false,
+    };
     let flags = if planar.modifier().is_some() {
         FbCmd2Flags::MODIFIERS
     } else {
         FbCmd2Flags::empty()
     };
-    match dev.add_planar_framebuffer(&planar, flags) {
+    let mut result = dev.add_planar_framebuffer(&planar, flags);
+    // Drivers without modifier support (virtio_gpu) refuse the MODIFIERS flag; a linear
+    // buffer is what they assume without it.
+    if result.is_err() && dmabuf.format().modifier == Modifier::Linear {
+        planar.no_modifier = true;
+        result = dev.add_planar_framebuffer(&planar, FbCmd2Flags::empty());
+    }
+    match result {
         Ok(fb) => Ok(ClientFb {
             fb,
             handles: owned,
