@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Only scenarios whose name contains this (e.g. `latch`, `frames-weston`).
     #[arg(long)]
     pub only: Option<String>,
+    /// No build, no VM: redo the table, JSON and charts from `target/bench/raw`.
+    #[arg(long)]
+    pub from_raw: bool,
 }
 
 /// Marker the guest prints with the driver's exit status.
@@ -56,6 +59,11 @@ pub fn driver_command(bin_dir: &Path, out: &Path, smoke: bool, only: Option<&str
 
 pub fn run(args: BenchArgs) -> Result<i32> {
     let started = Instant::now();
+    if args.from_raw {
+        let out_dir = target_dir().join("bench");
+        let report = Report::load(&out_dir.join("raw"), "as recorded")?;
+        return write_outputs(&report, &out_dir, json!(null)).map(|_| 0);
+    }
     install::install_all()?;
     let t = Instant::now();
     let profile = if args.debug { "debug" } else { "release" };
@@ -115,16 +123,37 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         .with_context(|| format!("collecting {}", raw.display()))?;
 
     let report = Report::load(&raw_dest, profile)?;
-    let table = report.table();
-    println!();
-    print!("{table}");
-    let mut doc = report.json();
-    doc["timing_s"] = json!({
+    let timing = json!({
         "build": build_s,
         "vm_boot": boot_s,
         "vm_total": vm_s,
         "total": started.elapsed().as_secs_f64(),
     });
+    write_outputs(&report, &out_dir, timing)?;
+    println!(
+        "xtask: bench: build {build_s:.1}s, VM {vm_s:.1}s (boot {boot_s:.1}s), total {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let failed = report.failed_scenarios();
+    if !failed.is_empty() {
+        println!(
+            "xtask: bench: scenarios that did not complete: {}",
+            failed.join(", ")
+        );
+    }
+    Ok(match driver_code {
+        Some(0) if failed.is_empty() => 0,
+        _ => 1,
+    })
+}
+
+/// Prints the table and writes bench.json, table.txt and the charts into `out_dir`.
+fn write_outputs(report: &Report, out_dir: &Path, timing: Value) -> Result<()> {
+    let table = report.table();
+    println!();
+    print!("{table}");
+    let mut doc = report.json();
+    doc["timing_s"] = timing;
     std::fs::write(
         out_dir.join("bench.json"),
         serde_json::to_string_pretty(&doc)? + "\n",
@@ -143,21 +172,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "xtask: bench: build {build_s:.1}s, VM {vm_s:.1}s (boot {boot_s:.1}s), total {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    let failed = report.failed_scenarios();
-    if !failed.is_empty() {
-        println!(
-            "xtask: bench: scenarios that did not complete: {}",
-            failed.join(", ")
-        );
-    }
-    Ok(match driver_code {
-        Some(0) if failed.is_empty() => 0,
-        _ => 1,
-    })
+    Ok(())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -782,6 +797,14 @@ fn bar_chart(
         .flat_map(|(_, v)| v.iter().flatten())
         .fold(0.0_f64, |m, v| m.max(*v));
     let max = if max > 0.0 { max * 1.1 } else { 1.0 };
+    // Negative values (a release after the flip) hang below a zero line.
+    let min = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().flatten())
+        .fold(0.0_f64, |m, v| m.min(*v))
+        * 1.1;
+    let span = max - min;
+    let y_of = |v: f64| top + plot_h * (max - v) / span;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -795,8 +818,8 @@ fn bar_chart(
         esc(title)
     );
     for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
-        let y = top + plot_h - plot_h * f64::from(i) / 4.0;
+        let v = min + span * f64::from(i) / 4.0;
+        let y = y_of(v);
         let _ = writeln!(
             s,
             r##"<line x1="{left}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
@@ -834,19 +857,19 @@ fn bar_chart(
             let x = gx + group_w * 0.1 + bar_w * si as f64;
             match values.get(ci).copied().flatten() {
                 Some(v) => {
-                    let bh = plot_h * v / max;
+                    let (y0, y1) = (y_of(v.max(0.0)), y_of(v.min(0.0)));
                     let _ = writeln!(
                         s,
-                        r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"/>"#,
-                        top + plot_h - bh,
+                        r#"<rect x="{x:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" fill="{}"/>"#,
                         bar_w - 2.0,
+                        y1 - y0,
                         COLORS[si % COLORS.len()]
                     );
+                    let label_y = if v >= 0.0 { y0 - 3.0 } else { y1 + 11.0 };
                     let _ = writeln!(
                         s,
-                        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
+                        r#"<text x="{:.1}" y="{label_y:.1}" text-anchor="middle" font-size="10">{}</text>"#,
                         x + bar_w / 2.0 - 1.0,
-                        top + plot_h - bh - 3.0,
                         short(v)
                     );
                 }
@@ -855,7 +878,7 @@ fn bar_chart(
                         s,
                         r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#888">n/a</text>"##,
                         x + bar_w / 2.0 - 1.0,
-                        top + plot_h - 3.0
+                        y_of(0.0) - 3.0
                     );
                 }
             }
@@ -865,8 +888,8 @@ fn bar_chart(
         s,
         r##"<line x1="{left}" x2="{}" y1="{:.1}" y2="{:.1}" stroke="#333"/>"##,
         w - right,
-        top + plot_h,
-        top + plot_h
+        y_of(0.0),
+        y_of(0.0)
     );
     for (si, (name, _)) in series.iter().enumerate() {
         let x = left + 150.0 * si as f64;
@@ -884,9 +907,9 @@ fn bar_chart(
 }
 
 fn short(v: f64) -> String {
-    if v >= 100.0 {
+    if v.abs() >= 100.0 {
         format!("{v:.0}")
-    } else if v >= 10.0 {
+    } else if v.abs() >= 10.0 {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
