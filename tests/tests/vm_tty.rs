@@ -756,7 +756,7 @@ fn run_client_on(name: &str, card: &Path, client: &[&str]) -> serde_json::Value 
     let log_file = std::fs::File::create(&log).expect("log");
     remove_stale_seatd_socket();
     let status = Command::new("timeout")
-        .args(["60", "seatd-launch", "--"])
+        .args(["90", "seatd-launch", "--"])
         .arg(syncbridge_bin())
         .args(["--backend", "tty", "--drm-device"])
         .arg(card)
@@ -805,7 +805,7 @@ fn vkms_weston_simple_dmabuf_egl_presents_frames() {
     let stats = run_client_on(
         "simple-dmabuf-egl",
         &card,
-        &["timeout", "8", "weston-simple-dmabuf-egl", "-d", &alloc_card],
+        &["timeout", "25", "weston-simple-dmabuf-egl", "-d", &alloc_card],
     );
     let frames = stats["frames_presented_total"].as_u64().unwrap_or(0);
     assert!(frames >= 30, "{frames} frames presented");
