@@ -812,3 +812,98 @@ fn vkms_weston_simple_dmabuf_egl_presents_frames() {
     assert!(stats["dmabuf_imports"].as_u64().unwrap_or(0) >= 1);
     kms(&stats);
 }
+
+// ------------------------------------------------------------------------------------
+// linux-drm-syncobj-v1: the release point carries the out-fence
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn vkms_syncobj_release_point_signals_with_the_out_fence() {
+    use syncbridge_bridge::WaitMode;
+    let path = card_of("vkms");
+    let comp = Compositor::start("syncobj", &path, &[]);
+    let card = open_display(&path);
+    let size = mode_size(&card);
+    // Timelines live on virtio_gpu's render node (VKMS has no syncobjs); the compositor
+    // imports them on its timeline device, the out-fence comes from VKMS.
+    let dev = bridge_support_syncobj();
+    let acq = dev.create_timeline().expect("acquire timeline");
+    let rel = dev.create_timeline().expect("release timeline");
+    let alloc = Allocator::vgem();
+    let mut c = comp.client();
+    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
+    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let s = configured_surface(&mut c);
+    c.syncobj_surface(s);
+    c.blocking_roundtrip();
+    let bufs: Vec<DmaBuffer> = (0..2)
+        .map(|_| alloc.allocate(size.0, size.1).expect("buffer"))
+        .collect();
+    fill(&bufs[0], 0x0040_8000);
+    fill(&bufs[1], 0x0000_4080);
+    let ids: Vec<usize> = bufs.iter().map(|b| c.create_dmabuf_buffer(b)).collect();
+
+    let commits = 8u64;
+    let mut pending_when_available = 0;
+    for k in 1..=commits {
+        let i = (k % 2) as usize;
+        acq.signal(k).expect("acquire point");
+        c.attach(s, Some(ids[i]));
+        c.set_acquire_point(s, &acq_obj, k);
+        c.set_release_point(s, &rel_obj, k);
+        let commit = c.commit(s, Commit::feedback());
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.outcome(commit).is_some()),
+            "commit {k} presented; log:\n{}",
+            comp.log_text()
+        );
+        assert_ne!(
+            presented_flags(&c, commit).unwrap_or(0) & ZERO_COPY,
+            0,
+            "commit {k} scanned out"
+        );
+        if k == 1 {
+            // Shown: its release point stays unsignalled for a few frames.
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(rel.query().expect("query") < 1, "point 1 signalled while shown");
+            continue;
+        }
+        // Commit k replaced commit k-1's buffer: its release point materializes with
+        // the out-fence, and signals with it.
+        let prev = k - 1;
+        let start = Instant::now();
+        while rel.wait(prev, WaitMode::Available, Duration::from_millis(1)).is_err() {
+            assert!(start.elapsed() < LONG, "release point {prev} never materialized");
+        }
+        if rel.wait(prev, WaitMode::Signaled, Duration::ZERO).is_err() {
+            pending_when_available += 1;
+        }
+        rel.wait(prev, WaitMode::Signaled, Duration::from_secs(2))
+            .expect("release point signals");
+    }
+    println!("syncobj: release point pending when it materialized in {pending_when_available}/{} commits", commits - 1);
+    let stats = comp.stop();
+    let k = kms(&stats);
+    let release = &stats["sync"]["release"];
+    println!("sync release: {release}");
+    assert!(k["early_releases"].as_u64().unwrap_or(0) >= commits - 1);
+    assert!(
+        release["syncobj_points_fenced"].as_u64().unwrap_or(0) >= pending_when_available,
+        "points got the out-fence by transfer, not a CPU signal"
+    );
+    assert!(pending_when_available >= 1, "a release point was seen pending on the out-fence");
+}
+
+fn bridge_support_syncobj() -> syncbridge_bridge::SyncobjDevice {
+    let path = find_nodes("virtio_gpu", NodeKind::Render)
+        .into_iter()
+        .next()
+        .expect("virtio_gpu render node");
+    let fd = rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .expect("open the render node");
+    syncbridge_bridge::SyncobjDevice::new(fd).expect("timeline syncobjs on virtio_gpu")
+}
