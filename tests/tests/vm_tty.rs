@@ -85,7 +85,13 @@ impl Compositor {
             .arg(syncbridge_bin())
             .args(["--backend", "tty", "--drm-device"])
             .arg(card)
-            .args(["--socket", &socket_name, "--stats-interval", "0", "--stats-json"])
+            .args([
+                "--socket",
+                &socket_name,
+                "--stats-interval",
+                "0",
+                "--stats-json",
+            ])
             .arg(&stats)
             .args(extra)
             .args(["--", "sleep", "600"])
@@ -219,8 +225,7 @@ fn remove_stale_seatd_socket() {
     let seatd_running = std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten().any(|e| {
-                std::fs::read_to_string(e.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "seatd")
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "seatd")
             })
         })
         .unwrap_or(false);
@@ -365,11 +370,7 @@ fn fill(buf: &DmaBuffer, colour: u32) {
 }
 
 fn centre(size: (u32, u32)) -> Vec<(u32, u32)> {
-    vec![
-        (size.0 / 2, size.1 / 2),
-        (1, 1),
-        (size.0 - 2, size.1 - 2),
-    ]
+    vec![(size.0 / 2, size.1 / 2), (1, 1), (size.0 - 2, size.1 - 2)]
 }
 
 /// Waits until the display's primary plane shows `colour` at `points`.
@@ -386,7 +387,10 @@ fn wait_shows(card: &Card, points: &[(u32, u32)], colour: u32, within: Duration)
         std::thread::sleep(Duration::from_millis(20));
     }
     let fb = primary_fb(card);
-    let info = fb.map(|fb| card.get_planar_framebuffer(fb).map(|i| format!("{:?} {:?}", i.buffers(), i.size())));
+    let info = fb.map(|fb| {
+        card.get_planar_framebuffer(fb)
+            .map(|i| format!("{:?} {:?}", i.buffers(), i.size()))
+    });
     eprintln!(
         "display readback: fb {fb:?} info {info:?} pixels {:x?}",
         fb.and_then(|fb| read_pixels(card, fb, points))
@@ -397,7 +401,10 @@ fn wait_shows(card: &Card, points: &[(u32, u32)], colour: u32, within: Duration)
 fn kms(stats: &serde_json::Value) -> &serde_json::Value {
     let k = &stats["kms"];
     assert!(k.is_object(), "stats have a kms section: {stats}");
-    println!("kms stats: {}", serde_json::to_string(k).unwrap_or_default());
+    println!(
+        "kms stats: {}",
+        serde_json::to_string(k).unwrap_or_default()
+    );
     k
 }
 
@@ -454,7 +461,11 @@ fn replace_scanned_out_buffer(
         comp.log_text()
     );
     let flags = presented_flags(&c, ca).expect("A presented, not discarded");
-    assert_ne!(flags & ZERO_COPY, 0, "A was scanned out directly (flags {flags:#x})");
+    assert_ne!(
+        flags & ZERO_COPY,
+        0,
+        "A was scanned out directly (flags {flags:#x})"
+    );
     assert!(
         wait_shows(card, &centre(size), 0x00ff_0000, LONG),
         "the display shows A's red"
@@ -470,7 +481,9 @@ fn replace_scanned_out_buffer(
     let released_at = monotonic_now_ns();
     let fence = export_sync_file(a.fd.as_fd(), Access::Write).expect("export(Write) of A");
     let pending_at_release = !fence.is_signaled().expect("poll");
-    fence.wait(Duration::from_secs(2)).expect("A's fences signal");
+    fence
+        .wait(Duration::from_secs(2))
+        .expect("A's fences signal");
     let signalled = fence
         .info()
         .expect("info")
@@ -633,8 +646,16 @@ fn vkms_unsignalled_acquire_fence_keeps_the_previous_frame() {
     assert!(wait_shows(&card, &centre(size), 0x00ff_00ff, LONG));
     let stats = comp.stop();
     let k = kms(&stats);
-    assert!(k["commits"].as_u64().unwrap_or(0) >= 30, "frames kept coming");
-    assert!(stats["sync"]["commits_waited"]["implicit"].as_u64().unwrap_or(0) >= 1);
+    assert!(
+        k["commits"].as_u64().unwrap_or(0) >= 30,
+        "frames kept coming"
+    );
+    assert!(
+        stats["sync"]["commits_waited"]["implicit"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 // ------------------------------------------------------------------------------------
@@ -663,7 +684,11 @@ fn vkms_composited_window_shows_the_client_colours() {
     );
     let fb = primary_fb(&card).expect("fb");
     let bg = read_pixels(&card, fb, &[(600, 600)]).expect("readback");
-    assert_ne!(bg[0] & 0x00ff_ffff, 0x0012_3456, "background outside the window");
+    assert_ne!(
+        bg[0] & 0x00ff_ffff,
+        0x0012_3456,
+        "background outside the window"
+    );
     let stats = comp.stop();
     let k = kms(&stats);
     assert!(k["composited_frames"].as_u64().unwrap_or(0) >= 1);
@@ -805,7 +830,13 @@ fn vkms_weston_simple_dmabuf_egl_presents_frames() {
     let stats = run_client_on(
         "simple-dmabuf-egl",
         &card,
-        &["timeout", "25", "weston-simple-dmabuf-egl", "-d", &alloc_card],
+        &[
+            "timeout",
+            "25",
+            "weston-simple-dmabuf-egl",
+            "-d",
+            &alloc_card,
+        ],
     );
     let frames = stats["frames_presented_total"].as_u64().unwrap_or(0);
     assert!(frames >= 30, "{frames} frames presented");
@@ -865,15 +896,24 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
         if k == 1 {
             // Shown: its release point stays unsignalled for a few frames.
             std::thread::sleep(Duration::from_millis(100));
-            assert!(rel.query().expect("query") < 1, "point 1 signalled while shown");
+            assert!(
+                rel.query().expect("query") < 1,
+                "point 1 signalled while shown"
+            );
             continue;
         }
         // Commit k replaced commit k-1's buffer: its release point materializes with
         // the out-fence, and signals with it.
         let prev = k - 1;
         let start = Instant::now();
-        while rel.wait(prev, WaitMode::Available, Duration::from_millis(1)).is_err() {
-            assert!(start.elapsed() < LONG, "release point {prev} never materialized");
+        while rel
+            .wait(prev, WaitMode::Available, Duration::from_millis(1))
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < LONG,
+                "release point {prev} never materialized"
+            );
         }
         if rel.wait(prev, WaitMode::Signaled, Duration::ZERO).is_err() {
             pending_when_available += 1;
@@ -891,7 +931,10 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
         release["syncobj_points_fenced"].as_u64().unwrap_or(0) >= pending_when_available,
         "points got the out-fence by transfer, not a CPU signal"
     );
-    assert!(pending_when_available >= 1, "a release point was seen pending on the out-fence");
+    assert!(
+        pending_when_available >= 1,
+        "a release point was seen pending on the out-fence"
+    );
 }
 
 fn bridge_support_syncobj() -> syncbridge_bridge::SyncobjDevice {

@@ -239,7 +239,9 @@ impl State {
         } else {
             ns(time)
         };
-        tty.stats.flip_event_latency.push(diff(received_ns, flip_ns));
+        tty.stats
+            .flip_event_latency
+            .push(diff(received_ns, flip_ns));
         // Late out-fences of earlier flips.
         let late = std::mem::take(&mut tty.late_fences);
         for (fence, at) in late {
