@@ -950,3 +950,138 @@ fn bridge_support_syncobj() -> syncbridge_bridge::SyncobjDevice {
     .expect("open the render node");
     syncbridge_bridge::SyncobjDevice::new(fd).expect("timeline syncobjs on virtio_gpu")
 }
+
+// ------------------------------------------------------------------------------------
+// VT switch: pause and resume (kernel errors from losing DRM master are survived)
+// ------------------------------------------------------------------------------------
+
+fn active_vt() -> u32 {
+    std::fs::read_to_string("/sys/class/tty/tty0/active")
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("tty").and_then(|n| n.parse().ok()))
+        .expect("active VT")
+}
+
+fn chvt(n: u32) {
+    let status = Command::new("busybox")
+        .args(["chvt", &n.to_string()])
+        .status()
+        .expect("busybox chvt");
+    assert!(status.success(), "chvt {n}");
+}
+
+#[test]
+fn vkms_vt_switch_pauses_and_resumes_presentation() {
+    let path = card_of("vkms");
+    let comp = Compositor::start("vt", &path, &[]);
+    let card = open_display(&path);
+    let size = mode_size(&card);
+    let alloc = Allocator::vgem();
+    let mut c = comp.client();
+    let s = configured_surface(&mut c);
+    let a = alloc.allocate(size.0, size.1).expect("A");
+    let b = alloc.allocate(size.0, size.1).expect("B");
+    fill(&a, 0x0011_2233);
+    fill(&b, 0x0044_5566);
+    let wa = c.create_dmabuf_buffer(&a);
+    let wb = c.create_dmabuf_buffer(&b);
+    c.attach(s, Some(wa));
+    let ca = c.commit(s, Commit::feedback());
+    assert!(c.blocking_dispatch_until(LONG, |r| r.outcome(ca).is_some()));
+
+    let home = active_vt();
+    let away = if home == 2 { 3 } else { 2 };
+    chvt(away);
+    // Wait for the compositor to notice (seatd disables the seat, libseat tells us).
+    let start = Instant::now();
+    while !comp.log_text().contains("session paused") {
+        assert!(
+            start.elapsed() < LONG,
+            "no pause; log:\n{}",
+            comp.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.attach(s, Some(wb));
+    let cb = c.commit(s, Commit::feedback());
+    c.blocking_dispatch_until(Duration::from_millis(700), |_| false);
+    assert!(
+        c.rec.outcome(cb).is_none(),
+        "nothing is presented while the session is paused"
+    );
+    assert_eq!(c.rec.releases(wa), 0, "A is still on the (paused) screen");
+
+    chvt(home);
+    assert!(
+        c.blocking_dispatch_until(LONG, |r| r.outcome(cb).is_some() && r.releases(wa) > 0),
+        "B presented and A released after the VT came back; log:\n{}",
+        comp.log_text()
+    );
+    assert!(wait_shows(&card, &centre(size), 0x0044_5566, LONG));
+    let stats = comp.stop();
+    let k = kms(&stats);
+    assert_eq!(k["session_pauses"], 1);
+    assert!(k["page_flips"].as_u64().unwrap_or(0) > 10, "frames went on");
+}
+
+// ------------------------------------------------------------------------------------
+// The kernel refuses a client buffer: composited instead, presenting goes on
+// ------------------------------------------------------------------------------------
+
+#[test]
+fn vkms_buffer_the_planes_refuse_is_composited() {
+    use wayland_protocols::wp::linux_dmabuf::zv1::client::zwp_linux_buffer_params_v1::Flags;
+    let path = card_of("vkms");
+    let comp = Compositor::start("refused", &path, &[]);
+    let card = open_display(&path);
+    let size = mode_size(&card);
+    let alloc = Allocator::vgem();
+    let mut c = comp.client();
+    let s = configured_surface(&mut c);
+    // Full screen, but XBGR8888: no VKMS plane has it, so ADDFB2 answers EINVAL. pixman
+    // reads it; the display must show its colours through composition.
+    let buf = alloc.allocate(size.0, size.1).expect("buffer");
+    fill(&buf, 0x0056_3412); // XBGR: R=0x12 G=0x34 B=0x56
+    let id = c.buffers.len();
+    let params = c
+        .dmabuf
+        .as_ref()
+        .expect("linux-dmabuf")
+        .create_params(&c.qh, id);
+    params.add(buf.fd.as_fd(), 0, 0, buf.stride, 0, 0);
+    let wl = params.create_immed(
+        size.0 as i32,
+        size.1 as i32,
+        u32::from_le_bytes(*b"XB24"),
+        Flags::empty(),
+        &c.qh,
+        id,
+    );
+    params.destroy();
+    c.buffers.push(wl);
+    c.rec.buffers.push(Default::default());
+    c.attach(s, Some(id));
+    let commit = c.commit(s, Commit::feedback());
+    assert!(
+        c.blocking_dispatch_until(LONG, |r| r.outcome(commit).is_some()),
+        "presented; log:\n{}",
+        comp.log_text()
+    );
+    assert_eq!(
+        presented_flags(&c, commit).unwrap_or(0) & ZERO_COPY,
+        0,
+        "composited, not scanned out"
+    );
+    assert!(
+        wait_shows(&card, &centre(size), 0x0012_3456, LONG),
+        "the display shows the client's colours"
+    );
+    let stats = comp.stop();
+    let k = kms(&stats);
+    assert_eq!(k["direct_scanout_frames"], 0);
+    assert!(
+        k["composited_frames"].as_u64().unwrap_or(0) >= 10,
+        "presenting went on"
+    );
+    assert_eq!(stats["protocol_errors_sent"], 0);
+}

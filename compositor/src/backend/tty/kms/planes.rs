@@ -13,7 +13,7 @@ use smithay::{
     backend::{
         allocator::{
             dmabuf::{Dmabuf, WeakDmabuf},
-            Buffer as _, Fourcc, Modifier,
+            Buffer as _, Modifier,
         },
         drm::DrmDeviceFd,
         renderer::utils::{with_renderer_surface_state, Buffer, RendererSurfaceStateUserData},
@@ -101,9 +101,8 @@ pub fn candidate(space: &Space<Window>, output: &Output, size: (u32, u32)) -> Op
     if (w, h) != size {
         return None;
     }
-    if !matches!(dmabuf.format().code, Fourcc::Xrgb8888 | Fourcc::Argb8888) {
-        return None;
-    }
+    // Any format: the kernel decides (ADDFB2 refuses formats no plane has, TEST_ONLY
+    // what this plane cannot show), and a refused buffer is composited.
     Some(Candidate {
         surface,
         buffer,
