@@ -151,6 +151,7 @@ impl State {
         let shown_id = report
             .shown
             .as_ref()
+            .or(report.still_shown.as_ref())
             .and_then(|s| self.sync_bridge.buffer_id(s));
         let Backend::Tty(tty) = &mut self.backend else {
             return;
@@ -158,23 +159,25 @@ impl State {
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
-        if let Shown::Client(ClientScanout { id, .. }) = &mut out.shown {
-            if report.shown.is_some() {
-                *id = shown_id;
+        // A buffer that stays on the plane may have been committed again (a new id, e.g.
+        // with a new syncobj release point): it is read from now on too.
+        let mut shown: Vec<_> = Vec::new();
+        if let Shown::Client(ClientScanout { ids, .. }) = &mut out.shown {
+            if let Some(id) = shown_id.filter(|id| !ids.contains(id)) {
+                ids.push(id);
+                shown.push(id);
             }
         }
-        let shown: Vec<_> = shown_id.into_iter().collect();
         tracing::debug!(
             output = index,
             shown = ?shown_id,
-            no_longer_shown = ?report.no_longer_shown.as_ref().map(|(id, _)| *id),
+            no_longer_shown = ?report.no_longer_shown.as_ref().map(|(ids, _)| ids),
             out_fence = report.out_fence.is_some(),
             "scanout transition"
         );
         match report.no_longer_shown {
-            Some((old_id, buffer)) => {
+            Some((old, buffer)) => {
                 if mode == ActiveRelease::Early && report.out_fence.is_some() {
-                    let old: Vec<_> = old_id.into_iter().collect();
                     self.sync_bridge
                         .scanout_committed(report.out_fence.as_ref(), &shown, &old);
                     // The fence is in: now wl_buffer.release goes out, before the flip.
@@ -193,9 +196,8 @@ impl State {
                             .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
                     }
                     match out.pending.as_mut() {
-                        Some(p) => p.release_at_flip.push((old_id, buffer)),
+                        Some(p) => p.release_at_flip.push((old, buffer)),
                         None => {
-                            let old: Vec<_> = old_id.into_iter().collect();
                             self.sync_bridge.scanout_committed(None, &[], &old);
                         }
                     }
@@ -270,7 +272,7 @@ impl State {
         let ids: Vec<_> = pending
             .release_at_flip
             .iter()
-            .filter_map(|(id, _)| *id)
+            .flat_map(|(ids, _)| ids.iter().copied())
             .collect();
         let count = pending.release_at_flip.len();
         if !ids.is_empty() {
@@ -388,7 +390,7 @@ impl State {
                 released.extend(p.release_at_flip);
             }
             if let Shown::Client(c) = std::mem::replace(&mut out.shown, Shown::Nothing) {
-                released.push((c.id, c.buffer));
+                released.push((c.ids, c.buffer));
             }
             if let Some(global) = out.global.take() {
                 tty.display_handle().remove_global::<State>(global);
@@ -437,7 +439,10 @@ impl State {
                 Err(err) => tracing::warn!(%err, "new connector not usable"),
             }
         }
-        let ids: Vec<_> = released.iter().filter_map(|(id, _)| *id).collect();
+        let ids: Vec<_> = released
+            .iter()
+            .flat_map(|(ids, _)| ids.iter().copied())
+            .collect();
         if !ids.is_empty() {
             self.sync_bridge.scanout_committed(None, &[], &ids);
         }

@@ -375,7 +375,7 @@ impl TtyBackend {
                     Shown::Client(ClientScanout {
                         surface: c.surface.clone(),
                         buffer: c.buffer.clone(),
-                        id: None,
+                        ids: Vec::new(),
                         fb: fb.clone(),
                     })
                 });
@@ -493,13 +493,16 @@ impl TtyBackend {
             out_fence,
             ..Default::default()
         };
+        if let (None, Shown::Client(c)) = (&new_shown, &out.shown) {
+            report.still_shown = Some(c.surface.clone());
+        }
         if let Some(new) = new_shown {
             if let Shown::Client(c) = &new {
                 report.shown = Some(c.surface.clone());
             }
             match std::mem::replace(&mut out.shown, new) {
                 Shown::Client(old) => {
-                    report.no_longer_shown = Some((old.id, old.buffer));
+                    report.no_longer_shown = Some((old.ids, old.buffer));
                     pending.retiring.push(old.fb);
                 }
                 Shown::Composited(_) | Shown::Nothing => {}

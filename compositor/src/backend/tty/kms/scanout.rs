@@ -95,8 +95,9 @@ pub struct ClientScanout {
     pub surface: WlSurface,
     /// Our clone.
     pub buffer: Buffer,
-    /// The bridge's id (set right after the commit that showed it).
-    pub id: Option<BufferId>,
+    /// The bridge's ids: set right after the commit that showed it, plus one per later
+    /// re-commit of the same buffer (each a reader until the buffer leaves the plane).
+    pub ids: Vec<BufferId>,
     /// Its framebuffer (kept until the flip that stops showing it).
     pub fb: Rc<ClientFb>,
 }
@@ -109,7 +110,7 @@ pub struct PendingFlip {
     /// CLOCK_MONOTONIC ns at which early releases of this commit were sent.
     pub released_at_ns: Vec<u64>,
     /// Client buffers to release at the flip (fallback mode).
-    pub release_at_flip: Vec<(Option<BufferId>, Buffer)>,
+    pub release_at_flip: Vec<(Vec<BufferId>, Buffer)>,
     /// Framebuffers to destroy once the flip completed.
     pub retiring: Vec<Rc<ClientFb>>,
     /// When the commit was made.
@@ -124,8 +125,10 @@ pub struct ScanoutReport {
     pub out_fence: Option<syncbridge_bridge::SyncFile>,
     /// A client buffer this commit put on the plane (its surface; the id is looked up).
     pub shown: Option<WlSurface>,
+    /// A client buffer that stays on the plane (its surface may have re-committed it).
+    pub still_shown: Option<WlSurface>,
     /// A client buffer this commit stopped showing.
-    pub no_longer_shown: Option<(Option<BufferId>, Buffer)>,
+    pub no_longer_shown: Option<(Vec<BufferId>, Buffer)>,
 }
 
 /// One connector + CRTC + primary plane.
