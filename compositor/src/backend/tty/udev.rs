@@ -55,7 +55,9 @@ pub fn register(
 ) -> Result<(), TtyError> {
     let backend = UdevBackend::new(seat).map_err(TtyError::Udev)?;
     handle
-        .insert_source(backend, move |event, _, state| match event {
+        .insert_source(backend, move |event, _, state| {
+            tracing::debug!(?event, ?our_dev, "udev event");
+            match event {
             UdevEvent::Changed { device_id } if Some(device_id) == our_dev => {
                 tracing::info!("udev: our KMS device changed: rescanning connectors");
                 state.tty_rescan_connectors();
@@ -68,7 +70,7 @@ pub fn register(
                 tracing::info!(path = %path.display(), "udev: a DRM device appeared (not used: one device per run)");
             }
             _ => {}
-        })
+        }})
         .map_err(|e| TtyError::Source(e.error.to_string()))?;
     Ok(())
 }
