@@ -232,17 +232,26 @@ impl State {
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();
-        for (output, config) in backend.outputs().iter().zip(&config.outputs) {
+        // The backend decides: a nested window has its own name and size, the tty
+        // backend one output per connected connector (however many `--outputs` says).
+        for (i, output) in backend.outputs().iter().enumerate() {
+            let config = config.outputs.get(i);
             let location = output.current_location();
             space.map_output(output, location);
-            // The backend decides: a nested window has its own name and size.
-            let size = output
-                .current_mode()
-                .map_or(config.size, |m| (m.size.w, m.size.h));
+            let mode = output.current_mode();
+            let size = mode
+                .map(|m| (m.size.w, m.size.h))
+                .or(config.map(|c| c.size))
+                .unwrap_or_default();
+            let refresh_mhz = mode
+                .and_then(|m| u32::try_from(m.refresh).ok())
+                .filter(|r| *r > 0)
+                .or(config.map(|c| c.refresh_mhz))
+                .unwrap_or(60_000);
             stats.outputs.push(crate::stats::OutputStats {
                 name: output.name(),
                 size,
-                refresh_mhz: config.refresh_mhz,
+                refresh_mhz,
                 ..Default::default()
             });
         }
