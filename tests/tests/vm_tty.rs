@@ -514,7 +514,7 @@ fn vkms_direct_scanout_releases_before_the_flip_with_the_out_fence() {
     let alloc = Allocator::vgem();
     // Several rounds: each must see the release before the flip.
     let mut pending = 0;
-    let rounds = 6;
+    let rounds = 8;
     for _ in 0..rounds {
         let obs = replace_scanned_out_buffer(&comp, &alloc, &card);
         if obs.pending_at_release {
