@@ -3,49 +3,53 @@
 
 use std::time::Duration;
 
-use syncbridge_tests::fixture::{FeedbackEvent, Fixture};
+use syncbridge_tests::client::{harness::Harness, Commit, Presentation};
+use wayland_client::protocol::wl_shm::Format::Argb8888;
 
 #[test]
 fn shm_toplevel_gets_frame_callbacks_and_presentation_feedback() {
-    let mut f = Fixture::new();
+    let mut f = Harness::new();
     let id = f.add_client();
     let window = f.create_toplevel(id);
 
-    let buffer = f.client(id).create_shm_buffer(64, 48, 0xff20_80c0);
-    f.client(id).attach_and_commit(window, Some(&buffer), true);
+    let buffer = f
+        .client(id)
+        .create_shm_buffer_filled(64, 48, Argb8888, 0xff20_80c0);
+    f.client(id).attach(window, Some(buffer));
+    f.client(id).commit(window, Commit::frame_and_feedback());
     f.roundtrip(id);
     assert!(
-        f.client(id).state.windows[window].frames_done.is_empty(),
+        f.client(id).rec.surfaces[window].frames.is_empty(),
         "no frame before the clock ticks"
     );
 
-    let tick = f.frame(0);
+    let tick = f.frame();
     f.roundtrip(id);
 
-    let w = f.client(id).state.windows[window].clone();
-    assert_eq!(
-        w.frames_done.len(),
-        1,
-        "one frame callback after one refresh cycle"
-    );
-    let [FeedbackEvent::Presented {
+    let frames = f.client(id).rec.surfaces[window].frames.len();
+    let feedback: Vec<Presentation> = f
+        .client(id)
+        .rec
+        .feedback
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(frames, 1, "one frame callback after one refresh cycle");
+    let [Presentation::Presented {
         time,
         refresh_ns,
         seq,
         flags,
-    }] = w.feedback[..]
+    }] = feedback[..]
     else {
-        panic!(
-            "expected exactly one presented feedback, got {:?}",
-            w.feedback
-        );
+        panic!("expected exactly one presented feedback, got {feedback:?}");
     };
     assert_eq!(time, tick.time, "presented at the frame clock's timestamp");
     assert_eq!(seq, tick.seq);
     assert_eq!(refresh_ns, 16_666_666, "60 Hz refresh");
     assert_eq!(flags & 0x1, 0x1, "vsync flag");
     assert_eq!(
-        f.client(id).state.presentation_clock,
+        f.client(id).rec.presentation_clock,
         Some(libc::CLOCK_MONOTONIC as u32)
     );
 
@@ -57,36 +61,38 @@ fn shm_toplevel_gets_frame_callbacks_and_presentation_feedback() {
 
 #[test]
 fn frames_follow_the_clock_and_idle_cycles_present_nothing() {
-    let mut f = Fixture::new();
+    let mut f = Harness::new();
     let id = f.add_client();
     let window = f.create_toplevel(id);
     let mut previous = None;
 
     for i in 0..5u32 {
-        let buffer = f
-            .client(id)
-            .create_shm_buffer(32, 32, 0xff00_0000 | (i * 40));
-        f.client(id).attach_and_commit(window, Some(&buffer), true);
+        let buffer =
+            f.client(id)
+                .create_shm_buffer_filled(32, 32, Argb8888, 0xff00_0000 | (i * 40));
+        f.client(id).attach(window, Some(buffer));
+        f.client(id).commit(window, Commit::frame_and_feedback());
         f.roundtrip(id);
-        let tick = f.frame(0);
+        let tick = f.frame();
         f.roundtrip(id);
         if let Some(prev) = previous.replace(buffer) {
             assert_eq!(
-                f.client(id).releases_of(&prev),
+                f.client(id).rec.releases(prev),
                 1,
                 "replaced buffer released once"
             );
         }
         assert_eq!(tick.seq, u64::from(i) + 1);
     }
-    let w = f.client(id).state.windows[window].clone();
-    assert_eq!(w.frames_done.len(), 5);
-    let times: Vec<Duration> = w
+    let client = f.client(id);
+    assert_eq!(client.rec.surfaces[window].frames.len(), 5);
+    let times: Vec<Duration> = client
+        .rec
         .feedback
         .iter()
-        .map(|e| match e {
-            FeedbackEvent::Presented { time, .. } => *time,
-            FeedbackEvent::Discarded => panic!("discarded"),
+        .map(|r| match r.outcome {
+            Presentation::Presented { time, .. } => time,
+            Presentation::Discarded => panic!("discarded"),
         })
         .collect();
     for pair in times.windows(2) {
@@ -107,7 +113,7 @@ fn frames_follow_the_clock_and_idle_cycles_present_nothing() {
 
     // Nothing committed: the cycle runs, no new frame is presented, no callback is due.
     let presented_before = f.state().stats.outputs[0].frames_presented;
-    f.frame(0);
+    f.frame();
     assert_eq!(
         f.state().stats.outputs[0].frames_presented,
         presented_before
@@ -119,14 +125,17 @@ fn frames_follow_the_clock_and_idle_cycles_present_nothing() {
 fn frame_limit_requests_exit() {
     let mut config = syncbridge_compositor::CompositorConfig::for_tests();
     config.exit_after_frames = Some(2);
-    let mut f = Fixture::with_config(config);
+    let mut f = Harness::with_config(config);
     let id = f.add_client();
     let window = f.create_toplevel(id);
     for color in [0xffff_0000, 0xff00_ff00] {
-        let buffer = f.client(id).create_shm_buffer(16, 16, color);
-        f.client(id).attach_and_commit(window, Some(&buffer), false);
+        let buffer = f
+            .client(id)
+            .create_shm_buffer_filled(16, 16, Argb8888, color);
+        f.client(id).attach(window, Some(buffer));
+        f.client(id).commit(window, Commit::default());
         f.roundtrip(id);
-        f.frame(0);
+        f.frame();
     }
     assert_eq!(
         f.state().exit_reason,

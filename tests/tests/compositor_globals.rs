@@ -1,12 +1,12 @@
 //! The globals syncbridge advertises on a host without a DRM device.
 
-use syncbridge_tests::fixture::Fixture;
+use syncbridge_tests::client::harness::Harness;
 
 #[test]
 fn advertises_expected_globals_and_versions() {
-    let mut f = Fixture::new();
+    let mut f = Harness::new();
     let id = f.add_client();
-    let globals = f.client(id).state.globals.clone();
+    let globals = f.client(id).rec.globals.clone();
     let listing: Vec<String> = globals
         .iter()
         .map(|g| format!("{} v{}", g.interface, g.version))
@@ -64,7 +64,7 @@ fn advertises_expected_globals_and_versions() {
         "linux-drm-syncobj-v1 advertised without a timeline device"
     );
     // Both shm formats every compositor must support.
-    let formats = &f.client(id).state.shm_formats;
+    let formats = &f.client(id).rec.shm_formats;
     assert!(
         formats.contains(&0) && formats.contains(&1),
         "argb/xrgb8888: {formats:?}"
@@ -76,11 +76,11 @@ fn outputs_flag_creates_one_global_per_output() {
     let mut config = syncbridge_compositor::CompositorConfig::for_tests();
     config.outputs =
         syncbridge_compositor::CompositorConfig::headless_outputs(3, (320, 240), 30_000);
-    let mut f = Fixture::with_config(config);
+    let mut f = Harness::with_config(config);
     let id = f.add_client();
     let outputs = f
         .client(id)
-        .state
+        .rec
         .globals
         .iter()
         .filter(|g| g.interface == "wl_output")

@@ -4,21 +4,16 @@
 //! compositor applied it, which would make pixman's `DMA_BUF_IOCTL_SYNC` block.
 
 use std::{
-    os::fd::AsFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use syncbridge_compositor::{backend::Backend, config::RenderDeviceSelection, CompositorConfig};
 use syncbridge_tests::{
-    fixture::{FeedbackEvent, Fixture, FOURCC_XRGB8888},
-    kernel::{
-        card::find_nodes,
-        require_vm,
-        vgem::{FenceAccess, Vgem},
-        NodeKind,
-    },
+    client::{buffers::Allocator, harness::Harness, Commit, Presentation, TestClient},
+    kernel::{card::find_nodes, require_vm, NodeKind},
 };
+use wayland_client::protocol::wl_shm::Format::Argb8888;
 
 /// A frame that waited for the vgem fence would take up to its 10 s kernel timeout.
 const FRAME_LIMIT: Duration = Duration::from_millis(500);
@@ -30,14 +25,16 @@ fn node(driver: &str, kind: NodeKind) -> PathBuf {
         .unwrap_or_else(|| panic!("no {kind:?} node of {driver} in the VM"))
 }
 
-fn presented(events: &[FeedbackEvent]) -> usize {
-    events
+fn presented(client: &TestClient) -> usize {
+    client
+        .rec
+        .feedback
         .iter()
-        .filter(|e| matches!(e, FeedbackEvent::Presented { .. }))
+        .filter(|r| matches!(r.outcome, Presentation::Presented { .. }))
         .count()
 }
 
-fn held_back_frames(f: &mut Fixture) -> u64 {
+fn held_back_frames(f: &mut Harness) -> u64 {
     match &f.state().backend {
         Backend::Headless(headless) => headless.held_back_frames(0),
         #[allow(unreachable_patterns)]
@@ -50,25 +47,20 @@ fn a_fence_added_after_commit_holds_back_only_that_window_and_never_blocks_a_fra
     require_vm();
     let mut config = CompositorConfig::for_tests();
     config.render_device = RenderDeviceSelection::Path(node("virtio_gpu", NodeKind::Render));
-    let mut f = Fixture::with_config(config);
-    let vgem = Vgem::open();
+    let mut f = Harness::with_config(config);
+    let vgem = Allocator::vgem();
 
     // The hostile client shows a vgem buffer with no fence: committed, presented.
     let hostile = f.add_client();
     let wh = f.create_toplevel(hostile);
-    let buf = vgem.create_buffer(64, 64).expect("vgem buffer");
-    let wl = f.client(hostile).create_dmabuf_buffer(
-        buf.dmabuf.as_fd(),
-        64,
-        64,
-        buf.pitch,
-        FOURCC_XRGB8888,
-    );
-    f.client(hostile).attach_and_commit(wh, Some(&wl), true);
+    let buf = vgem.allocate(64, 64).expect("vgem buffer");
+    let wl = f.client(hostile).create_dmabuf_buffer(&buf);
+    f.client(hostile).attach(wh, Some(wl));
+    f.client(hostile).commit(wh, Commit::frame_and_feedback());
     f.roundtrip(hostile);
-    f.frame(0);
+    f.frame();
     f.roundtrip(hostile);
-    assert_eq!(presented(&f.client(hostile).state.windows[wh].feedback), 1);
+    assert_eq!(presented(f.client(hostile)), 1);
 
     // A second client whose window overlaps it redraws every frame, so the hostile
     // window's pixels are read again each frame.
@@ -76,15 +68,16 @@ fn a_fence_added_after_commit_holds_back_only_that_window_and_never_blocks_a_fra
     let wg = f.create_toplevel(good);
 
     // Now the hostile client draws into the buffer the compositor shows.
-    let fence = vgem.attach(&buf, FenceAccess::Write).expect("vgem fence");
+    let fence = vgem.attach_write_fence(&buf).expect("vgem fence");
     for i in 0..10u32 {
-        let shm = f
-            .client(good)
-            .create_shm_buffer(256, 256, 0xff00_0000 | (i * 20));
-        f.client(good).attach_and_commit(wg, Some(&shm), true);
+        let shm =
+            f.client(good)
+                .create_shm_buffer_filled(256, 256, Argb8888, 0xff00_0000 | (i * 20));
+        f.client(good).attach(wg, Some(shm));
+        f.client(good).commit(wg, Commit::frame_and_feedback());
         f.roundtrip(good);
         let start = Instant::now();
-        f.frame(0);
+        f.frame();
         let took = start.elapsed();
         assert!(
             took < FRAME_LIMIT,
@@ -93,7 +86,7 @@ fn a_fence_added_after_commit_holds_back_only_that_window_and_never_blocks_a_fra
     }
     f.roundtrip(good);
     assert_eq!(
-        presented(&f.client(good).state.windows[wg].feedback),
+        presented(f.client(good)),
         10,
         "the other client presented every frame"
     );
@@ -105,10 +98,11 @@ fn a_fence_added_after_commit_holds_back_only_that_window_and_never_blocks_a_fra
 
     // Once the fence signals, the window is drawn again.
     vgem.signal(fence).expect("signal");
-    f.dispatch_until(Duration::from_millis(50), |_| false);
-    f.frame(0);
+    // 5 rounds of up to 10 ms each, so the fence's wait source can fire.
+    f.pump_until(5, |_| false);
+    f.frame();
     let after = held_back_frames(&mut f);
-    f.frame(0);
+    f.frame();
     assert_eq!(
         held_back_frames(&mut f),
         after,

@@ -23,49 +23,20 @@
 //! The compositor's pid is `--compositor-pid`, default the parent (syncbridge runs this
 //! client as its `-- COMMAND`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
-use syncbridge_tests::kernel::vgem::{FenceAccess, Vgem, VgemBuffer};
-use wayland_client::{
-    delegate_noop,
-    protocol::{
-        wl_buffer::{self, WlBuffer},
-        wl_callback::{self, WlCallback},
-        wl_compositor::WlCompositor,
-        wl_registry::{self, WlRegistry},
-        wl_shm::{self, WlShm},
-        wl_shm_pool::WlShmPool,
-        wl_surface::WlSurface,
-    },
-    Connection, Dispatch, EventQueue, QueueHandle,
+use syncbridge_tests::client::{
+    buffers::{Allocator, DmaBuffer},
+    BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
 };
-use wayland_protocols::{
-    wp::{
-        linux_dmabuf::zv1::client::{
-            zwp_linux_buffer_params_v1::{self, ZwpLinuxBufferParamsV1},
-            zwp_linux_dmabuf_v1::ZwpLinuxDmabufV1,
-        },
-        presentation_time::client::{
-            wp_presentation::{self, WpPresentation},
-            wp_presentation_feedback::{self, WpPresentationFeedback},
-        },
-    },
-    xdg::shell::client::{
-        xdg_surface::{self, XdgSurface},
-        xdg_toplevel::XdgToplevel,
-        xdg_wm_base::{self, XdgWmBase},
-    },
-};
+use wayland_client::{protocol::wl_shm, Connection};
 
 type Res<T> = Result<T, String>;
-
-const DRM_FORMAT_XRGB8888: u32 = 0x3432_5258;
-const MOD_LINEAR: u64 = 0;
 
 // ---------------------------------------------------------------------------------------
 // Command line
@@ -252,53 +223,37 @@ fn s(v: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// One Wayland connection
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cb {
-    Frame,
-}
+// One Wayland connection: a `TestClient` (the test suite's recording client) plus what the
+// benchmark adds: buffer bookkeeping, commit timestamps, shm content touched per commit.
 
 #[derive(Debug)]
 struct Buf {
-    wl: WlBuffer,
-    busy: bool,
+    /// The `TestClient` buffer.
+    id: BufferId,
+    /// How often it was attached and committed (busy while more than its releases).
+    attached: usize,
     shm_file: Option<(std::fs::File, u64)>,
-    vgem: Option<VgemBuffer>,
+    dma: Option<DmaBuffer>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Feedback {
+    commit: CommitId,
     committed_ns: u64,
     signalled_ns: u64,
-    /// (presented ns, refresh ns), or None when discarded.
-    outcome: Option<Option<(u64, u64)>>,
 }
 
-#[derive(Debug, Default)]
-struct St {
-    compositor: Option<WlCompositor>,
-    shm: Option<WlShm>,
-    wm: Option<XdgWmBase>,
-    presentation: Option<WpPresentation>,
-    dmabuf: Option<ZwpLinuxDmabufV1>,
-    globals: Vec<String>,
-    clock: u32,
-    configured: bool,
-    frame_done: bool,
-    buffers: Vec<Buf>,
-    failed_buffers: u64,
-    feedback: Vec<Feedback>,
-}
+/// (presented ns, refresh ns), or None when discarded; None while pending.
+type Outcome = Option<Option<(u64, u64)>>;
 
 #[derive(Debug)]
 struct Client {
-    conn: Connection,
-    queue: EventQueue<St>,
-    st: St,
-    qh: QueueHandle<St>,
-    surface: Option<WlSurface>,
-    _xdg: Option<(XdgSurface, XdgToplevel)>,
+    tc: TestClient,
+    surface: Option<SurfaceId>,
+    buffers: Vec<Buf>,
+    /// Frame callbacks asked for (done once the surface has recorded as many).
+    frames_wanted: usize,
+    feedback: Vec<Feedback>,
     commits: u64,
     /// The current frame callback found no free buffer (frames mode).
     starved: bool,
@@ -314,120 +269,158 @@ impl Client {
             }
             None => Connection::connect_to_env().map_err(|e| format!("connect: {e}"))?,
         };
-        let mut queue = conn.new_event_queue();
-        let qh = queue.handle();
-        conn.display().get_registry(&qh, ());
-        let mut st = St {
-            clock: libc::CLOCK_MONOTONIC as u32,
-            ..St::default()
-        };
-        queue
-            .roundtrip(&mut st)
-            .map_err(|e| format!("roundtrip: {e}"))?;
-        queue
-            .roundtrip(&mut st)
-            .map_err(|e| format!("roundtrip: {e}"))?;
-        Ok(Client {
-            conn,
-            queue,
-            st,
-            qh,
+        let mut c = Client {
+            tc: TestClient::from_connection(conn),
             surface: None,
-            _xdg: None,
+            buffers: Vec::new(),
+            frames_wanted: 0,
+            feedback: Vec::new(),
             commits: 0,
             starved: false,
-        })
+        };
+        c.roundtrip()?;
+        // The same versions whatever the compositor offers, so syncbridge and Weston see
+        // identical traffic.
+        let tc = &mut c.tc;
+        tc.compositor = tc.bind(4);
+        tc.shm = tc.bind(1);
+        tc.wm_base = tc.bind(1);
+        tc.presentation = tc.bind(1);
+        if tc
+            .global("zwp_linux_dmabuf_v1")
+            .is_some_and(|g| g.version >= 3)
+        {
+            tc.dmabuf = tc.bind(3);
+        }
+        c.roundtrip()?;
+        Ok(c)
     }
 
     fn has_global(&self, name: &str) -> bool {
-        self.st.globals.iter().any(|g| g == name)
+        self.tc.global(name).is_some()
+    }
+
+    /// The presentation clock (CLOCK_MONOTONIC until the compositor says otherwise).
+    fn clock(&self) -> u32 {
+        self.tc
+            .rec
+            .presentation_clock
+            .unwrap_or(libc::CLOCK_MONOTONIC as u32)
+    }
+
+    /// Whether the last frame callback asked for has arrived.
+    fn frame_done(&self) -> bool {
+        self.surface
+            .is_none_or(|s| self.tc.rec.surfaces[s].frames.len() >= self.frames_wanted)
+    }
+
+    /// Feedback asked for whose outcome has not arrived yet.
+    fn feedback_pending(&self) -> bool {
+        self.tc.rec.feedback.len() < self.feedback.len()
+    }
+
+    /// Every feedback asked for, with its outcome.
+    fn outcomes(&self) -> Vec<(Feedback, Outcome)> {
+        let arrived: HashMap<CommitId, Presentation> = self
+            .tc
+            .rec
+            .feedback
+            .iter()
+            .map(|r| (r.commit, r.outcome))
+            .collect();
+        self.feedback
+            .iter()
+            .map(|f| {
+                let outcome = arrived.get(&f.commit).map(|o| match *o {
+                    Presentation::Presented {
+                        time, refresh_ns, ..
+                    } => Some((time.as_nanos() as u64, u64::from(refresh_ns))),
+                    Presentation::Discarded => None,
+                });
+                (*f, outcome)
+            })
+            .collect()
+    }
+
+    fn failed_buffers(&self) -> usize {
+        self.tc.rec.buffers.iter().filter(|b| b.failed).count()
     }
 
     /// A configured xdg toplevel.
     fn toplevel(&mut self) -> Res<()> {
-        let compositor = self.st.compositor.clone().ok_or("no wl_compositor")?;
-        let wm = self.st.wm.clone().ok_or("no xdg_wm_base")?;
-        let surface = compositor.create_surface(&self.qh, ());
-        let xdg = wm.get_xdg_surface(&surface, &self.qh, ());
-        let top = xdg.get_toplevel(&self.qh, ());
-        top.set_title("bench-client".into());
-        surface.commit();
+        self.tc.compositor.as_ref().ok_or("no wl_compositor")?;
+        self.tc.wm_base.as_ref().ok_or("no xdg_wm_base")?;
+        let surface = self.tc.create_toplevel();
         self.surface = Some(surface);
-        self._xdg = Some((xdg, top));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.st.configured {
+        while self.tc.rec.surfaces[surface].configures.is_empty() {
             if Instant::now() > deadline {
                 return Err("no xdg_surface.configure within 20 s".into());
             }
-            self.queue
-                .blocking_dispatch(&mut self.st)
+            self.tc
+                .queue
+                .blocking_dispatch(&mut self.tc.rec)
                 .map_err(|e| format!("dispatch: {e}"))?;
         }
         Ok(())
     }
 
     fn add_shm_buffer(&mut self, (w, h): (i32, i32)) -> Res<usize> {
-        let shm = self.st.shm.clone().ok_or("no wl_shm")?;
-        let stride = w * 4;
-        let len = (stride * h) as u64;
+        self.tc.shm.as_ref().ok_or("no wl_shm")?;
+        let len = (w * 4 * h) as u64;
         let fd = rustix::fs::memfd_create("bench-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| format!("memfd_create: {e}"))?;
         let file = std::fs::File::from(fd);
         file.set_len(len).map_err(|e| format!("ftruncate: {e}"))?;
-        let pool = shm.create_pool(file.as_fd(), len as i32, &self.qh, ());
-        let id = self.st.buffers.len();
-        let wl = pool.create_buffer(0, w, h, stride, wl_shm::Format::Xrgb8888, &self.qh, id);
-        pool.destroy();
-        self.st.buffers.push(Buf {
-            wl,
-            busy: false,
+        let id = self
+            .tc
+            .create_shm_buffer_in(file.as_fd(), w, h, wl_shm::Format::Xrgb8888);
+        self.buffers.push(Buf {
+            id,
+            attached: 0,
             shm_file: Some((file, len)),
-            vgem: None,
+            dma: None,
         });
-        Ok(id)
+        Ok(self.buffers.len() - 1)
     }
 
-    fn add_vgem_buffer(&mut self, vgem: &Vgem, (w, h): (i32, i32)) -> Res<usize> {
-        let dmabuf = self.st.dmabuf.clone().ok_or("no zwp_linux_dmabuf_v1")?;
+    fn add_vgem_buffer(&mut self, vgem: &Allocator, (w, h): (i32, i32)) -> Res<usize> {
+        self.tc.dmabuf.as_ref().ok_or("no zwp_linux_dmabuf_v1")?;
         let buf = vgem
-            .create_buffer(w as u32, h as u32)
+            .allocate(w as u32, h as u32)
             .map_err(|e| format!("vgem buffer: {e}"))?;
-        let id = self.st.buffers.len();
-        let params = dmabuf.create_params(&self.qh, ());
-        params.add(
-            buf.dmabuf.as_fd(),
-            0,
-            0,
-            buf.pitch,
-            (MOD_LINEAR >> 32) as u32,
-            (MOD_LINEAR & 0xffff_ffff) as u32,
-        );
-        let wl = params.create_immed(
-            w,
-            h,
-            DRM_FORMAT_XRGB8888,
-            zwp_linux_buffer_params_v1::Flags::empty(),
-            &self.qh,
+        let id = self.tc.create_dmabuf_buffer(&buf);
+        self.buffers.push(Buf {
             id,
-        );
-        params.destroy();
-        self.st.buffers.push(Buf {
-            wl,
-            busy: false,
+            attached: 0,
             shm_file: None,
-            vgem: Some(buf),
+            dma: Some(buf),
         });
-        Ok(id)
+        Ok(self.buffers.len() - 1)
+    }
+
+    /// The vgem dma-buf of buffer `buf`.
+    fn vgem_buffer(&self, buf: usize) -> Res<&DmaBuffer> {
+        Ok(self
+            .buffers
+            .get(buf)
+            .and_then(|b| b.dma.as_ref())
+            .ok_or("not a vgem buffer")?)
     }
 
     fn free_buffer(&self) -> Option<usize> {
-        self.st.buffers.iter().position(|b| !b.busy)
+        self.buffers
+            .iter()
+            .position(|b| b.attached <= self.tc.rec.releases(b.id))
     }
 
     /// attach + damage (+ frame callback, + feedback) + commit. Returns the feedback index.
     fn commit(&mut self, buf: usize, frame: bool, feedback: bool) -> Res<Option<usize>> {
-        let surface = self.surface.clone().ok_or("no surface")?;
-        let b = self.st.buffers.get_mut(buf).ok_or("no such buffer")?;
+        let surface = self.surface.ok_or("no surface")?;
+        if feedback {
+            self.tc.presentation.as_ref().ok_or("no wp_presentation")?;
+        }
+        let b = self.buffers.get_mut(buf).ok_or("no such buffer")?;
         if let Some((file, len)) = &b.shm_file {
             // Touch the content so every frame really changes.
             let v = (self.commits as u8).wrapping_mul(37);
@@ -436,43 +429,41 @@ impl Client {
                 (self.commits * 64) % len.saturating_sub(64).max(1),
             );
         }
-        b.busy = true;
-        surface.attach(Some(&b.wl), 0, 0);
-        surface.damage_buffer(0, 0, i32::MAX, i32::MAX);
+        b.attached += 1;
+        self.tc.attach(surface, Some(b.id));
         if frame {
-            self.st.frame_done = false;
-            surface.frame(&self.qh, Cb::Frame);
+            self.frames_wanted += 1;
         }
-        let idx = if feedback {
-            let p = self.st.presentation.clone().ok_or("no wp_presentation")?;
-            let idx = self.st.feedback.len();
-            p.feedback(&surface, &self.qh, idx);
-            self.st.feedback.push(Feedback {
-                committed_ns: 0,
+        let t = now_ns(self.clock());
+        let commit = self.tc.commit(
+            surface,
+            Commit {
+                frame,
+                feedback,
+                explicit_release: false,
+            },
+        );
+        let idx = feedback.then(|| {
+            self.feedback.push(Feedback {
+                commit,
+                committed_ns: t,
                 signalled_ns: 0,
-                outcome: None,
             });
-            Some(idx)
-        } else {
-            None
-        };
-        let t = now_ns(self.st.clock);
-        surface.commit();
-        if let Some(i) = idx {
-            self.st.feedback[i].committed_ns = t;
-        }
+            self.feedback.len() - 1
+        });
         self.commits += 1;
         self.flush()?;
         Ok(idx)
     }
 
     fn flush(&self) -> Res<()> {
-        self.conn.flush().map_err(|e| format!("flush: {e}"))
+        self.tc.conn.flush().map_err(|e| format!("flush: {e}"))
     }
 
     fn roundtrip(&mut self) -> Res<()> {
-        self.queue
-            .roundtrip(&mut self.st)
+        self.tc
+            .queue
+            .roundtrip(&mut self.tc.rec)
             .map(|_| ())
             .map_err(|e| format!("roundtrip: {e}"))
     }
@@ -483,15 +474,16 @@ fn pump(clients: &mut [&mut Client], timeout: Duration) -> Res<()> {
     let mut any_pending = false;
     for c in clients.iter_mut() {
         c.flush()?;
-        if c.queue
-            .dispatch_pending(&mut c.st)
+        if c.tc
+            .queue
+            .dispatch_pending(&mut c.tc.rec)
             .map_err(|e| e.to_string())?
             > 0
         {
             any_pending = true;
         }
     }
-    let guards: Vec<_> = clients.iter().map(|c| c.queue.prepare_read()).collect();
+    let guards: Vec<_> = clients.iter().map(|c| c.tc.queue.prepare_read()).collect();
     if guards.iter().any(Option::is_none) {
         any_pending = true;
     }
@@ -525,177 +517,12 @@ fn pump(clients: &mut [&mut Client], timeout: Duration) -> Res<()> {
         }
     }
     for c in clients.iter_mut() {
-        c.queue
-            .dispatch_pending(&mut c.st)
+        c.tc.queue
+            .dispatch_pending(&mut c.tc.rec)
             .map_err(|e| format!("dispatch: {e}"))?;
     }
     Ok(())
 }
-
-// ---------------------------------------------------------------------------------------
-// Dispatch
-
-impl Dispatch<WlRegistry, ()> for St {
-    fn event(
-        st: &mut Self,
-        reg: &WlRegistry,
-        event: wl_registry::Event,
-        _: &(),
-        _: &Connection,
-        qh: &QueueHandle<Self>,
-    ) {
-        if let wl_registry::Event::Global {
-            name,
-            interface,
-            version,
-        } = event
-        {
-            match interface.as_str() {
-                "wl_compositor" => st.compositor = Some(reg.bind(name, version.min(4), qh, ())),
-                "wl_shm" => st.shm = Some(reg.bind(name, 1, qh, ())),
-                "xdg_wm_base" => st.wm = Some(reg.bind(name, 1, qh, ())),
-                "wp_presentation" => st.presentation = Some(reg.bind(name, 1, qh, ())),
-                "zwp_linux_dmabuf_v1" if version >= 3 => {
-                    st.dmabuf = Some(reg.bind(name, 3, qh, ()))
-                }
-                _ => {}
-            }
-            st.globals.push(interface);
-        }
-    }
-}
-
-impl Dispatch<WlCallback, Cb> for St {
-    fn event(
-        st: &mut Self,
-        _: &WlCallback,
-        event: wl_callback::Event,
-        cb: &Cb,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let wl_callback::Event::Done { .. } = event {
-            match cb {
-                Cb::Frame => st.frame_done = true,
-            }
-        }
-    }
-}
-
-impl Dispatch<WlBuffer, usize> for St {
-    fn event(
-        st: &mut Self,
-        _: &WlBuffer,
-        event: wl_buffer::Event,
-        id: &usize,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let wl_buffer::Event::Release = event {
-            if let Some(b) = st.buffers.get_mut(*id) {
-                b.busy = false;
-            }
-        }
-    }
-}
-
-impl Dispatch<WpPresentation, ()> for St {
-    fn event(
-        st: &mut Self,
-        _: &WpPresentation,
-        event: wp_presentation::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let wp_presentation::Event::ClockId { clk_id } = event {
-            st.clock = clk_id;
-        }
-    }
-}
-
-impl Dispatch<WpPresentationFeedback, usize> for St {
-    fn event(
-        st: &mut Self,
-        _: &WpPresentationFeedback,
-        event: wp_presentation_feedback::Event,
-        idx: &usize,
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        let Some(f) = st.feedback.get_mut(*idx) else {
-            return;
-        };
-        match event {
-            wp_presentation_feedback::Event::Presented {
-                tv_sec_hi,
-                tv_sec_lo,
-                tv_nsec,
-                refresh,
-                ..
-            } => {
-                let secs = (u64::from(tv_sec_hi) << 32) | u64::from(tv_sec_lo);
-                let t = secs * 1_000_000_000 + u64::from(tv_nsec);
-                f.outcome = Some(Some((t, u64::from(refresh))));
-            }
-            wp_presentation_feedback::Event::Discarded => f.outcome = Some(None),
-            _ => {}
-        }
-    }
-}
-
-impl Dispatch<XdgWmBase, ()> for St {
-    fn event(
-        _: &mut Self,
-        wm: &XdgWmBase,
-        event: xdg_wm_base::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let xdg_wm_base::Event::Ping { serial } = event {
-            wm.pong(serial);
-        }
-    }
-}
-
-impl Dispatch<XdgSurface, ()> for St {
-    fn event(
-        st: &mut Self,
-        xdg: &XdgSurface,
-        event: xdg_surface::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let xdg_surface::Event::Configure { serial } = event {
-            xdg.ack_configure(serial);
-            st.configured = true;
-        }
-    }
-}
-
-impl Dispatch<ZwpLinuxBufferParamsV1, ()> for St {
-    fn event(
-        st: &mut Self,
-        _: &ZwpLinuxBufferParamsV1,
-        event: zwp_linux_buffer_params_v1::Event,
-        _: &(),
-        _: &Connection,
-        _: &QueueHandle<Self>,
-    ) {
-        if let zwp_linux_buffer_params_v1::Event::Failed = event {
-            st.failed_buffers += 1;
-        }
-    }
-}
-
-delegate_noop!(St: ignore WlCompositor);
-delegate_noop!(St: ignore WlShm);
-delegate_noop!(St: ignore WlShmPool);
-delegate_noop!(St: ignore WlSurface);
-delegate_noop!(St: ignore XdgToplevel);
-delegate_noop!(St: ignore ZwpLinuxDmabufV1);
 
 // ---------------------------------------------------------------------------------------
 // Modes
@@ -710,7 +537,7 @@ fn connect_clients(a: &Args, n: usize) -> Res<Vec<Client>> {
     Ok(v)
 }
 
-fn add_buffers(c: &mut Client, a: &Args, vgem: Option<&Vgem>, n: usize) -> Res<()> {
+fn add_buffers(c: &mut Client, a: &Args, vgem: Option<&Allocator>, n: usize) -> Res<()> {
     for _ in 0..n {
         match (a.kind, vgem) {
             (BufKind::Vgem, Some(v)) => c.add_vgem_buffer(v, a.size)?,
@@ -718,10 +545,10 @@ fn add_buffers(c: &mut Client, a: &Args, vgem: Option<&Vgem>, n: usize) -> Res<(
         };
     }
     c.roundtrip()?;
-    if c.st.failed_buffers > 0 {
+    if c.failed_buffers() > 0 {
         return Err(format!(
             "{} dma-buf imports failed in the compositor",
-            c.st.failed_buffers
+            c.failed_buffers()
         ));
     }
     Ok(())
@@ -738,23 +565,22 @@ fn globals_json(c: &Client) -> String {
             c.has_global("zwp_linux_explicit_synchronization_v1")
                 .to_string(),
         ),
-        ("linux_dmabuf", c.st.dmabuf.is_some().to_string()),
-        ("presentation", c.st.presentation.is_some().to_string()),
+        ("linux_dmabuf", c.tc.dmabuf.is_some().to_string()),
+        ("presentation", c.tc.presentation.is_some().to_string()),
     ])
 }
 
 fn mode_frames(a: &Args) -> Res<String> {
-    let vgem = (a.kind == BufKind::Vgem).then(Vgem::open);
+    let vgem = (a.kind == BufKind::Vgem).then(Allocator::vgem);
     let mut clients = connect_clients(a, a.clients)?;
     for c in clients.iter_mut() {
         add_buffers(c, a, vgem.as_ref(), a.buffers)?;
-        c.st.frame_done = true;
     }
     // A fixed time window, not a frame count: every client draws on each frame callback
     // for the whole window, however often the compositor calls it back (an occluded
     // window may be throttled), so the output's load is the same from start to end.
     let pid = a.compositor_pid;
-    let clock = clients[0].st.clock;
+    let clock = clients[0].clock();
     let start = now_ns(clock);
     let t0 = start + (a.warmup_secs * 1e9) as u64;
     let t1 = t0 + (a.secs * 1e9) as u64;
@@ -769,7 +595,7 @@ fn mode_frames(a: &Args) -> Res<String> {
             break;
         }
         for c in clients.iter_mut() {
-            if !c.st.frame_done {
+            if !c.frame_done() {
                 continue;
             }
             match c.free_buffer() {
@@ -791,11 +617,7 @@ fn mode_frames(a: &Args) -> Res<String> {
     let cpu1 = cpu_s(pid).unwrap_or(f64::NAN);
     // Let the last feedback arrive.
     let settle = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < settle
-        && clients
-            .iter()
-            .any(|c| c.st.feedback.iter().any(|f| f.outcome.is_none()))
-    {
+    while Instant::now() < settle && clients.iter().any(|c| c.feedback_pending()) {
         let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
         pump(&mut refs, Duration::from_millis(50))?;
     }
@@ -808,10 +630,10 @@ fn mode_frames(a: &Args) -> Res<String> {
     let mut commits_measured = 0u64;
     for c in &clients {
         let mut last: Option<u64> = None;
-        for f in &c.st.feedback {
+        for (f, outcome) in c.outcomes() {
             let measured = f.committed_ns >= t0 && f.committed_ns < t1;
             commits_measured += u64::from(measured);
-            match f.outcome {
+            match outcome {
                 Some(Some((t, refresh))) => {
                     if refresh > 0 {
                         refresh_ns = refresh;
@@ -890,10 +712,10 @@ fn wait_until(c: &mut Client, what: &str, f: impl Fn(&Client) -> bool) -> Res<()
 }
 
 fn mode_latch(a: &Args) -> Res<String> {
-    let vgem = Vgem::open();
+    let vgem = Allocator::vgem();
     let mut clients = connect_clients(a, 1)?;
     let c = &mut clients[0];
-    if c.st.dmabuf.is_none() {
+    if c.tc.dmabuf.is_none() {
         return Err("latch: the compositor offers no linux-dmabuf".into());
     }
     for _ in 0..3 {
@@ -905,14 +727,13 @@ fn mode_latch(a: &Args) -> Res<String> {
     let mut delays_us = Vec::new();
     for i in 0..a.iterations {
         wait_until(c, "a frame callback and a free buffer", |c| {
-            c.st.frame_done && c.free_buffer().is_some()
+            c.frame_done() && c.free_buffer().is_some()
         })?;
         let Some(b) = c.free_buffer() else {
             continue;
         };
-        let buf = c.st.buffers[b].vgem.as_ref().ok_or("not a vgem buffer")?;
         let fence = vgem
-            .attach(buf, FenceAccess::Write)
+            .attach_write_fence(c.vgem_buffer(b)?)
             .map_err(|e| format!("vgem fence attach: {e}"))?;
         let fb = c.commit(b, true, true)?;
         // The compositor has the commit (and has started its wait) after this.
@@ -922,19 +743,19 @@ fn mode_latch(a: &Args) -> Res<String> {
         delays_us.push(delay.as_micros() as f64);
         vgem.signal(fence)
             .map_err(|e| format!("vgem fence signal: {e}"))?;
-        let t = now_ns(c.st.clock);
+        let t = now_ns(c.clock());
         if let Some(idx) = fb {
-            c.st.feedback[idx].signalled_ns = t;
+            c.feedback[idx].signalled_ns = t;
         }
     }
-    wait_until(c, "the last frame", |c| c.st.frame_done)?;
+    wait_until(c, "the last frame", |c| c.frame_done())?;
     let settle = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < settle && c.st.feedback.iter().any(|f| f.outcome.is_none()) {
+    while Instant::now() < settle && c.feedback_pending() {
         pump(&mut [&mut *c], Duration::from_millis(20))?;
     }
     let mut refresh = 0;
-    for f in &c.st.feedback {
-        if let Some(Some((t, r))) = f.outcome {
+    for (f, outcome) in c.outcomes() {
+        if let Some(Some((t, r))) = outcome {
             refresh = r;
             sig_to_present_ms.push(t.saturating_sub(f.signalled_ns) as f64 / 1e6);
         }
@@ -949,7 +770,7 @@ fn mode_latch(a: &Args) -> Res<String> {
 }
 
 fn mode_bounds(a: &Args) -> Res<String> {
-    let vgem = (a.kind == BufKind::Vgem).then(Vgem::open);
+    let vgem = (a.kind == BufKind::Vgem).then(Allocator::vgem);
     let pid = a.compositor_pid;
     let mut clients = connect_clients(a, 1)?;
     let c = &mut clients[0];
@@ -1002,7 +823,7 @@ fn mode_bounds(a: &Args) -> Res<String> {
 }
 
 fn mode_stall(a: &Args) -> Res<String> {
-    let vgem = Vgem::open();
+    let vgem = Allocator::vgem();
     let pid = a.compositor_pid;
     let mut stalled = connect_clients(a, a.clients)?;
     for c in stalled.iter_mut() {
@@ -1029,8 +850,7 @@ fn mode_stall(a: &Args) -> Res<String> {
     let mut fences = 0u64;
     for c in stalled.iter_mut() {
         for q in 1..=a.queue {
-            let buf = c.st.buffers[q].vgem.as_ref().ok_or("not a vgem buffer")?;
-            vgem.attach(buf, FenceAccess::Write)
+            vgem.attach_write_fence(c.vgem_buffer(q)?)
                 .map_err(|e| format!("vgem fence attach: {e}"))?;
             fences += 1;
             c.commit(q, false, false)?;
@@ -1041,27 +861,27 @@ fn mode_stall(a: &Args) -> Res<String> {
     }
     let stalled_after_s = stall_start.elapsed().as_secs_f64();
     // The healthy client draws for 2 s meanwhile.
-    h.st.frame_done = true;
-    let t_start = now_ns(h.st.clock);
+    let t_start = now_ns(h.clock());
     let run = Instant::now();
-    let first_fb = h.st.feedback.len();
+    let first_fb = h.feedback.len();
     while run.elapsed() < Duration::from_secs(2) {
-        if h.st.frame_done {
+        if h.frame_done() {
             if let Some(b) = h.free_buffer() {
                 h.commit(b, true, true)?;
             }
         }
         pump(&mut [&mut *h], Duration::from_millis(20))?;
     }
-    let t_end = now_ns(h.st.clock);
+    let t_end = now_ns(h.clock());
     let during = proc_sample(pid);
-    let presented = h.st.feedback[first_fb..]
+    let outcomes = h.outcomes();
+    let presented = outcomes[first_fb..]
         .iter()
-        .filter(|f| matches!(f.outcome, Some(Some(_))))
+        .filter(|(_, outcome)| matches!(outcome, Some(Some(_))))
         .count();
     let mut refresh = 0;
-    for f in &h.st.feedback {
-        if let Some(Some((_, r))) = f.outcome {
+    for (_, outcome) in &outcomes {
+        if let Some(Some((_, r))) = *outcome {
             refresh = r;
         }
     }

@@ -38,6 +38,12 @@ pub struct Harness {
     pub clients: Vec<TestClient>,
 }
 
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// virtio_gpu's render node (timeline syncobjs; the compositor's dma-buf main device).
 pub fn virtio_render_node() -> PathBuf {
     find_nodes("virtio_gpu", NodeKind::Render)
@@ -57,6 +63,12 @@ impl Harness {
             ..CompositorConfig::for_tests()
         };
         Self::with_config(config)
+    }
+
+    /// A compositor with [`CompositorConfig::for_tests`] (one 640x480 60 Hz output,
+    /// manual frame clock, shm only; no DRM device needed).
+    pub fn new() -> Self {
+        Self::with_config(CompositorConfig::for_tests())
     }
 
     /// A compositor with `config` (its frame clock should be manual).

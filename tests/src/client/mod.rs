@@ -48,6 +48,8 @@ use wayland_client::{
         wl_registry::{self, WlRegistry},
         wl_shm::{self, WlShm},
         wl_shm_pool::WlShmPool,
+        wl_subcompositor::WlSubcompositor,
+        wl_subsurface::WlSubsurface,
         wl_surface::WlSurface,
     },
     Connection, Dispatch, EventQueue, Proxy, QueueHandle, WEnum,
@@ -107,6 +109,8 @@ pub enum Presentation {
     Presented {
         /// Presentation time.
         time: Duration,
+        /// Refresh interval in ns (0: unknown).
+        refresh_ns: u32,
         /// Refresh counter.
         seq: u64,
         /// Flags.
@@ -156,6 +160,8 @@ pub struct SurfaceRecord {
     pub sizes: Vec<(i32, i32)>,
     /// Frame callback event numbers.
     pub frames: Vec<u64>,
+    /// xdg_toplevel.close received.
+    pub closed: bool,
 }
 
 /// Everything the client received.
@@ -165,6 +171,8 @@ pub struct Recorder {
     pub seq: u64,
     /// Globals.
     pub globals: Vec<GlobalInfo>,
+    /// wl_shm formats, as announced.
+    pub shm_formats: Vec<u32>,
     /// Completed `wl_display.sync` tokens.
     pub syncs_done: HashSet<u32>,
     /// Per surface.
@@ -247,6 +255,15 @@ impl Commit {
         }
     }
 
+    /// A frame callback and presentation feedback.
+    pub fn frame_and_feedback() -> Self {
+        Self {
+            feedback: true,
+            frame: true,
+            ..Self::default()
+        }
+    }
+
     /// Presentation feedback and an explicit-sync-v1 release object.
     pub fn with_explicit_release() -> Self {
         Self {
@@ -310,6 +327,12 @@ impl TestClient {
     /// Wraps a connected socket and asks for the registry (nothing is bound yet).
     pub fn from_stream(stream: UnixStream) -> Self {
         let conn = Connection::from_socket(stream).expect("wayland connection on the socket");
+        Self::from_connection(conn)
+    }
+
+    /// Wraps an established connection (e.g. `Connection::connect_to_env()`) and asks for
+    /// the registry (nothing is bound yet).
+    pub fn from_connection(conn: Connection) -> Self {
         let queue = conn.new_event_queue();
         let qh = queue.handle();
         let registry = conn.display().get_registry(&qh, ());
@@ -350,7 +373,8 @@ impl TestClient {
         self.rec.globals.iter().find(|g| g.interface == interface)
     }
 
-    fn bind<I>(&self, version: u32) -> Option<I>
+    /// Binds `interface` at `min(version, advertised)`, if announced.
+    pub fn bind<I>(&self, version: u32) -> Option<I>
     where
         I: Proxy + 'static,
         Recorder: Dispatch<I, ()>,
@@ -483,12 +507,19 @@ impl TestClient {
         }
     }
 
+    /// A new bare `wl_surface` (no role, not tracked in [`Self::surfaces`]).
+    pub fn create_surface(&self) -> WlSurface {
+        self.compositor
+            .as_ref()
+            .expect("wl_compositor bound")
+            .create_surface(&self.qh, ())
+    }
+
     /// A new xdg toplevel; its initial commit is sent (the configure is not yet received).
     pub fn create_toplevel(&mut self) -> SurfaceId {
         let id = self.surfaces.len();
-        let compositor = self.compositor.as_ref().expect("wl_compositor bound");
+        let wl = self.create_surface();
         let wm_base = self.wm_base.as_ref().expect("xdg_wm_base bound");
-        let wl = compositor.create_surface(&self.qh, ());
         let xdg = wm_base.get_xdg_surface(&wl, &self.qh, id);
         let toplevel = xdg.get_toplevel(&self.qh, id);
         toplevel.set_title(format!("syncbridge test surface {id}"));
@@ -533,25 +564,45 @@ impl TestClient {
 
     /// A `width`x`height` XRGB8888 `wl_shm` buffer (for "not a dma-buf" cases).
     pub fn create_shm_buffer(&mut self, width: i32, height: i32) -> BufferId {
-        let shm = self.shm.as_ref().expect("wl_shm bound");
-        let stride = width * 4;
-        let size = stride * height;
+        self.create_shm_buffer_filled(width, height, wl_shm::Format::Xrgb8888, 0x8080_8080)
+    }
+
+    /// A `width`x`height` `wl_shm` buffer of `format` (4 bytes per pixel) with every
+    /// pixel set to `pixel` (little-endian, e.g. 0xAARRGGBB for ARGB8888), in its own
+    /// memfd-backed pool.
+    pub fn create_shm_buffer_filled(
+        &mut self,
+        width: i32,
+        height: i32,
+        format: wl_shm::Format,
+        pixel: u32,
+    ) -> BufferId {
         let fd = rustix::fs::memfd_create("syncbridge-test-shm", rustix::fs::MemfdFlags::CLOEXEC)
             .expect("memfd_create");
         let mut file = std::fs::File::from(fd);
-        file.write_all(&vec![0x80; size as usize])
-            .expect("fill the shm buffer");
-        let pool = shm.create_pool(file.as_fd(), size, &self.qh, ());
+        let pixels: Vec<u8> = std::iter::repeat_n(pixel.to_le_bytes(), (width * height) as usize)
+            .flatten()
+            .collect();
+        file.write_all(&pixels).expect("fill the shm buffer");
+        self.create_shm_buffer_in(file.as_fd(), width, height, format)
+    }
+
+    /// A `width`x`height` `wl_shm` buffer of `format` (4 bytes per pixel, no padding) over
+    /// the first `width * 4 * height` bytes of `fd`, in a pool of exactly that size. The
+    /// caller keeps `fd` (e.g. to draw into it).
+    pub fn create_shm_buffer_in(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        width: i32,
+        height: i32,
+        format: wl_shm::Format,
+    ) -> BufferId {
+        let shm = self.shm.as_ref().expect("wl_shm bound");
+        let stride = width * 4;
+        let size = stride * height;
+        let pool = shm.create_pool(fd, size, &self.qh, ());
         let id = self.buffers.len();
-        let wl = pool.create_buffer(
-            0,
-            width,
-            height,
-            stride,
-            wl_shm::Format::Xrgb8888,
-            &self.qh,
-            id,
-        );
+        let wl = pool.create_buffer(0, width, height, stride, format, &self.qh, id);
         pool.destroy();
         self.buffers.push(wl);
         self.rec.buffers.push(BufferRecord::default());
@@ -765,6 +816,24 @@ impl Dispatch<ZwpLinuxDmabufV1, ()> for Recorder {
     }
 }
 
+impl Dispatch<WlShm, ()> for Recorder {
+    fn event(
+        state: &mut Self,
+        _: &WlShm,
+        event: wl_shm::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_shm::Event::Format { format } = event {
+            state.shm_formats.push(match format {
+                WEnum::Value(f) => f as u32,
+                WEnum::Unknown(raw) => raw,
+            });
+        }
+    }
+}
+
 impl Dispatch<XdgWmBase, ()> for Recorder {
     fn event(
         _: &mut Self,
@@ -807,10 +876,13 @@ impl Dispatch<XdgToplevel, SurfaceId> for Recorder {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let xdg_toplevel::Event::Configure { width, height, .. } = event {
-            if let Some(s) = state.surfaces.get_mut(*id) {
-                s.sizes.push((width, height));
-            }
+        let Some(s) = state.surfaces.get_mut(*id) else {
+            return;
+        };
+        match event {
+            xdg_toplevel::Event::Configure { width, height, .. } => s.sizes.push((width, height)),
+            xdg_toplevel::Event::Close => s.closed = true,
+            _ => {}
         }
     }
 }
@@ -844,12 +916,13 @@ impl Dispatch<WpPresentationFeedback, CommitId> for Recorder {
                 tv_sec_hi,
                 tv_sec_lo,
                 tv_nsec,
+                refresh,
                 seq_hi,
                 seq_lo,
                 flags,
-                ..
             } => Presentation::Presented {
                 time: Duration::new((u64::from(tv_sec_hi) << 32) | u64::from(tv_sec_lo), tv_nsec),
+                refresh_ns: refresh,
                 seq: (u64::from(seq_hi) << 32) | u64::from(seq_lo),
                 flags: match flags {
                     WEnum::Value(f) => f.bits(),
@@ -893,8 +966,9 @@ impl Dispatch<ZwpLinuxBufferReleaseV1, CommitId> for Recorder {
 
 delegate_noop!(Recorder: ignore WlCompositor);
 delegate_noop!(Recorder: ignore WlSurface);
-delegate_noop!(Recorder: ignore WlShm);
 delegate_noop!(Recorder: ignore WlShmPool);
+delegate_noop!(Recorder: ignore WlSubcompositor);
+delegate_noop!(Recorder: ignore WlSubsurface);
 delegate_noop!(Recorder: ignore WpLinuxDrmSyncobjManagerV1);
 delegate_noop!(Recorder: ignore WpLinuxDrmSyncobjSurfaceV1);
 delegate_noop!(Recorder: ignore WpLinuxDrmSyncobjTimelineV1);
