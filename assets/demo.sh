@@ -7,7 +7,7 @@
 # syncbridge runs on the VKMS card under seatd-launch, with two demo clients: one
 # implicit-sync client whose vgem write fences signal 40 ms late, and one
 # linux-drm-syncobj-v1 client (timeline on virtio-gpu's render node) whose acquire
-# points signal 20 ms late. It exits after FRAMES frames and leaves in OUTDIR:
+# points signal 20 ms late, started a second later so its window maps on top. It exits after FRAMES frames and leaves in OUTDIR:
 # screen.png (what the output showed), stats.json, and the logs of all three processes.
 # $SYNCBRIDGE_BIN names the compositor; demo-client and drm-cards are found next to it.
 set -u
@@ -22,6 +22,7 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export NO_COLOR=1
 CLIENTS="'$TOOLS/demo-client' --mode implicit --color 3070c0 --fence-delay-ms 40 --size 480x360 > '$OUT/implicit.log' 2>&1 &
+sleep 1;
 '$TOOLS/demo-client' --mode syncobj --color c07030 --fence-delay-ms 20 > '$OUT/syncobj.log' 2>&1;
 wait"
 echo "demo: syncbridge --backend tty on $VKMS, $FRAMES frames"
