@@ -21,7 +21,7 @@ use smithay::{
             damage::{Error as DamageError, OutputDamageTracker, RenderOutputResult},
             element::surface::WaylandSurfaceRenderElement,
             gles::{GlesError, GlesRenderer},
-            ExportMem, ImportDma,
+            ExportMem, ImportDma, TextureMapping,
         },
         winit::{self, WinitEventLoop, WinitGraphicsBackend},
         SwapBuffersError,
@@ -52,6 +52,20 @@ use crate::{
 
 /// Background of the output (same dark grey as headless).
 const CLEAR_COLOR: [f32; 4] = [0.1, 0.1, 0.12, 1.0];
+
+/// The transform the output is rendered with into the window. A window's default
+/// framebuffer has GL's bottom-left origin, and smithay's GlesRenderer maps the
+/// output's top row to GL's y = 0 under `Transform::Normal`: the window (on X11 and
+/// Wayland hosts alike) would show the output upside down. Rendering with
+/// `Flipped180` puts the top row at the top of the window (smithay's anvil and
+/// smallvil do the same, but also advertise it in `wl_output`; we keep advertising
+/// `Normal`, which is what the output looks like to its clients).
+const WINDOW_TRANSFORM: Transform = Transform::Flipped180;
+
+/// A damage tracker for rendering the output, of `size`, into the window.
+fn window_tracker(size: Size<i32, Physical>) -> OutputDamageTracker {
+    OutputDamageTracker::new(size, 1.0, WINDOW_TRANSFORM)
+}
 
 /// Errors of the nested backend.
 #[derive(Debug, thiserror::Error)]
@@ -188,8 +202,8 @@ impl NestedBackend {
         Ok(Self {
             graphics,
             events: Some(events),
-            damage_tracker: OutputDamageTracker::from_output(&output),
-            change_tracker: OutputDamageTracker::from_output(&output),
+            damage_tracker: window_tracker(size),
+            change_tracker: window_tracker(size),
             output,
             _global: global,
             clock: FrameClock::new(config.refresh_interval(), Instant::now(), now_monotonic),
@@ -255,6 +269,8 @@ impl NestedBackend {
         self.output
             .change_current_state(Some(mode), None, None, None);
         self.output.set_preferred(mode);
+        self.damage_tracker = window_tracker(size);
+        self.change_tracker = window_tracker(size);
         tracing::info!(size = ?(size.w, size.h), "nested: window resized, output mode follows");
         size
     }
@@ -303,7 +319,7 @@ impl NestedBackend {
             .map(|m| m.size)
             .unwrap_or_else(|| self.graphics.window_size());
         let (renderer, mut framebuffer) = self.graphics.bind().map_err(|e| readback(&e))?;
-        let mut tracker = OutputDamageTracker::from_output(&self.output);
+        let mut tracker = window_tracker(size);
         let custom: &[WaylandSurfaceRenderElement<GlesRenderer>] = &[];
         let result = render_output(
             &self.output,
@@ -324,10 +340,9 @@ impl NestedBackend {
         let mapping = renderer
             .copy_framebuffer(&framebuffer, region, Fourcc::Abgr8888)
             .map_err(|e| readback(&e))?;
-        // GlesMapping::flipped() is always true, but smithay renders into a window's
-        // default framebuffer upside down (GL's origin is bottom-left), so the rows
-        // GL reads back bottom-up come out top row first.
-        let flipped = false;
+        // Rendered with WINDOW_TRANSFORM, the output's top row is the window's top
+        // row, and GL reads rows back bottom-up (GlesMapping::flipped() says so).
+        let flipped = mapping.flipped();
         let bytes = renderer.map_texture(&mapping).map_err(|e| readback(&e))?;
         let width = u32::try_from(size.w).map_err(|_| ScreenshotError::Layout("width"))?;
         let height = u32::try_from(size.h).map_err(|_| ScreenshotError::Layout("height"))?;
