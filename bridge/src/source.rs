@@ -65,25 +65,89 @@ fn check<F: AsFd>(
     Ok(seen)
 }
 
+/// What [`OneShotFd::process`] saw.
+enum Fired<F> {
+    /// Not fired (yet, or any more): return this to calloop.
+    No(PostAction),
+    /// The fd became ready; it has been taken out of the poller and handed back.
+    Yes(F),
+}
+
+/// The shared core of the one-shot sources: an fd watched until it first polls readable,
+/// then taken out of the poller and handed back once.
+#[derive(Debug)]
+struct OneShotFd<F: AsFd> {
+    inner: Option<Generic<F>>,
+}
+
+impl<F: AsFd> OneShotFd<F> {
+    fn new(fd: F) -> Self {
+        OneShotFd {
+            inner: Some(Generic::new(fd, Interest::READ, Mode::OneShot)),
+        }
+    }
+
+    fn get(&self) -> Option<&F> {
+        self.inner.as_ref().map(|g| g.get_ref())
+    }
+
+    fn process(&mut self, readiness: Readiness, token: Token) -> std::io::Result<Fired<F>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Ok(Fired::No(PostAction::Remove));
+        };
+        Ok(match check(inner, readiness, token)? {
+            Seen::NotOurs => Fired::No(PostAction::Continue),
+            Seen::Spurious => Fired::No(PostAction::Reregister),
+            // `unwrap` here is calloop's `Generic::unwrap`: it removes the fd from the
+            // poller and returns it; it does not panic.
+            Seen::Ready => match self.inner.take() {
+                Some(generic) => Fired::Yes(generic.unwrap()),
+                None => Fired::No(PostAction::Remove),
+            },
+        })
+    }
+
+    fn register(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        match self.inner.as_mut() {
+            Some(g) => g.register(poll, tokens),
+            None => Ok(()),
+        }
+    }
+
+    fn reregister(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        match self.inner.as_mut() {
+            Some(g) => g.reregister(poll, tokens),
+            None => Ok(()),
+        }
+    }
+
+    fn unregister(&mut self, poll: &mut Poll) -> calloop::Result<()> {
+        match self.inner.as_mut() {
+            Some(g) => g.unregister(poll),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Fires once when a [`SyncFile`] signals, handing the `SyncFile` to the callback, then
 /// removes itself. Event: the `SyncFile`; metadata: `()`; the callback returns `()`.
 #[must_use = "an event source does nothing until inserted into an event loop"]
 #[derive(Debug)]
 pub struct SyncFileSource {
-    inner: Option<Generic<SyncFile>>,
+    fence: OneShotFd<SyncFile>,
 }
 
 impl SyncFileSource {
     /// Watches `fence` (taken; handed back to the callback when it signals).
     pub fn new(fence: SyncFile) -> Self {
         SyncFileSource {
-            inner: Some(Generic::new(fence, Interest::READ, Mode::OneShot)),
+            fence: OneShotFd::new(fence),
         }
     }
 
     /// The watched fence, until the source fired.
     pub fn fence(&self) -> Option<&SyncFile> {
-        self.inner.as_ref().map(|g| g.get_ref())
+        self.fence.get()
     }
 }
 
@@ -102,50 +166,25 @@ impl EventSource for SyncFileSource {
     where
         C: FnMut(Self::Event, &mut Self::Metadata) -> Self::Ret,
     {
-        let Some(inner) = self.inner.as_mut() else {
-            return Ok(PostAction::Remove);
-        };
-        match check(inner, readiness, token)? {
-            Seen::NotOurs => Ok(PostAction::Continue),
-            Seen::Spurious => Ok(PostAction::Reregister),
-            Seen::Ready => {
-                if let Some(generic) = self.inner.take() {
-                    // `unwrap` here is calloop's `Generic::unwrap`: it removes the fd from the
-                    // poller and returns it; it does not panic.
-                    callback(generic.unwrap(), &mut ());
-                }
+        match self.fence.process(readiness, token)? {
+            Fired::No(action) => Ok(action),
+            Fired::Yes(fence) => {
+                callback(fence, &mut ());
                 Ok(PostAction::Remove)
             }
         }
     }
 
-    fn register(
-        &mut self,
-        poll: &mut Poll,
-        token_factory: &mut TokenFactory,
-    ) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.register(poll, token_factory),
-            None => Ok(()),
-        }
+    fn register(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        self.fence.register(poll, tokens)
     }
 
-    fn reregister(
-        &mut self,
-        poll: &mut Poll,
-        token_factory: &mut TokenFactory,
-    ) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.reregister(poll, token_factory),
-            None => Ok(()),
-        }
+    fn reregister(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        self.fence.reregister(poll, tokens)
     }
 
     fn unregister(&mut self, poll: &mut Poll) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.unregister(poll),
-            None => Ok(()),
-        }
+        self.fence.unregister(poll)
     }
 }
 
@@ -163,7 +202,7 @@ pub struct TimelinePointEvent {
 #[must_use = "an event source does nothing until inserted into an event loop"]
 #[derive(Debug)]
 pub struct TimelinePointSource {
-    inner: Option<Generic<OwnedFd>>,
+    eventfd: OneShotFd<OwnedFd>,
     event: TimelinePointEvent,
 }
 
@@ -179,7 +218,7 @@ impl TimelinePointSource {
     /// Wraps an eventfd from [`Timeline::eventfd`] (taken).
     pub fn from_eventfd(eventfd: OwnedFd, point: u64, mode: WaitMode) -> Self {
         TimelinePointSource {
-            inner: Some(Generic::new(eventfd, Interest::READ, Mode::OneShot)),
+            eventfd: OneShotFd::new(eventfd),
             event: TimelinePointEvent { point, mode },
         }
     }
@@ -200,51 +239,27 @@ impl EventSource for TimelinePointSource {
     where
         C: FnMut(Self::Event, &mut Self::Metadata) -> Self::Ret,
     {
-        let Some(inner) = self.inner.as_mut() else {
-            return Ok(PostAction::Remove);
-        };
-        match check(inner, readiness, token)? {
-            Seen::NotOurs => Ok(PostAction::Continue),
-            Seen::Spurious => Ok(PostAction::Reregister),
-            Seen::Ready => {
-                if let Some(generic) = self.inner.take() {
-                    // Dropping the eventfd (calloop's `Generic::unwrap` unregisters it first)
-                    // is all the cleanup needed; its counter need not be read.
-                    drop(generic.unwrap());
-                }
+        match self.eventfd.process(readiness, token)? {
+            Fired::No(action) => Ok(action),
+            Fired::Yes(eventfd) => {
+                // Closing the eventfd is all the cleanup needed; its counter need not be read.
+                drop(eventfd);
                 callback(self.event, &mut ());
                 Ok(PostAction::Remove)
             }
         }
     }
 
-    fn register(
-        &mut self,
-        poll: &mut Poll,
-        token_factory: &mut TokenFactory,
-    ) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.register(poll, token_factory),
-            None => Ok(()),
-        }
+    fn register(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        self.eventfd.register(poll, tokens)
     }
 
-    fn reregister(
-        &mut self,
-        poll: &mut Poll,
-        token_factory: &mut TokenFactory,
-    ) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.reregister(poll, token_factory),
-            None => Ok(()),
-        }
+    fn reregister(&mut self, poll: &mut Poll, tokens: &mut TokenFactory) -> calloop::Result<()> {
+        self.eventfd.reregister(poll, tokens)
     }
 
     fn unregister(&mut self, poll: &mut Poll) -> calloop::Result<()> {
-        match self.inner.as_mut() {
-            Some(g) => g.unregister(poll),
-            None => Ok(()),
-        }
+        self.eventfd.unregister(poll)
     }
 }
 
