@@ -37,7 +37,9 @@ const VM: &[&str] = &[
 ];
 
 /// Real clients and runtime pieces the tests use: seatd for a seat on VKMS, weston's
-/// demo clients, wayland-info, Mesa (kms_swrast in the VM), Xvfb for the nested backend.
+/// demo clients (and Weston 10 itself, the benchmark peer and a nested-backend host),
+/// wayland-info, Mesa (kms_swrast in the VM), Xvfb for the nested backend, and python3
+/// with libXtst to drive Xvfb's fake input in the nested input test.
 const RUNTIME: &[&str] = &[
     "seatd",
     "weston",
@@ -46,6 +48,8 @@ const RUNTIME: &[&str] = &[
     "libegl-mesa0",
     "libegl1",
     "xvfb",
+    "python3",
+    "libxtst6",
 ];
 
 /// Installs every package group and virtme-ng. Idempotent and quick when nothing is
