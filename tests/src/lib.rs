@@ -3,3 +3,4 @@
 pub mod client;
 pub mod fixture;
 pub mod kernel;
+pub mod tty;

@@ -109,7 +109,7 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     let script = scratch.join(format!("guest-{}.sh", std::process::id()));
     std::fs::write(&script, guest_script(&args.exec))?;
 
-    let mut qemu_opts = vec!["-device virtio-gpu-pci".to_string()];
+    let mut qemu_opts = vec!["-device virtio-gpu-pci,max_outputs=2".to_string()];
     qemu_opts.extend(args.qemu_opts.iter().cloned());
     let mut cmd = Command::new("timeout");
     cmd.arg("--kill-after=10")
