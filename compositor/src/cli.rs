@@ -128,6 +128,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = crate::backend::tty::release::ReleaseMode::Auto)]
     pub release_mode: crate::backend::tty::release::ReleaseMode,
 
+    /// tty backend, for testing error recovery: after every N-th page flip, submit an
+    /// extra flip first so that the kernel refuses the next frame's commit with EBUSY.
+    #[arg(long, value_name = "N")]
+    pub kms_inject_ebusy_every: Option<std::num::NonZeroU32>,
+
     /// Seconds between stats lines in the log (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub stats_interval: u64,
@@ -173,6 +178,7 @@ impl Cli {
             tty: crate::backend::tty::TtyConfig {
                 drm_device: self.drm_device.clone(),
                 release_mode: self.release_mode,
+                inject_ebusy_every: self.kms_inject_ebusy_every,
             },
         }
     }

@@ -290,6 +290,9 @@ impl State {
                 }
             }
         }
+        if let Backend::Tty(tty) = &mut self.backend {
+            tty.maybe_inject_busy_flip(index);
+        }
         self.tty_frame(index, Some(time));
     }
 

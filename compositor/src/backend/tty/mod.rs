@@ -12,6 +12,7 @@
 //! [`State`](crate::State)).
 
 pub mod capture;
+mod fault;
 pub mod frame;
 pub mod input;
 pub mod kms;
@@ -64,6 +65,8 @@ pub struct TtyConfig {
     pub drm_device: Option<PathBuf>,
     /// When client buffers that were on a plane are released.
     pub release_mode: ReleaseMode,
+    /// Testing: after every N-th page flip, provoke a real EBUSY (see [`fault`]).
+    pub inject_ebusy_every: Option<std::num::NonZeroU32>,
 }
 
 /// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
@@ -166,6 +169,8 @@ pub struct TtyBackend {
     pub(crate) late_fences: Vec<(SyncFile, u64)>,
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
+    /// `--kms-inject-ebusy-every`.
+    inject_ebusy_every: Option<std::num::NonZeroU32>,
     dh: DisplayHandle,
 }
 
@@ -229,6 +234,12 @@ impl TtyBackend {
             }
         );
         tracing::info!(mode = release.name(), reason = %why, "tty: release of scanned-out buffers");
+        if let Some(n) = config.inject_ebusy_every {
+            tracing::warn!(
+                every = n,
+                "tty: testing: provoking EBUSY after every {n}th page flip"
+            );
+        }
         let renderer = CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()))?;
         let signalled_stub = SyncFile::signaled_stub()
             .map_err(|err| tracing::info!(%err, "no signalled stub fence: IN_FENCE_FD unused"))
@@ -249,6 +260,7 @@ impl TtyBackend {
             signalled_stub,
             late_fences: Vec::new(),
             libinput: None,
+            inject_ebusy_every: config.inject_ebusy_every,
             dh: dh.clone(),
         })
     }

@@ -160,6 +160,8 @@ pub struct KmsStats {
     pub commit_errors: u64,
     /// EBUSY among them.
     pub commit_ebusy: u64,
+    /// Flips injected to provoke EBUSY (`--kms-inject-ebusy-every`).
+    pub injected_busy_flips: u64,
     /// TEST_ONLY commits that refused a client buffer.
     pub test_only_failures: u64,
     /// Page-flip events.
@@ -201,6 +203,7 @@ impl KmsStats {
             "commits": self.commits,
             "commit_errors": self.commit_errors,
             "commit_ebusy": self.commit_ebusy,
+            "injected_busy_flips": self.injected_busy_flips,
             "test_only_failures": self.test_only_failures,
             "page_flips": self.flips,
             "out_fences": self.out_fences,
