@@ -436,6 +436,7 @@ impl State {
             ) {
                 Ok(out) => {
                     tracing::info!(output = %out.output.name(), "connector appeared: output added");
+                    tty.stats.connectors_added += 1;
                     added.push(out.output.clone());
                     tty.outputs.push(out);
                 }

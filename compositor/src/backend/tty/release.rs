@@ -174,6 +174,8 @@ pub struct KmsStats {
     pub flip_releases: u64,
     /// Connectors that went away.
     pub connectors_lost: u64,
+    /// Connectors that appeared after startup (outputs added by a rescan).
+    pub connectors_added: u64,
     /// Session pauses (VT switches away).
     pub session_pauses: u64,
 }
@@ -210,6 +212,7 @@ impl KmsStats {
             "early_releases": self.early_releases,
             "flip_releases": self.flip_releases,
             "connectors_lost": self.connectors_lost,
+            "connectors_added": self.connectors_added,
             "session_pauses": self.session_pauses,
         })
     }
