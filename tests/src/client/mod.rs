@@ -30,6 +30,7 @@
 
 pub mod buffers;
 pub mod harness;
+pub mod input;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -185,6 +186,8 @@ pub struct Recorder {
     pub explicit_releases: Vec<ExplicitReleaseRecord>,
     /// wp_presentation clock.
     pub presentation_clock: Option<u32>,
+    /// wl_seat keyboard and pointer events (after [`TestClient::bind_seat`]).
+    pub input: input::InputRecord,
 }
 
 impl Recorder {

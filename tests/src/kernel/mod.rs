@@ -11,6 +11,7 @@ pub mod dma_heap;
 pub mod kms;
 pub mod proc_stats;
 pub mod udmabuf;
+pub mod uinput;
 pub mod vgem;
 
 pub use card::{open_card_by_driver, Card, NodeKind};

@@ -4,8 +4,8 @@
 use smithay::{
     backend::{
         input::{
-            AbsolutePositionEvent, ButtonState, Event, InputEvent, KeyState, KeyboardKeyEvent,
-            PointerButtonEvent, PointerMotionEvent,
+            AbsolutePositionEvent, ButtonState, Device, DeviceCapability, Event, InputEvent,
+            KeyState, KeyboardKeyEvent, PointerButtonEvent, PointerMotionEvent,
         },
         libinput::{LibinputInputBackend, LibinputSessionInterface},
         session::{libseat::LibSeatSession, Session},
@@ -14,7 +14,14 @@ use smithay::{
         keyboard::{keysyms, FilterResult},
         pointer::{ButtonEvent, MotionEvent},
     },
-    reexports::{calloop::LoopHandle, input::Libinput},
+    reexports::{
+        calloop::LoopHandle,
+        input::{
+            self as libinput,
+            event::{DeviceEvent, EventTrait},
+            Libinput,
+        },
+    },
     utils::{Logical, Point, SERIAL_COUNTER},
     wayland::seat::WaylandFocus,
 };
@@ -36,12 +43,56 @@ pub fn register(
     handle
         .insert_source(backend, |event, _, state| state.tty_input(event))
         .map_err(|e| TtyError::Source(e.error.to_string()))?;
+    // udev_assign_seat queued a DEVICE_ADDED event for every device present now, but the
+    // libinput fd only becomes readable with the next input or udev event: without this
+    // the devices would be announced only when someone first touches one of them.
+    handle.insert_idle(State::tty_take_queued_device_events);
     Ok(context)
 }
 
 impl State {
+    /// Hands the device events libinput queued without making its fd readable to the
+    /// seat now instead of at the next input event: the devices `udev_assign_seat` found
+    /// ([`register`] runs this once the loop turns), and likewise those that
+    /// `Libinput::resume` adds or `Libinput::suspend` removes, when called after them.
+    /// Only libinput's dispatch, which the event source runs and which drains the queue,
+    /// produces input events, so nothing else can be waiting here.
+    pub(crate) fn tty_take_queued_device_events(&mut self) {
+        let crate::backend::Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let Some(context) = tty.libinput.as_mut() else {
+            return;
+        };
+        let queued: Vec<libinput::Event> = context.by_ref().collect();
+        for event in queued {
+            match event {
+                libinput::Event::Device(DeviceEvent::Added(e)) => {
+                    self.tty_input(InputEvent::DeviceAdded { device: e.device() })
+                }
+                libinput::Event::Device(DeviceEvent::Removed(e)) => {
+                    self.tty_input(InputEvent::DeviceRemoved { device: e.device() })
+                }
+                other => tracing::warn!(?other, "unexpected queued libinput event dropped"),
+            }
+        }
+    }
+
     fn tty_input(&mut self, event: InputEvent<LibinputInputBackend>) {
         match event {
+            // Logged so that a device's arrival (at start-up or hot-added through udev)
+            // and removal can be seen, by a person and by the VM input suite.
+            InputEvent::DeviceAdded { device } => {
+                tracing::info!(
+                    name = %Device::name(&device),
+                    keyboard = Device::has_capability(&device, DeviceCapability::Keyboard),
+                    pointer = Device::has_capability(&device, DeviceCapability::Pointer),
+                    "input device added"
+                );
+            }
+            InputEvent::DeviceRemoved { device } => {
+                tracing::info!(name = %Device::name(&device), "input device removed");
+            }
             InputEvent::Keyboard { event } => {
                 let Some(keyboard) = self.seat.get_keyboard() else {
                     return;
