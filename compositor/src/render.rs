@@ -55,6 +55,15 @@ impl State {
         Some(tick)
     }
 
+    /// The scene may have changed: backends that stop refreshing while nothing changes
+    /// (the tty backend commits nothing then) start a refresh cycle. The others refresh
+    /// on their own clock.
+    pub fn request_redraw(&mut self) {
+        if matches!(self.backend, crate::backend::Backend::Tty(_)) {
+            self.tty_wake();
+        }
+    }
+
     /// Render output `index` and finish the refresh cycle `tick`.
     pub fn present_frame(&mut self, index: usize, tick: FrameTick) {
         self.space.refresh();

@@ -91,6 +91,9 @@ impl Server {
                     if let Err(err) = display.dispatch_clients(state) {
                         tracing::warn!(%err, "dispatching clients");
                     }
+                    // Requests (new windows, destroyed surfaces, ...) may change what
+                    // an idle output shows.
+                    state.request_redraw();
                     Ok(PostAction::Continue)
                 },
             )

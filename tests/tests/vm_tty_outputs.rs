@@ -29,7 +29,10 @@ struct SysfsConnector(PathBuf);
 impl SysfsConnector {
     /// The connectors of the card at `/dev/dri/cardN`, by name.
     fn of_card(card: &Path) -> Vec<SysfsConnector> {
-        let name = card.file_name().and_then(|n| n.to_str()).expect("card name");
+        let name = card
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("card name");
         let prefix = format!("{name}-");
         let mut found: Vec<SysfsConnector> = std::fs::read_dir("/sys/class/drm")
             .expect("/sys/class/drm")
@@ -65,7 +68,10 @@ impl SysfsConnector {
 
 /// Make the kernel send a `change` uevent for the card (what a hotplug interrupt does).
 fn card_changed(card: &Path) {
-    let name = card.file_name().and_then(|n| n.to_str()).expect("card name");
+    let name = card
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("card name");
     std::fs::write(format!("/sys/class/drm/{name}/uevent"), "change")
         .expect("triggering a change uevent");
 }
@@ -193,7 +199,11 @@ fn virtio_gpu_two_outputs_one_vanishes_and_returns() {
     assert_eq!(k["connectors_lost"], 1, "{k}");
     assert_eq!(k["connectors_added"], 1, "{k}");
     let outputs = stats["outputs"].as_array().expect("outputs");
-    assert_eq!(outputs.len(), 3, "two outputs, then the returning one: {stats}");
+    assert_eq!(
+        outputs.len(),
+        3,
+        "two outputs, then the returning one: {stats}"
+    );
     for o in outputs {
         assert!(
             o["refresh_cycles"].as_u64().unwrap_or(0) > 0,

@@ -53,6 +53,8 @@ impl CompositorHandler for State {
         }
 
         super::xdg_shell::handle_commit(&mut self.popups, &self.space, surface);
+        // Also reached when a commit held back by its acquire fence is applied.
+        self.request_redraw();
     }
 
     fn destroyed(&mut self, _surface: &WlSurface) {

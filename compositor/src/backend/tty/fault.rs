@@ -1,37 +1,55 @@
 //! Fault injection for tests (`--kms-inject-ebusy-every N`): provoke a genuine EBUSY from
 //! the kernel on the real frame path.
 //!
-//! Right after every N-th page-flip event, before the next frame is committed, an extra
-//! non-blocking page flip re-shows the framebuffer already on the plane. The frame's own
-//! commit, made a moment later, then finds the CRTC busy with that flip and the kernel
-//! refuses it with EBUSY ("busy with a previous commit"), exactly as it would after a lost
-//! page-flip event or a commit made too early. What follows is the production path:
-//! nothing on screen changes, no client buffer is released, and the frame is retried one
-//! refresh later.
+//! Before every N-th frame commit, an extra non-blocking page flip re-shows the
+//! framebuffer already on the plane. The frame's own commit, made right after it, finds
+//! the CRTC busy with that flip and the kernel refuses it with EBUSY ("busy with a
+//! previous commit"), exactly as it would after a lost page-flip event or a commit made
+//! too early. What follows is the production path: nothing on screen changes, no client
+//! buffer is released, and the frame is retried one refresh later.
+
+use std::num::NonZeroU32;
 
 use smithay::reexports::drm::control::{AtomicCommitFlags, Device as _};
 
 use super::{
     kms::{
         atomic::{self, CommitPlan},
-        scanout::Shown,
+        device::KmsDevice,
+        scanout::{Shown, TtyOutput},
     },
-    TtyBackend,
+    release::KmsStats,
 };
 
-impl TtyBackend {
-    /// Whether flip number `flips` of output `index` is one to follow with an injected
-    /// flip; if so, submit it. Returns whether the kernel accepted it.
-    pub(crate) fn maybe_inject_busy_flip(&mut self, index: usize) -> bool {
-        let Some(every) = self.inject_ebusy_every else {
-            return false;
-        };
-        if !self.stats.flips.is_multiple_of(u64::from(every.get())) {
+/// When to inject: every `every`-th frame commit.
+#[derive(Debug)]
+pub struct BusyInjector {
+    every: NonZeroU32,
+    since_last: u32,
+}
+
+impl BusyInjector {
+    /// Inject before every `every`-th frame commit.
+    pub fn new(every: NonZeroU32) -> Self {
+        Self {
+            every,
+            since_last: 0,
+        }
+    }
+
+    /// Called before each frame commit (not modesets) of `out`: if this one is due,
+    /// submit the extra flip. Returns whether the kernel accepted it.
+    pub fn before_commit(
+        &mut self,
+        device: &KmsDevice,
+        out: &TtyOutput,
+        stats: &mut KmsStats,
+    ) -> bool {
+        self.since_last += 1;
+        if self.since_last < self.every.get() {
             return false;
         }
-        let Some(out) = self.outputs.get(index).filter(|o| o.alive) else {
-            return false;
-        };
+        self.since_last = 0;
         let fb = match &out.shown {
             Shown::Client(c) => c.fb.fb,
             Shown::Composited(i) => match out.slots.get(*i) {
@@ -63,13 +81,10 @@ impl TtyBackend {
             }
         };
         let flags = AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT;
-        match self.device.fd.atomic_commit(flags, req) {
+        match device.fd.atomic_commit(flags, req) {
             Ok(()) => {
-                self.stats.injected_busy_flips += 1;
-                tracing::debug!(
-                    output = index,
-                    "injected a flip: the next commit should get EBUSY"
-                );
+                stats.injected_busy_flips += 1;
+                tracing::debug!(output = %out.output.name(), "injected a flip: this commit should get EBUSY");
                 true
             }
             Err(err) => {

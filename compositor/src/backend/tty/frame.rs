@@ -89,6 +89,37 @@ impl State {
         }
     }
 
+    /// Something a client did may change what idle outputs show: run a refresh cycle on
+    /// each of them, once, from the event loop's idle queue. Cheap when nothing is idle.
+    pub fn tty_wake(&mut self) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        if tty.wake_queued || !tty.outputs.iter().any(|o| o.alive && o.idle) {
+            return;
+        }
+        tty.wake_queued = true;
+        self.loop_handle.insert_idle(|state| {
+            let Backend::Tty(tty) = &mut state.backend else {
+                return;
+            };
+            tty.wake_queued = false;
+            let woken: Vec<usize> = tty
+                .outputs
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, o)| o.alive && o.idle && o.pending.is_none())
+                .map(|(i, o)| {
+                    o.idle = false;
+                    i
+                })
+                .collect();
+            for index in woken {
+                state.tty_frame(index, None);
+            }
+        });
+    }
+
     /// One refresh cycle of output `index`; `vblank` is the kernel time of the flip that
     /// started it.
     fn tty_frame(&mut self, index: usize, vblank: Option<Duration>) {
@@ -101,6 +132,8 @@ impl State {
         let Some(out) = tty.outputs.get_mut(index).filter(|o| o.alive) else {
             return;
         };
+        // The render sets it again if this cycle has nothing to commit.
+        out.idle = false;
         let refresh = out.clock.refresh();
         let base = vblank.unwrap_or_else(super::kms::scanout::monotonic_now);
         let tick = out.clock.tick_at(base + refresh);
@@ -290,9 +323,6 @@ impl State {
                 }
             }
         }
-        if let Backend::Tty(tty) = &mut self.backend {
-            tty.maybe_inject_busy_flip(index);
-        }
         self.tty_frame(index, Some(time));
     }
 
@@ -328,6 +358,9 @@ impl State {
                 }
             }
         }
+        // suspend/resume queue device removed/added events without making the libinput
+        // fd readable: hand them to the seat now.
+        self.tty_take_queued_device_events();
     }
 
     /// Connectors changed: vanished ones are switched off and their output unmapped; new

@@ -41,7 +41,11 @@ pub fn register(
     }
     let backend = LibinputInputBackend::new(context.clone());
     handle
-        .insert_source(backend, |event, _, state| state.tty_input(event))
+        .insert_source(backend, |event, _, state| {
+            state.tty_input(event);
+            // Focus changes and raised windows change what idle outputs show.
+            state.request_redraw();
+        })
         .map_err(|e| TtyError::Source(e.error.to_string()))?;
     // udev_assign_seat queued a DEVICE_ADDED event for every device present now, but the
     // libinput fd only becomes readable with the next input or udev event: without this

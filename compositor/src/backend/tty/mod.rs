@@ -170,7 +170,9 @@ pub struct TtyBackend {
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
     /// `--kms-inject-ebusy-every`.
-    inject_ebusy_every: Option<std::num::NonZeroU32>,
+    inject_busy: Option<fault::BusyInjector>,
+    /// A wake-up of idle outputs is in the idle queue.
+    pub(crate) wake_queued: bool,
     dh: DisplayHandle,
 }
 
@@ -260,7 +262,8 @@ impl TtyBackend {
             signalled_stub,
             late_fences: Vec::new(),
             libinput: None,
-            inject_ebusy_every: config.inject_ebusy_every,
+            inject_busy: config.inject_ebusy_every.map(fault::BusyInjector::new),
+            wake_queued: false,
             dh: dh.clone(),
         })
     }
@@ -313,6 +316,7 @@ impl TtyBackend {
             fbs,
             stats,
             signalled_stub,
+            inject_busy,
             ..
         } = self;
         let out = outputs
@@ -437,15 +441,38 @@ impl TtyBackend {
                 out.slots[slot_index].rendered_at = render_count;
                 states = rendered;
                 let damaged = damage.is_some_and(|d| !d.is_empty()) || on_screen.is_none();
-                (
-                    Some(Shown::Composited(slot_index)),
-                    Some(out.slots[slot_index].fb.as_ref().to_owned()),
-                    damaged,
-                )
+                if damaged || modeset {
+                    (
+                        Some(Shown::Composited(slot_index)),
+                        Some(out.slots[slot_index].fb.as_ref().to_owned()),
+                        damaged,
+                    )
+                } else {
+                    // The slot on screen already shows this: no flip.
+                    (None, None, false)
+                }
             }
         };
         let direct = matches!(new_shown.as_ref().unwrap_or(&out.shown), Shown::Client(_));
 
+        if fb.is_none() && modeset_part.is_none() {
+            // Nothing new for the display: no commit, no flip. The output idles until a
+            // client request wakes it; a buffer re-committed while on the plane is read
+            // from now on (no fence: it was on screen already).
+            let mut report = ScanoutReport::default();
+            if let Shown::Client(c) = &out.shown {
+                report.still_shown = Some(c.surface.clone());
+            }
+            out.report = Some(report);
+            out.idle = true;
+            stats.idle_cycles += 1;
+            return Ok(RenderedFrame {
+                output: out.output.clone(),
+                damaged: false,
+                states,
+                sync,
+            });
+        }
         let plan = CommitPlan {
             modeset: modeset_part,
             fb,
@@ -461,6 +488,9 @@ impl TtyBackend {
             Some(&mut out.out_fence_slot),
             signalled_stub.as_ref(),
         )?;
+        if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
+            injector.before_commit(device, out, stats);
+        }
         let committed_at = Instant::now();
         tracing::trace!(output = %out.output.name(), modeset, direct, fb = ?plan.fb, "atomic commit");
         if let Err(source) = device.fd.atomic_commit(atomic::commit_flags(modeset), req) {

@@ -156,6 +156,8 @@ pub struct KmsStats {
     pub composited_frames: u64,
     /// Commits made.
     pub commits: u64,
+    /// Refresh cycles with nothing new to show (no commit made; the output idled).
+    pub idle_cycles: u64,
     /// Commits the kernel refused (errno in the log).
     pub commit_errors: u64,
     /// EBUSY among them.
@@ -203,6 +205,7 @@ impl KmsStats {
             "direct_scanout_frames": self.direct_scanout_frames,
             "composited_frames": self.composited_frames,
             "commits": self.commits,
+            "idle_cycles": self.idle_cycles,
             "commit_errors": self.commit_errors,
             "commit_ebusy": self.commit_ebusy,
             "injected_busy_flips": self.injected_busy_flips,

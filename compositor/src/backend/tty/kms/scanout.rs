@@ -154,8 +154,11 @@ pub struct TtyOutput {
     pub pending: Option<PendingFlip>,
     pub report: Option<ScanoutReport>,
     pub out_fence_slot: OutFenceSlot,
-    /// A frame should be committed when the pending flip (if any) completes.
-    pub frame_queued: bool,
+    /// Nothing in flight and no cycle scheduled: the last cycle had nothing new to show,
+    /// so no commit was made. A client request wakes it ([`State::tty_wake`]).
+    ///
+    /// [`State::tty_wake`]: crate::State::tty_wake
+    pub idle: bool,
 }
 
 impl TtyOutput {
@@ -316,7 +319,7 @@ pub fn create_output(
         pending: None,
         report: None,
         out_fence_slot: OutFenceSlot::new(),
-        frame_queued: true,
+        idle: false,
     })
 }
 
