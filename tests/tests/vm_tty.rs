@@ -432,6 +432,13 @@ fn redraw_on_release(
     let k = kms(&stats).clone();
     assert!(k["early_releases"].as_u64().unwrap_or(0) >= u64::from(frames) / 2);
     assert!(k["direct_scanout_frames"].as_u64().unwrap_or(0) >= u64::from(frames) / 2);
+    // One commit per client frame plus the first modeset: nothing while idle (the run
+    // lasts seconds, so a per-vblank commit would be hundreds more).
+    let commits = k["commits"].as_u64().unwrap_or(0);
+    assert!(
+        commits <= u64::from(frames) + 2,
+        "{commits} commits for {frames} client frames: idle outputs commit nothing"
+    );
     k
 }
 
