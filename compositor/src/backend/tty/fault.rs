@@ -14,7 +14,6 @@ use smithay::reexports::drm::control::{AtomicCommitFlags, Device as _};
 
 use super::{
     kms::{
-        atomic::{self, CommitPlan},
         device::KmsDevice,
         scanout::{Shown, TtyOutput},
     },
@@ -42,7 +41,7 @@ impl BusyInjector {
     pub fn before_commit(
         &mut self,
         device: &KmsDevice,
-        out: &TtyOutput,
+        out: &mut TtyOutput,
         stats: &mut KmsStats,
     ) -> bool {
         self.since_last += 1;
@@ -58,22 +57,7 @@ impl BusyInjector {
             },
             Shown::Nothing => return false,
         };
-        let size = out.size();
-        let plan = CommitPlan {
-            modeset: None,
-            fb: Some(fb),
-            src: size,
-            dst: size,
-        };
-        let req = match atomic::build(
-            out.crtc,
-            &out.crtc_props,
-            out.plane,
-            &out.plane_props,
-            &plan,
-            None,
-            None,
-        ) {
+        let req = match out.request(None, Some(fb), false, None) {
             Ok(req) => req,
             Err(err) => {
                 tracing::warn!(%err, "injected flip: building the request");

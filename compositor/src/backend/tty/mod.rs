@@ -46,7 +46,7 @@ use syncbridge_bridge::SyncFile;
 
 use self::{
     kms::{
-        atomic::{self, CommitPlan, Modeset},
+        atomic::{self, Modeset},
         device::KmsDevice,
         planes::ClientFbCache,
         scanout::{ClientScanout, PendingFlip, ScanoutReport, Shown, TtyOutput},
@@ -347,21 +347,8 @@ impl TtyBackend {
                 if already && !modeset {
                     chosen = Some((c, fb));
                 } else {
-                    let plan = CommitPlan {
-                        modeset: modeset_part,
-                        fb: Some(fb.fb),
-                        src: size,
-                        dst: size,
-                    };
-                    let req = atomic::build(
-                        out.crtc,
-                        &out.crtc_props,
-                        out.plane,
-                        &out.plane_props,
-                        &plan,
-                        None,
-                        signalled_stub.as_ref(),
-                    )?;
+                    let req =
+                        out.request(modeset_part, Some(fb.fb), false, signalled_stub.as_ref())?;
                     match atomic::test(&device.fd, req, modeset) {
                         Ok(()) => chosen = Some((c, fb)),
                         Err(err) => {
@@ -473,26 +460,12 @@ impl TtyBackend {
                 sync,
             });
         }
-        let plan = CommitPlan {
-            modeset: modeset_part,
-            fb,
-            src: size,
-            dst: size,
-        };
-        let req = atomic::build(
-            out.crtc,
-            &out.crtc_props,
-            out.plane,
-            &out.plane_props,
-            &plan,
-            Some(&mut out.out_fence_slot),
-            signalled_stub.as_ref(),
-        )?;
+        let req = out.request(modeset_part, fb, true, signalled_stub.as_ref())?;
         if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
             injector.before_commit(device, out, stats);
         }
         let committed_at = Instant::now();
-        tracing::trace!(output = %out.output.name(), modeset, direct, fb = ?plan.fb, "atomic commit");
+        tracing::trace!(output = %out.output.name(), modeset, direct, ?fb, "atomic commit");
         if let Err(source) = device.fd.atomic_commit(atomic::commit_flags(modeset), req) {
             stats.commit_errors += 1;
             if source.raw_os_error() == Some(libc::EBUSY) {

@@ -12,16 +12,19 @@ use smithay::{
     },
     output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
     reexports::{
-        drm::control::{connector, crtc, plane, property, Device as _, Mode, ResourceHandles},
+        drm::control::{
+            atomic::AtomicModeReq, connector, crtc, framebuffer, plane, property, Device as _,
+            Mode, ResourceHandles,
+        },
         wayland_server::{backend::GlobalId, protocol::wl_surface::WlSurface, DisplayHandle},
     },
     utils::Transform,
 };
-use syncbridge_bridge::kms::OutFenceSlot;
+use syncbridge_bridge::{kms::OutFenceSlot, SyncFile};
 use syncbridge_protocols::BufferId;
 
 use super::{
-    atomic::CrtcProps,
+    atomic::{CommitPlan, CrtcProps, Modeset},
     device::{KmsDevice, PropMap},
     planes::ClientFb,
 };
@@ -166,6 +169,35 @@ impl TtyOutput {
     pub fn size(&self) -> (u32, u32) {
         let (w, h) = self.mode.size();
         (u32::from(w), u32::from(h))
+    }
+
+    /// The atomic request that shows `fb` over the whole output on its primary plane
+    /// (`None`: keep the plane as it is), with `modeset` if given. `arm_out_fence` asks
+    /// for the CRTC's out-fence into [`Self::out_fence_slot`]; `in_fence` is
+    /// compositor-made only (see [`atomic`](super::atomic)).
+    pub fn request(
+        &mut self,
+        modeset: Option<Modeset>,
+        fb: Option<framebuffer::Handle>,
+        arm_out_fence: bool,
+        in_fence: Option<&SyncFile>,
+    ) -> Result<AtomicModeReq, TtyError> {
+        let size = self.size();
+        let plan = CommitPlan {
+            modeset,
+            fb,
+            src: size,
+            dst: size,
+        };
+        super::atomic::build(
+            self.crtc,
+            &self.crtc_props,
+            self.plane,
+            &self.plane_props,
+            &plan,
+            arm_out_fence.then_some(&mut self.out_fence_slot),
+            in_fence,
+        )
     }
 }
 
