@@ -128,8 +128,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = crate::backend::tty::release::ReleaseMode::Auto)]
     pub release_mode: crate::backend::tty::release::ReleaseMode,
 
-    /// tty backend, for testing error recovery: after every N-th page flip, submit an
-    /// extra flip first so that the kernel refuses the next frame's commit with EBUSY.
+    /// tty backend, for testing error recovery: before every N-th frame commit, submit an
+    /// extra page flip so that the kernel refuses that commit with EBUSY.
     #[arg(long, value_name = "N")]
     pub kms_inject_ebusy_every: Option<std::num::NonZeroU32>,
 

@@ -14,13 +14,16 @@ use std::time::{Duration, Instant};
 
 use drm::control::Device as _;
 use syncbridge_tests::client::buffers::Allocator;
-use syncbridge_tests::client::{Commit, Presentation, TestClient};
+use syncbridge_tests::client::{Commit, Presentation, Recorder, TestClient};
 use syncbridge_tests::kernel::card::Card;
 use syncbridge_tests::tty::*;
 use wayland_client::protocol::wl_shm::Format;
 
 /// wp_presentation_feedback kind: zero_copy.
 const ZERO_COPY: u32 = 0x8;
+
+/// Size of the small test frames.
+const SMALL: (u32, u32) = (64, 64);
 
 /// A connector's sysfs directory, e.g. `/sys/class/drm/card0-Virtual-2`.
 #[derive(Debug)]
@@ -76,9 +79,8 @@ fn card_changed(card: &Path) {
         .expect("triggering a change uevent");
 }
 
-fn wl_outputs(c: &TestClient) -> usize {
-    c.rec
-        .globals
+fn wl_outputs(r: &Recorder) -> usize {
+    r.globals
         .iter()
         .filter(|g| g.interface == "wl_output")
         .count()
@@ -94,9 +96,18 @@ fn active_crtcs(card: &Card) -> usize {
         .count()
 }
 
-/// Commit a shm frame with presentation feedback and wait for its outcome.
-fn commit_frame(c: &mut TestClient, surface: usize, colour: u32) -> Option<Presentation> {
-    let buffer = c.create_shm_buffer_filled(64, 64, Format::Xrgb8888, colour);
+/// Commit a `size` shm frame with presentation feedback and wait for its outcome.
+fn commit_frame(
+    c: &mut TestClient,
+    surface: usize,
+    size: (u32, u32),
+    colour: u32,
+) -> Option<Presentation> {
+    let (w, h) = (
+        i32::try_from(size.0).expect("width"),
+        i32::try_from(size.1).expect("height"),
+    );
+    let buffer = c.create_shm_buffer_filled(w, h, Format::Xrgb8888, colour);
     c.attach(surface, Some(buffer));
     let commit = c.commit(surface, Commit::frame_and_feedback());
     c.flush();
@@ -108,16 +119,17 @@ fn presented(p: Option<Presentation>) -> bool {
     matches!(p, Some(Presentation::Presented { .. }))
 }
 
-/// Wait until `cond` holds on `c`'s record (dispatching), up to `within`.
-fn wait(c: &mut TestClient, within: Duration, cond: impl Fn(&TestClient) -> bool) -> bool {
+/// Wait until `cond` (on the kernel's state) holds, up to `within`, dispatching `c`'s
+/// events meanwhile.
+fn wait(c: &mut TestClient, within: Duration, cond: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < within {
-        if cond(c) {
+        if cond() {
             return true;
         }
         c.blocking_dispatch_until(Duration::from_millis(100), |_| false);
     }
-    cond(c)
+    cond()
 }
 
 /// Put every connector of `card` back to `detect` when the test ends, pass or fail.
@@ -152,30 +164,37 @@ fn virtio_gpu_two_outputs_one_vanishes_and_returns() {
     let comp = Compositor::start("two-outputs", &path, &[]);
     let card = Card::open(&path).expect("open the card");
     let mut c = comp.client();
-    assert_eq!(wl_outputs(&c), 2, "one wl_output per connected connector");
+    assert_eq!(
+        wl_outputs(&c.rec),
+        2,
+        "one wl_output per connected connector"
+    );
     assert!(
-        wait(&mut c, LONG, |_| active_crtcs(&card) == 2),
+        wait(&mut c, LONG, || active_crtcs(&card) == 2),
         "both CRTCs lit; log:\n{}",
         comp.log_text()
     );
     let s = configured_surface(&mut c);
-    assert!(presented(commit_frame(&mut c, s, 0x00ff_0000)), "presented");
+    assert!(
+        presented(commit_frame(&mut c, s, SMALL, 0x00ff_0000)),
+        "presented"
+    );
 
     // The second connector vanishes.
     second.force("off");
     card_changed(&path);
     assert!(
-        wait(&mut c, LONG, |c| wl_outputs(c) == 1),
+        c.blocking_dispatch_until(LONG, |r| wl_outputs(r) == 1),
         "the vanished connector's wl_output was removed; log:\n{}",
         comp.log_text()
     );
     assert!(
-        wait(&mut c, LONG, |_| active_crtcs(&card) == 1),
+        wait(&mut c, LONG, || active_crtcs(&card) == 1),
         "its CRTC was switched off"
     );
     for i in 0..10 {
         assert!(
-            presented(commit_frame(&mut c, s, 0x0000_ff00 + i)),
+            presented(commit_frame(&mut c, s, SMALL, 0x0000_ff00 + i)),
             "frame {i} after the connector vanished was presented; log:\n{}",
             comp.log_text()
         );
@@ -185,15 +204,18 @@ fn virtio_gpu_two_outputs_one_vanishes_and_returns() {
     second.force("on");
     card_changed(&path);
     assert!(
-        wait(&mut c, LONG, |c| wl_outputs(c) == 2),
+        c.blocking_dispatch_until(LONG, |r| wl_outputs(r) == 2),
         "the returning connector got a wl_output again; log:\n{}",
         comp.log_text()
     );
     assert!(
-        wait(&mut c, LONG, |_| active_crtcs(&card) == 2),
+        wait(&mut c, LONG, || active_crtcs(&card) == 2),
         "and its CRTC is lit again"
     );
-    assert!(presented(commit_frame(&mut c, s, 0x0000_00ff)), "presented");
+    assert!(
+        presented(commit_frame(&mut c, s, SMALL, 0x0000_00ff)),
+        "presented"
+    );
     let stats = comp.stop();
     let k = kms(&stats);
     assert_eq!(k["connectors_lost"], 1, "{k}");
@@ -253,12 +275,12 @@ fn vkms_only_connector_vanishes_and_returns() {
     connector.force("off");
     card_changed(&path);
     assert!(
-        wait(&mut c, LONG, |c| wl_outputs(c) == 0),
+        c.blocking_dispatch_until(LONG, |r| wl_outputs(r) == 0),
         "the wl_output was removed; log:\n{}",
         comp.log_text()
     );
     assert!(
-        wait(&mut c, LONG, |_| active_crtcs(&card) == 0),
+        wait(&mut c, LONG, || active_crtcs(&card) == 0),
         "the CRTC was switched off"
     );
     // Still serving: a roundtrip works, and a commit is not presented anywhere.
@@ -284,25 +306,15 @@ fn vkms_only_connector_vanishes_and_returns() {
     connector.force("detect");
     card_changed(&path);
     assert!(
-        wait(&mut c, LONG, |c| wl_outputs(c) == 1),
+        c.blocking_dispatch_until(LONG, |r| wl_outputs(r) == 1),
         "the connector came back with a wl_output; log:\n{}",
         comp.log_text()
     );
     let colour = 0x0000_00ff;
-    let buffer = c.create_shm_buffer_filled(
-        i32::try_from(size.0).expect("width"),
-        i32::try_from(size.1).expect("height"),
-        Format::Xrgb8888,
-        colour,
-    );
-    c.attach(s, Some(buffer));
-    let back = c.commit(s, Commit::feedback());
-    c.flush();
     assert!(
-        c.blocking_dispatch_until(LONG, |r| r.outcome(back).is_some()),
-        "an outcome for the first frame after the return"
+        presented(commit_frame(&mut c, s, size, colour)),
+        "presented after the return"
     );
-    assert!(presented(c.rec.outcome(back)), "presented after the return");
     assert!(
         wait_shows(&card, &[(size.0 / 2, size.1 / 2)], colour, LONG),
         "the display shows the client's frame again; log:\n{}",

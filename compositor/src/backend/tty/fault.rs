@@ -37,31 +37,26 @@ impl BusyInjector {
     }
 
     /// Called before each frame commit (not modesets) of `out`: if this one is due,
-    /// submit the extra flip. Returns whether the kernel accepted it.
-    pub fn before_commit(
-        &mut self,
-        device: &KmsDevice,
-        out: &mut TtyOutput,
-        stats: &mut KmsStats,
-    ) -> bool {
+    /// submit the extra flip.
+    pub fn before_commit(&mut self, device: &KmsDevice, out: &mut TtyOutput, stats: &mut KmsStats) {
         self.since_last += 1;
         if self.since_last < self.every.get() {
-            return false;
+            return;
         }
         self.since_last = 0;
         let fb = match &out.shown {
             Shown::Client(c) => c.fb.fb,
             Shown::Composited(i) => match out.slots.get(*i) {
                 Some(slot) => *slot.fb.as_ref(),
-                None => return false,
+                None => return,
             },
-            Shown::Nothing => return false,
+            Shown::Nothing => return,
         };
         let req = match out.request(None, Some(fb), false, None) {
             Ok(req) => req,
             Err(err) => {
                 tracing::warn!(%err, "injected flip: building the request");
-                return false;
+                return;
             }
         };
         let flags = AtomicCommitFlags::NONBLOCK | AtomicCommitFlags::PAGE_FLIP_EVENT;
@@ -69,12 +64,8 @@ impl BusyInjector {
             Ok(()) => {
                 stats.injected_busy_flips += 1;
                 tracing::debug!(output = %out.output.name(), "injected a flip: this commit should get EBUSY");
-                true
             }
-            Err(err) => {
-                tracing::warn!(%err, "injected flip refused");
-                false
-            }
+            Err(err) => tracing::warn!(%err, "injected flip refused"),
         }
     }
 }

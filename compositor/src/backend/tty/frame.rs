@@ -104,15 +104,13 @@ impl State {
                 return;
             };
             tty.wake_queued = false;
+            // tty_frame clears `idle`.
             let woken: Vec<usize> = tty
                 .outputs
-                .iter_mut()
+                .iter()
                 .enumerate()
                 .filter(|(_, o)| o.alive && o.idle && o.pending.is_none())
-                .map(|(i, o)| {
-                    o.idle = false;
-                    i
-                })
+                .map(|(i, _)| i)
                 .collect();
             for index in woken {
                 state.tty_frame(index, None);

@@ -65,7 +65,7 @@ pub struct TtyConfig {
     pub drm_device: Option<PathBuf>,
     /// When client buffers that were on a plane are released.
     pub release_mode: ReleaseMode,
-    /// Testing: after every N-th page flip, provoke a real EBUSY (see [`fault`]).
+    /// Testing: before every N-th frame commit, provoke a real EBUSY (see [`fault`]).
     pub inject_ebusy_every: Option<std::num::NonZeroU32>,
 }
 
@@ -239,7 +239,7 @@ impl TtyBackend {
         if let Some(n) = config.inject_ebusy_every {
             tracing::warn!(
                 every = n,
-                "tty: testing: provoking EBUSY after every {n}th page flip"
+                "tty: testing: provoking EBUSY before every {n}th frame commit"
             );
         }
         let renderer = CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()))?;
