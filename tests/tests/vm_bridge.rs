@@ -719,7 +719,14 @@ fn hundred_thousand_cycles_keep_fds_memory_and_fence_set_flat() {
         1,
         "merging dedups per context"
     );
-    vgem.signal(pending.vgem_fence).expect("signal");
+    match vgem.signal(pending.vgem_fence) {
+        Ok(()) => {}
+        // vgem signals a fence itself 10 s after attaching it; on a loaded machine the
+        // cycles above can take longer (12.4 s seen), and the kernel then answers
+        // ETIMEDOUT: the fence is signalled either way, which the wait below checks.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TIMEDOUT.raw_os_error()) => {}
+        Err(e) => panic!("signalling the pending vgem fence: {e}"),
+    }
     acc.wait(LONG).expect("signals");
 }
 

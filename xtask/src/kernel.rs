@@ -12,8 +12,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cmd::{cache_dir, have_command, output_of, run_checked};
 
-/// The meta-package that names the current 6.12 image.
-const META: &str = "linux-image-6.12-amd64";
+/// Meta-packages that name the distribution's current 6.12 image: Debian 12 has a
+/// 6.12-specific one; Debian 13's default kernel is 6.12, named by the generic one.
+const METAS: &[&str] = &["linux-image-6.12-amd64", "linux-image-amd64"];
 
 #[derive(Debug, Clone)]
 pub struct VmKernel {
@@ -24,10 +25,7 @@ pub struct VmKernel {
 /// Returns a ready kernel, preparing the cache on first use (about 30 s: download,
 /// extract, build VKMS, depmod).
 pub fn prepare() -> Result<VmKernel> {
-    let kver = match std::env::var("SYNCBRIDGE_KVER") {
-        Ok(v) => v,
-        Err(_) => resolve_kver()?,
-    };
+    let kver = kver()?;
     let dir = cache_dir().join("kernel").join(&kver);
     let root = dir.join("root");
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{kver}"));
@@ -55,7 +53,34 @@ pub fn prepare() -> Result<VmKernel> {
     Ok(VmKernel { kver, vmlinuz })
 }
 
-/// `6.12.117+deb12-amd64` from the meta-package's dependency, or the newest one already
+/// The VM kernel's version: `$SYNCBRIDGE_KVER`, else the distribution's 6.12.
+pub fn kver() -> Result<String> {
+    match std::env::var("SYNCBRIDGE_KVER") {
+        Ok(v) => Ok(v),
+        Err(_) => resolve_kver(),
+    }
+}
+
+/// The compiler package the VM kernel's headers depend on (`gcc-12` for Debian 12's
+/// 6.12, `gcc-14` for Debian 13's): the out-of-tree VKMS build must use the compiler
+/// the kernel was built with.
+pub fn compiler_package() -> Result<String> {
+    let kver = kver()?;
+    let headers = format!("linux-headers-{kver}");
+    let deps = output_of(Command::new("apt-cache").args(["depends", &headers]))
+        .with_context(|| format!("apt-cache depends {headers}"))?;
+    deps.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(str::trim)
+        .find(|d| {
+            d.strip_prefix("gcc-")
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{headers} names no gcc-N compiler among its dependencies"))
+}
+
+/// `6.12.117+deb12-amd64` from a meta-package's dependency, or the newest one already
 /// in the cache when apt is not available.
 fn resolve_kver() -> Result<String> {
     if have_command("apt-cache") {
@@ -64,14 +89,20 @@ fn resolve_kver() -> Result<String> {
                 // Package lists may be missing or stale on a fresh machine.
                 crate::install::apt_update()?;
             }
-            let deps =
-                output_of(Command::new("apt-cache").args(["depends", META])).unwrap_or_default();
-            if let Some(kver) = deps
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
-                .find(|k| k.starts_with("6.12"))
-            {
-                return Ok(kver.trim().to_string());
+            for meta in METAS {
+                // Quietly: Debian 13 has no linux-image-6.12-amd64 (apt says so on stderr).
+                let deps = Command::new("apt-cache")
+                    .args(["depends", meta])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                if let Some(kver) = deps
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("Depends: linux-image-"))
+                    .find(|k| k.starts_with("6.12") && k.trim().ends_with("-amd64"))
+                {
+                    return Ok(kver.trim().to_string());
+                }
             }
         }
     }
@@ -88,9 +119,10 @@ fn resolve_kver() -> Result<String> {
         }
     }
     bail!(
-        "cannot find Debian's {META}: the VM needs Debian's 6.12 kernel image, headers and source \
+        "cannot find Debian's 6.12 kernel ({}): the VM needs Debian's 6.12 kernel image, headers and source \
          (apt sources with bookworm-security or bookworm-backports), or set SYNCBRIDGE_KVER to a \
          version already prepared in {}",
+        METAS.join(" or "),
         cached.display()
     )
 }

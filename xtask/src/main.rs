@@ -6,11 +6,14 @@
 //!   virtio-gpu, vgem, vivid and VKMS, runs CMD as root inside, exits with its status.
 //! - `cargo xtask run`: the README's run command.
 //! - `cargo xtask install`: only the installation step.
+//! - `cargo xtask clean-room -- test`: any of these in a fresh Debian root (CI's way).
 
 mod bench;
+mod clean_room;
 mod cmd;
 mod install;
 mod kernel;
+mod preflight;
 mod run;
 mod summary;
 mod test;
@@ -40,6 +43,9 @@ enum Command {
     /// Benchmarks in the VM (latch latency, commit->present, CPU per frame, bounds,
     /// release timing) against Weston 10; results in target/bench/.
     Bench(bench::BenchArgs),
+    /// Run an xtask command (`test`, `run`, ...) in a fresh Debian root made for this
+    /// run, as on a new machine: `cargo xtask clean-room [--suite trixie] -- test`.
+    CleanRoom(clean_room::CleanRoomArgs),
 }
 
 fn main() {
@@ -50,6 +56,7 @@ fn main() {
         Command::Vm(args) => vm::run(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::CleanRoom(args) => clean_room::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

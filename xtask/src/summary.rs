@@ -42,9 +42,28 @@ impl Counts {
     }
 }
 
+/// Whether `line` is the plain closing line `N passed, N failed` that `cargo xtask test`
+/// ends with.
+pub fn is_closing_line(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    matches!(
+        words.as_slice(),
+        [p, "passed,", f, "failed"] if p.parse::<u64>().is_ok() && f.parse::<u64>().is_ok()
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Counts;
+    use super::{is_closing_line, Counts};
+
+    #[test]
+    fn recognises_the_closing_line() {
+        assert!(is_closing_line("187 passed, 0 failed"));
+        assert!(!is_closing_line(
+            "xtask: host: 1 passed, 0 failed, 0 ignored; VM: 2 passed"
+        ));
+        assert!(!is_closing_line("x passed, 0 failed"));
+    }
 
     #[test]
     fn parses_libtest_summary_lines() {

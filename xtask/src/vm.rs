@@ -115,6 +115,7 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     cmd.arg("--kill-after=10")
         .arg(args.timeout.to_string())
         .arg(install::vng_path())
+        .env("PATH", install::vng_search_path())
         .arg("--run")
         .arg(&kernel.vmlinuz)
         .args(["--disable-kvm", "--disable-microvm"])

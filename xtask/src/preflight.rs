@@ -1,0 +1,231 @@
+//! What the two README commands need, checked before anything slow starts.
+//!
+//! Each requirement is something concrete that a later step uses (a command, a shared
+//! library loaded at run time, a pkg-config module the build links against, a file),
+//! with the Debian package that brings it and the step that needs it. The list is kept
+//! apart from the install lists in `install.rs` on purpose: it is what must be true
+//! after installing, so a package missing from those lists is reported here by name,
+//! in one message, instead of minutes later as `pahole: not found` inside a kernel
+//! module build.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::cmd::have_command;
+use crate::install;
+
+/// One thing a later step needs.
+enum Need {
+    /// An executable on PATH (or in /usr/sbin, /sbin).
+    Cmd(&'static str),
+    /// A shared library that ldconfig knows (loaded with dlopen at run time).
+    Lib(&'static str),
+    /// A pkg-config module (the build links against it).
+    PkgConfig(&'static str),
+    /// A file, given as a path relative to a multiarch library directory
+    /// (`/usr/lib/<triplet>/...`).
+    MultiarchFile(&'static str),
+    /// An absolute path.
+    File(&'static str),
+    /// A Python module of the system's python3.
+    PyModule(&'static str),
+}
+
+struct Requirement {
+    need: Need,
+    package: &'static str,
+    used_by: &'static str,
+}
+
+const fn req(need: Need, package: &'static str, used_by: &'static str) -> Requirement {
+    Requirement {
+        need,
+        package,
+        used_by,
+    }
+}
+
+const BUILD: &str = "the build";
+const VKMS: &str = "the VKMS module build";
+const VNG: &str = "booting the VM (virtme-ng)";
+const CLIENTS: &str = "the tests' clients";
+const NESTED: &str = "the nested backend (winit under Xvfb)";
+
+const REQUIREMENTS: &[Requirement] = &[
+    req(Need::Cmd("pkg-config"), "pkg-config", BUILD),
+    req(Need::PkgConfig("libudev"), "libudev-dev", BUILD),
+    req(Need::PkgConfig("libseat"), "libseat-dev", BUILD),
+    req(Need::PkgConfig("gbm"), "libgbm-dev", BUILD),
+    req(Need::PkgConfig("libinput"), "libinput-dev", BUILD),
+    req(Need::PkgConfig("pixman-1"), "libpixman-1-dev", BUILD),
+    req(Need::PkgConfig("xkbcommon"), "libxkbcommon-dev", BUILD),
+    req(Need::PkgConfig("egl"), "libegl-dev", BUILD),
+    req(Need::PkgConfig("glesv2"), "libgles-dev", BUILD),
+    req(Need::PkgConfig("libdrm"), "libdrm-dev", BUILD),
+    req(Need::PkgConfig("wayland-server"), "libwayland-dev", BUILD),
+    req(Need::Cmd("make"), "make", VKMS),
+    req(Need::Cmd("pahole"), "dwarves", VKMS),
+    req(Need::Cmd("depmod"), "kmod", VKMS),
+    req(Need::Cmd("xz"), "xz-utils", VKMS),
+    req(Need::Cmd("qemu-system-x86_64"), "qemu-system-x86", VNG),
+    req(Need::Cmd("busybox"), "busybox-static", VNG),
+    req(Need::Cmd("file"), "file", VNG),
+    req(Need::Cmd("strings"), "binutils", VNG),
+    req(
+        Need::File("/lib/systemd/systemd-udevd"),
+        "udev",
+        "the VM guest (loads virtio_console for vng's script I/O)",
+    ),
+    req(Need::Cmd("python3"), "python3", VNG),
+    req(Need::PyModule("ensurepip"), "python3-venv", VNG),
+    req(
+        Need::Cmd("seatd-launch"),
+        "seatd",
+        "the tty tests and the demo",
+    ),
+    req(
+        Need::Cmd("weston"),
+        "weston",
+        "the benchmark peer and nested tests",
+    ),
+    req(Need::Cmd("weston-simple-dmabuf-egl"), "weston", CLIENTS),
+    req(Need::Cmd("wayland-info"), "wayland-utils", CLIENTS),
+    req(
+        Need::MultiarchFile("dri/kms_swrast_dri.so"),
+        "libgl1-mesa-dri",
+        "GL clients in the VM (Mesa kms_swrast)",
+    ),
+    req(Need::Lib("libEGL_mesa.so.0"), "libegl-mesa0", CLIENTS),
+    req(Need::Lib("libEGL.so.1"), "libegl1", CLIENTS),
+    req(Need::Cmd("Xvfb"), "xvfb", NESTED),
+    req(
+        Need::Lib("libXtst.so.6"),
+        "libxtst6",
+        "the nested input test",
+    ),
+    req(Need::Lib("libX11.so.6"), "libx11-6", NESTED),
+    req(Need::Lib("libX11-xcb.so.1"), "libx11-xcb1", NESTED),
+    req(Need::Lib("libxcb.so.1"), "libxcb1", NESTED),
+    req(Need::Lib("libXcursor.so.1"), "libxcursor1", NESTED),
+    req(Need::Lib("libXrandr.so.2"), "libxrandr2", NESTED),
+    req(Need::Lib("libXi.so.6"), "libxi6", NESTED),
+    req(
+        Need::Lib("libxkbcommon-x11.so.0"),
+        "libxkbcommon-x11-0",
+        NESTED,
+    ),
+];
+
+/// Checks every requirement (plus the VM kernel's compiler, `compiler`, e.g. `gcc-12`,
+/// and the pinned virtme-ng) and fails with one message that names every missing piece
+/// and the package that brings it.
+pub fn check(compiler: &str) -> Result<()> {
+    let ldconfig = ldconfig_cache();
+    let mut missing: Vec<String> = Vec::new();
+    for r in REQUIREMENTS {
+        if !present(&r.need, &ldconfig) {
+            missing.push(format!(
+                "{} (Debian package {}; needed by {})",
+                describe(&r.need),
+                r.package,
+                r.used_by
+            ));
+        }
+    }
+    if !have_command(compiler) {
+        missing.push(format!(
+            "{compiler} (Debian package {compiler}; the compiler the VM kernel was built with, needed by {VKMS})"
+        ));
+    }
+    for tool in ["vng", "virtme-run"] {
+        if !install::venv_dir().join("bin").join(tool).is_file() {
+            missing.push(format!(
+                "{tool} in {} (PyPI virtme-ng=={}; needed by {VNG})",
+                install::venv_dir().join("bin").display(),
+                install::VIRTME_NG_VERSION
+            ));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = {
+        let mut p: Vec<&str> = REQUIREMENTS
+            .iter()
+            .filter(|r| !present(&r.need, &ldconfig))
+            .map(|r| r.package)
+            .collect();
+        if !have_command(compiler) {
+            p.push(compiler);
+        }
+        let mut unique = Vec::new();
+        for pkg in p {
+            if !unique.contains(&pkg) {
+                unique.push(pkg);
+            }
+        }
+        unique
+    };
+    bail!(
+        "missing before anything slow starts ({} piece(s)):\n  - {}\n\
+         On Debian/Ubuntu: apt-get install --no-install-recommends {}\n\
+         (cargo xtask install installs them; virtme-ng goes into a venv in the cache.)",
+        missing.len(),
+        missing.join("\n  - "),
+        packages.join(" ")
+    )
+}
+
+fn describe(need: &Need) -> String {
+    match need {
+        Need::Cmd(c) => format!("command `{c}`"),
+        Need::Lib(l) => format!("library {l}"),
+        Need::PkgConfig(m) => format!("pkg-config module {m}"),
+        Need::MultiarchFile(f) => format!("/usr/lib/<arch>/{f}"),
+        Need::File(f) => f.to_string(),
+        Need::PyModule(m) => format!("python3 module {m}"),
+    }
+}
+
+/// `ldconfig -p`: the libraries the dynamic loader finds.
+fn ldconfig_cache() -> String {
+    ["/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"]
+        .iter()
+        .find_map(|p| Command::new(p).arg("-p").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn have_executable(name: &str) -> bool {
+    have_command(name)
+        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).is_file())
+}
+
+fn present(need: &Need, ldconfig: &str) -> bool {
+    match need {
+        Need::Cmd(c) => have_executable(c),
+        Need::Lib(l) => ldconfig
+            .lines()
+            .any(|line| line.trim_start().starts_with(&format!("{l} "))),
+        Need::PkgConfig(m) => Command::new("pkg-config")
+            .args(["--exists", m])
+            .status()
+            .is_ok_and(|s| s.success()),
+        Need::MultiarchFile(f) => std::fs::read_dir("/usr/lib")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .any(|e| e.path().join(f).is_file())
+            })
+            .unwrap_or(false),
+        Need::File(f) => Path::new(f).exists(),
+        Need::PyModule(m) => Command::new("python3")
+            .args(["-c", &format!("import {m}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+    }
+}
