@@ -45,6 +45,12 @@ pub fn prepare() -> Result<VmKernel> {
         let deb = entry?.path();
         run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     }
+    // Debian 13's image ships its modules in /usr/lib/modules (merged /usr); virtme-ng
+    // and depmod look in <root>/lib/modules, as on a merged-/usr system.
+    if root.join("usr/lib/modules").is_dir() && !root.join("lib").exists() {
+        std::os::unix::fs::symlink("usr/lib", root.join("lib"))
+            .context("linking lib -> usr/lib in the kernel tree")?;
+    }
     build_vkms(&kver, &dir, &root)?;
     std::fs::remove_dir_all(&debs)?;
     let _ = std::fs::remove_file(root.join("usr/src/linux-source-6.12.tar.xz"));
