@@ -123,21 +123,12 @@ const REQUIREMENTS: &[Requirement] = &[
 /// and the package that brings it.
 pub fn check(compiler: &str) -> Result<()> {
     let ldconfig = ldconfig_cache();
-    let mut missing: Vec<String> = Vec::new();
-    for r in REQUIREMENTS {
-        if !present(&r.need, &ldconfig) {
-            missing.push(format!(
-                "{} (Debian package {}; needed by {})",
-                describe(&r.need),
-                r.package,
-                r.used_by
-            ));
-        }
-    }
+    let (mut missing, mut packages) = missing_pieces(REQUIREMENTS, &ldconfig);
     if !have_command(compiler) {
         missing.push(format!(
             "{compiler} (Debian package {compiler}; the compiler the VM kernel was built with, needed by {VKMS})"
         ));
+        packages.push(compiler.to_string());
     }
     for tool in ["vng", "virtme-run"] {
         if !install::venv_dir().join("bin").join(tool).is_file() {
@@ -151,24 +142,30 @@ pub fn check(compiler: &str) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let packages: Vec<&str> = {
-        let mut p: Vec<&str> = REQUIREMENTS
-            .iter()
-            .filter(|r| !present(&r.need, &ldconfig))
-            .map(|r| r.package)
-            .collect();
-        if !have_command(compiler) {
-            p.push(compiler);
+    bail!("{}", message(&missing, &packages))
+}
+
+/// The requirements of `reqs` that are not met, described, and their packages (each
+/// once, in order).
+fn missing_pieces(reqs: &[Requirement], ldconfig: &str) -> (Vec<String>, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut packages: Vec<String> = Vec::new();
+    for r in reqs.iter().filter(|r| !present(&r.need, ldconfig)) {
+        missing.push(format!(
+            "{} (Debian package {}; needed by {})",
+            describe(&r.need),
+            r.package,
+            r.used_by
+        ));
+        if !packages.iter().any(|p| p == r.package) {
+            packages.push(r.package.to_string());
         }
-        let mut unique = Vec::new();
-        for pkg in p {
-            if !unique.contains(&pkg) {
-                unique.push(pkg);
-            }
-        }
-        unique
-    };
-    bail!(
+    }
+    (missing, packages)
+}
+
+fn message(missing: &[String], packages: &[String]) -> String {
+    format!(
         "missing before anything slow starts ({} piece(s)):\n  - {}\n\
          On Debian/Ubuntu: apt-get install --no-install-recommends {}\n\
          (cargo xtask install installs them; virtme-ng goes into a venv in the cache.)",
@@ -227,5 +224,37 @@ fn present(need: &Need, ldconfig: &str) -> bool {
             .stderr(std::process::Stdio::null())
             .status()
             .is_ok_and(|s| s.success()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_each_missing_piece_and_its_package_once() {
+        let reqs = [
+            req(Need::Cmd("sh"), "dash", "a shell"),
+            req(Need::Cmd("syncbridge-no-such-tool"), "fake-tools", "test A"),
+            req(Need::Lib("libsyncbridge-none.so.9"), "fake-tools", "test B"),
+            req(
+                Need::File("/nonexistent/syncbridge"),
+                "fake-files",
+                "test C",
+            ),
+        ];
+        let (missing, packages) = missing_pieces(&reqs, &ldconfig_cache());
+        assert_eq!(missing.len(), 3, "{missing:?}");
+        assert!(
+            missing[0].contains("`syncbridge-no-such-tool`") && missing[0].contains("fake-tools")
+        );
+        assert!(missing[1].contains("libsyncbridge-none.so.9"));
+        assert!(
+            missing[2].contains("/nonexistent/syncbridge") && missing[2].contains("fake-files")
+        );
+        assert_eq!(packages, ["fake-tools", "fake-files"]);
+        let text = message(&missing, &packages);
+        assert!(text.contains("apt-get install --no-install-recommends fake-tools fake-files"));
+        assert!(!text.contains("dash"));
     }
 }
