@@ -474,7 +474,17 @@ impl TtyBackend {
                 sync,
             });
         }
-        let req = out.request(modeset_part, fb, true, signalled_stub.as_ref())?;
+        let req = match out.request(modeset_part, fb, true, signalled_stub.as_ref()) {
+            Ok(req) => req,
+            Err(err) => {
+                // No commit; a re-committed buffer that stays on the plane is read still.
+                out.report = reread.map(|id| ScanoutReport {
+                    shown: vec![id],
+                    ..Default::default()
+                });
+                return Err(err.into());
+            }
+        };
         if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
             injector.before_commit(device, out, stats);
         }
