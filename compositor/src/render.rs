@@ -64,12 +64,25 @@ impl State {
         }
     }
 
-    /// Render output `index` and finish the refresh cycle `tick`.
-    pub fn present_frame(&mut self, index: usize, tick: FrameTick) {
+    /// Render output `index` and finish the refresh cycle `tick`. Returns whether the
+    /// backend rendered (or had nothing new to show); `false` after a failed render or
+    /// commit.
+    ///
+    /// Order matters: what a KMS commit put on or took off a plane goes to the fence
+    /// bridge right after the render, before the fifo and commit-timing barriers are
+    /// released, since releasing them applies queued client commits, which retire the
+    /// surfaces' current buffers.
+    pub fn present_frame(&mut self, index: usize, tick: FrameTick) -> bool {
         self.space.refresh();
         self.popups.cleanup();
 
-        let rendered = match self.backend.render(index, &self.space) {
+        let bridge = &self.sync_bridge;
+        let rendered = self
+            .backend
+            .render(index, &self.space, &|surface| bridge.buffer_id(surface));
+        // Also after a failed commit: a re-committed buffer that stays on a plane.
+        self.report_scanout(index);
+        let rendered = match rendered {
             Ok(rendered) => rendered,
             Err(err) => {
                 tracing::warn!(%err, "frame not rendered");
@@ -77,7 +90,7 @@ impl State {
                     stats.refresh_cycles += 1;
                     stats.render_errors += 1;
                 }
-                return;
+                return false;
             }
         };
 
@@ -110,6 +123,16 @@ impl State {
             if self.stats.max_frames_presented() >= limit {
                 self.request_exit(ExitReason::FrameLimit);
             }
+        }
+        true
+    }
+
+    /// Hand the scanout transition of output `index`'s last render to the fence bridge
+    /// (tty: which buffer ids the planes started and stopped reading, with the commit's
+    /// out-fence). The other backends put no client buffer on a plane.
+    fn report_scanout(&mut self, index: usize) {
+        if matches!(self.backend, crate::backend::Backend::Tty(_)) {
+            self.tty_report_commit(index);
         }
     }
 

@@ -18,7 +18,9 @@ use smithay::{
     },
     desktop::{Space, Window},
     output::Output,
+    reexports::wayland_server::protocol::wl_surface::WlSurface,
 };
+use syncbridge_protocols::BufferId;
 
 use crate::{
     cli::BackendChoice,
@@ -306,17 +308,20 @@ impl Backend {
         }
     }
 
-    /// Render output `index` from `space`.
+    /// Render output `index` from `space`. `buffer_id` is the fence bridge's id of a
+    /// surface's current buffer: backends that put client buffers on planes (tty) take it
+    /// when they assign the plane, for their scanout report.
     pub fn render(
         &mut self,
         index: usize,
         space: &Space<Window>,
+        buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
     ) -> Result<RenderedFrame, BackendError> {
         match self {
             Backend::Headless(b) => b.render(index, space),
             Backend::Nested(b) if index == 0 => Ok(b.render(space)?),
             Backend::Nested(_) => Err(BackendError::NoSuchOutput(index)),
-            Backend::Tty(b) => b.render(index, space),
+            Backend::Tty(b) => b.render(index, space, buffer_id),
         }
     }
 

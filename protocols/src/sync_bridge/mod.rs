@@ -206,7 +206,10 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
 
     /// The buffer `surface` currently shows, as the bridge tracks it. Record it when you
     /// sample or scan out the surface, and report it to [`frame_rendered`](Self::frame_rendered)
-    /// or [`scanout_committed`](Self::scanout_committed).
+    /// or [`scanout_committed`](Self::scanout_committed) before any client commit can be
+    /// applied: releasing wp_fifo_v1 or wp_commit_timing_v1 barriers applies queued
+    /// commits, which retire the current buffer (with no reader reported yet, it is
+    /// released at once). Do not look it up again by surface after such a point.
     pub fn buffer_id(&self, surface: &WlSurface) -> Option<BufferId> {
         with_surface_sync(surface, |s| s.current).flatten()
     }

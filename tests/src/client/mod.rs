@@ -4,7 +4,8 @@
 //! one end of a socket pair (the in-process [`harness::Harness`]). It creates xdg toplevels,
 //! wraps real dma-bufs ([`buffers::DmaBuffer`]: vgem, virtio-gpu dumb buffers, udmabuf) into
 //! `wl_buffer`s through `zwp_linux_dmabuf_v1.create_immed`, sets linux-drm-syncobj-v1
-//! points and explicit-sync-v1 acquire fences, and records everything the compositor sends
+//! points and explicit-sync-v1 acquire fences, paces commits with wp_fifo_v1 barriers,
+//! and records everything the compositor sends
 //! back in a [`Recorder`]: presentation feedback per commit, `wl_buffer.release`,
 //! `zwp_linux_buffer_release_v1` events (with their fences), frame callbacks, protocol
 //! errors. Every recorded event gets a number from one counter ([`Recorder::seq`]), so
@@ -57,6 +58,7 @@ use wayland_client::{
 };
 use wayland_protocols::{
     wp::{
+        fifo::v1::client::{wp_fifo_manager_v1::WpFifoManagerV1, wp_fifo_v1::WpFifoV1},
         linux_dmabuf::zv1::client::{
             zwp_linux_buffer_params_v1::{self, ZwpLinuxBufferParamsV1},
             zwp_linux_dmabuf_v1::{self, ZwpLinuxDmabufV1},
@@ -236,6 +238,8 @@ pub struct Surface {
     pub syncobj: Option<WpLinuxDrmSyncobjSurfaceV1>,
     /// Its explicit-sync-v1 object, once created.
     pub explicit: Option<ZwpLinuxSurfaceSynchronizationV1>,
+    /// Its wp_fifo_v1 object, once created.
+    pub fifo: Option<WpFifoV1>,
 }
 
 /// What to ask for with a commit.
@@ -312,6 +316,8 @@ pub struct TestClient {
     pub syncobj: Option<WpLinuxDrmSyncobjManagerV1>,
     /// zwp_linux_explicit_synchronization_v1.
     pub explicit: Option<ZwpLinuxExplicitSynchronizationV1>,
+    /// wp_fifo_manager_v1.
+    pub fifo: Option<WpFifoManagerV1>,
     /// Surfaces, by [`SurfaceId`].
     pub surfaces: Vec<Surface>,
     /// Buffers, by [`BufferId`].
@@ -352,6 +358,7 @@ impl TestClient {
             dmabuf: None,
             syncobj: None,
             explicit: None,
+            fifo: None,
             surfaces: Vec::new(),
             buffers: Vec::new(),
             next_sync: 0,
@@ -398,6 +405,7 @@ impl TestClient {
         self.dmabuf = self.bind(4);
         self.syncobj = self.bind(1);
         self.explicit = self.bind(2);
+        self.fifo = self.bind(1);
     }
 
     /// Sends `wl_display.sync`; returns its token.
@@ -533,6 +541,7 @@ impl TestClient {
             toplevel,
             syncobj: None,
             explicit: None,
+            fifo: None,
         });
         self.rec.surfaces.push(SurfaceRecord::default());
         id
@@ -713,6 +722,31 @@ impl TestClient {
             .as_ref()
             .expect("explicit-sync-v1 surface object")
             .set_acquire_fence(fence);
+    }
+}
+
+impl TestClient {
+    /// Creates the surface's `wp_fifo_v1`.
+    pub fn fifo_surface(&mut self, surface: SurfaceId) -> WpFifoV1 {
+        let manager = self
+            .fifo
+            .as_ref()
+            .expect("wp_fifo_manager_v1 advertised and bound");
+        let obj = manager.get_fifo(&self.surfaces[surface].wl, &self.qh, ());
+        self.surfaces[surface].fifo = Some(obj.clone());
+        obj
+    }
+
+    /// The surface's next commit waits for the fifo barrier to clear (`wait_barrier`) and
+    /// sets a new one (`set_barrier`): one content update per refresh cycle, the way
+    /// Mesa's Vulkan WSI presents in FIFO mode.
+    pub fn fifo_barrier(&self, surface: SurfaceId) {
+        let fifo = self.surfaces[surface]
+            .fifo
+            .as_ref()
+            .expect("wp_fifo_v1 surface object");
+        fifo.wait_barrier();
+        fifo.set_barrier();
     }
 }
 
@@ -977,6 +1011,8 @@ delegate_noop!(Recorder: ignore WpLinuxDrmSyncobjSurfaceV1);
 delegate_noop!(Recorder: ignore WpLinuxDrmSyncobjTimelineV1);
 delegate_noop!(Recorder: ignore ZwpLinuxExplicitSynchronizationV1);
 delegate_noop!(Recorder: ignore ZwpLinuxSurfaceSynchronizationV1);
+delegate_noop!(Recorder: ignore WpFifoManagerV1);
+delegate_noop!(Recorder: ignore WpFifoV1);
 
 /// Maps interface names to versions, for `wayland-info`-style checks.
 pub fn globals_by_name(globals: &[GlobalInfo]) -> HashMap<&str, u32> {

@@ -99,6 +99,25 @@ pub fn read_pixels(
     Some(pixels)
 }
 
+/// The inode of the dma-buf behind the primary plane's framebuffer: GETFB2, then a PRIME
+/// export of its GEM handle. A client buffer the display imported comes back as the
+/// client's own dma-buf, so this equals [`dmabuf_inode`] of the buffer the plane shows
+/// (as committed: a nonblocking atomic commit changes it at once, before its flip).
+pub fn primary_dmabuf_inode(card: &Card) -> Option<u64> {
+    let fb = primary_fb(card)?;
+    let info = card.get_planar_framebuffer(fb).ok()?;
+    let handle = info.buffers()[0]?;
+    let flags = (rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::RDWR).bits();
+    let fd = card.buffer_to_prime_fd(handle, flags);
+    let _ = card.close_buffer(handle);
+    dmabuf_inode(fd.ok()?.as_fd())
+}
+
+/// The inode of a dma-buf fd (one per dma-buf, whoever holds it).
+pub fn dmabuf_inode(fd: BorrowedFd<'_>) -> Option<u64> {
+    rustix::fs::fstat(fd).ok().map(|st| st.st_ino)
+}
+
 pub fn map_read<T>(fd: BorrowedFd<'_>, len: usize, f: impl FnOnce(&[u8]) -> T) -> T {
     // SAFETY: mapping a dma-buf fd we hold, read-only, shared; the mapping is unmapped
     // below and the slice does not outlive it.

@@ -1,7 +1,9 @@
 //! The per-output refresh cycle of the TTY backend, on [`State`]: a page-flip event
 //! finishes commit N-1 (release lead time, out-fence delay, at-flip releases) and runs
-//! the next cycle through [`State::present_frame`]; right after it, the commit's scanout
-//! transition goes to the fence bridge ([`State::tty_finish_commit`]).
+//! the next cycle through [`State::present_frame`]. Inside it, right after the render and
+//! its atomic commit and before fifo and commit-timing barriers are released, the
+//! commit's scanout transition goes to the fence bridge ([`State::tty_report_commit`]),
+//! with the buffer ids taken when the plane was assigned.
 
 use std::time::Duration;
 
@@ -15,11 +17,7 @@ use smithay::reexports::{
 };
 use syncbridge_bridge::sync_file::monotonic_now_ns;
 
-use super::{
-    kms::scanout::{ClientScanout, Shown},
-    release::ActiveRelease,
-    TtyError,
-};
+use super::{kms::scanout::Shown, release::ActiveRelease, TtyError};
 use crate::{backend::Backend, state::State};
 
 fn ns(d: Duration) -> u64 {
@@ -136,7 +134,7 @@ impl State {
         let base = vblank.unwrap_or_else(super::kms::scanout::monotonic_now);
         let tick = out.clock.tick_at(base + refresh);
         let started = monotonic_now_ns();
-        self.present_frame(index, tick);
+        let rendered = self.present_frame(index, tick);
         if vblank.is_some() {
             if let Backend::Tty(tty) = &mut self.backend {
                 let committed = tty
@@ -150,58 +148,52 @@ impl State {
                 }
             }
         }
-        self.tty_finish_commit(index);
+        if !rendered {
+            self.tty_retry_later(index);
+        }
     }
 
-    /// Hand the last commit's scanout transition to the fence bridge: early release with
-    /// the out-fence, or queue the release for the flip.
-    pub fn tty_finish_commit(&mut self, index: usize) {
+    /// The cycle made no commit (it failed, or the session is paused): no flip event will
+    /// come. Retry one refresh later while active.
+    fn tty_retry_later(&mut self, index: usize) {
+        let Backend::Tty(tty) = &self.backend else {
+            return;
+        };
+        let Some(out) = tty.outputs.get(index) else {
+            return;
+        };
+        if tty.active && out.alive && out.pending.is_none() {
+            let refresh = out.clock.refresh();
+            let timer = Timer::from_duration(refresh);
+            if let Err(err) = self.loop_handle.insert_source(timer, move |_, _, state| {
+                state.tty_retry(index);
+                TimeoutAction::Drop
+            }) {
+                tracing::warn!(err = %err.error, "cannot schedule a retry");
+            }
+        }
+    }
+
+    /// Hand the last render's scanout transition to the fence bridge: readers begin for the
+    /// ids the plane started reading, and the replaced buffer is released early with the
+    /// out-fence, or queued for the flip. Called by [`State::present_frame`] right after
+    /// the render, before any client commit can be applied: the ids were taken when the
+    /// plane was assigned, and nothing may retire them in between.
+    pub fn tty_report_commit(&mut self, index: usize) {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
         let mode = tty.release;
-        let active = tty.active;
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
         let Some(report) = out.report.take() else {
-            // The commit failed (or the session is paused): no flip event will come. Retry
-            // one refresh later while active.
-            if active && out.alive && out.pending.is_none() {
-                let refresh = out.clock.refresh();
-                let timer = Timer::from_duration(refresh);
-                if let Err(err) = self.loop_handle.insert_source(timer, move |_, _, state| {
-                    state.tty_retry(index);
-                    TimeoutAction::Drop
-                }) {
-                    tracing::warn!(err = %err.error, "cannot schedule a retry");
-                }
-            }
             return;
         };
-        let shown_id = report
-            .shown
-            .as_ref()
-            .or(report.still_shown.as_ref())
-            .and_then(|s| self.sync_bridge.buffer_id(s));
-        let Backend::Tty(tty) = &mut self.backend else {
-            return;
-        };
-        let Some(out) = tty.outputs.get_mut(index) else {
-            return;
-        };
-        // A buffer that stays on the plane may have been committed again (a new id, e.g.
-        // with a new syncobj release point): it is read from now on too.
-        let mut shown: Vec<_> = Vec::new();
-        if let Shown::Client(ClientScanout { ids, .. }) = &mut out.shown {
-            if let Some(id) = shown_id.filter(|id| !ids.contains(id)) {
-                ids.push(id);
-                shown.push(id);
-            }
-        }
+        let shown = report.shown;
         tracing::debug!(
             output = index,
-            shown = ?shown_id,
+            shown = ?shown,
             no_longer_shown = ?report.no_longer_shown.as_ref().map(|(ids, _)| ids),
             out_fence = report.out_fence.is_some(),
             "scanout transition"

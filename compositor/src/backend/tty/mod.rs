@@ -4,7 +4,9 @@
 //! Per output, one frame is in flight at a time: a page-flip event finishes the previous
 //! commit and starts the next refresh cycle (render or pick a client buffer for direct
 //! scanout, commit with `OUT_FENCE_PTR`, report the scanout transition to the fence
-//! bridge). See [`release`] for when client buffers go back to their clients.
+//! bridge, and only then release fifo and commit-timing barriers, so no client commit is
+//! applied between a commit and its report). See [`release`] for when client buffers go
+//! back to their clients.
 //!
 //! Layout: [`session`] (libseat, VT switches), [`udev`] (which device, hotplug),
 //! [`input`] (libinput), [`kms`] (device, atomic requests, planes, outputs),
@@ -39,10 +41,11 @@ use smithay::{
     output::Output,
     reexports::{
         drm::control::{crtc, Device as _},
-        wayland_server::DisplayHandle,
+        wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle},
     },
 };
 use syncbridge_bridge::SyncFile;
+use syncbridge_protocols::BufferId;
 
 use self::{
     kms::{
@@ -299,12 +302,15 @@ impl TtyBackend {
     }
 
     /// One refresh cycle of output `index`: direct scanout or composition, then the atomic
-    /// commit. The scanout transition waits in the output's `report` for
-    /// [`State::tty_finish_commit`](crate::State).
+    /// commit. `buffer_id` is the fence bridge's id of a surface's current buffer: a client
+    /// buffer's id is taken when it is picked for the plane. The scanout transition waits
+    /// in the output's `report` for [`State::tty_report_commit`](crate::State), which
+    /// must run before any client commit can be applied.
     pub fn render(
         &mut self,
         index: usize,
         space: &Space<Window>,
+        buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
     ) -> Result<RenderedFrame, BackendError> {
         if !self.active {
             return Err(TtyError::Inactive.into());
@@ -341,7 +347,7 @@ impl TtyBackend {
         // Direct scanout?
         let mut chosen: Option<(kms::planes::Candidate, Rc<kms::planes::ClientFb>)> = None;
         fbs.cleanup();
-        if let Some(c) = kms::planes::candidate(space, &out.output, size) {
+        if let Some(c) = kms::planes::candidate(space, &out.output, size, buffer_id) {
             if let Some(fb) = fbs.get(&device.fd, &c.dmabuf) {
                 let already = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
                 if already && !modeset {
@@ -363,9 +369,18 @@ impl TtyBackend {
 
         let mut states = RenderElementStates::default();
         let sync = SyncPoint::signaled();
+        // A re-commit of the client buffer that stays on the plane: the plane reads this
+        // attachment too, from now on (whether or not this cycle commits).
+        let mut reread = None;
         let (new_shown, fb, damaged) = match chosen {
             Some((c, fb)) => {
                 let same = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
+                if let (true, Shown::Client(s), Some(id)) = (same, &mut out.shown, c.id) {
+                    if !s.ids.contains(&id) {
+                        s.ids.push(id);
+                        reread = Some(id);
+                    }
+                }
                 states.states.insert(
                     Id::from_wayland_resource(&c.surface),
                     RenderElementState {
@@ -378,7 +393,7 @@ impl TtyBackend {
                     Shown::Client(ClientScanout {
                         surface: c.surface.clone(),
                         buffer: c.buffer.clone(),
-                        ids: Vec::new(),
+                        ids: c.id.into_iter().collect(),
                         fb: fb.clone(),
                     })
                 });
@@ -446,11 +461,10 @@ impl TtyBackend {
             // Nothing new for the display: no commit, no flip. The output idles until a
             // client request wakes it; a buffer re-committed while on the plane is read
             // from now on (no fence: it was on screen already).
-            let mut report = ScanoutReport::default();
-            if let Shown::Client(c) = &out.shown {
-                report.still_shown = Some(c.surface.clone());
-            }
-            out.report = Some(report);
+            out.report = Some(ScanoutReport {
+                shown: reread.into_iter().collect(),
+                ..Default::default()
+            });
             out.idle = true;
             stats.idle_cycles += 1;
             return Ok(RenderedFrame {
@@ -460,7 +474,17 @@ impl TtyBackend {
                 sync,
             });
         }
-        let req = out.request(modeset_part, fb, true, signalled_stub.as_ref())?;
+        let req = match out.request(modeset_part, fb, true, signalled_stub.as_ref()) {
+            Ok(req) => req,
+            Err(err) => {
+                // No commit; a re-committed buffer that stays on the plane is read still.
+                out.report = reread.map(|id| ScanoutReport {
+                    shown: vec![id],
+                    ..Default::default()
+                });
+                return Err(err.into());
+            }
+        };
         if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
             injector.before_commit(device, out, stats);
         }
@@ -471,8 +495,13 @@ impl TtyBackend {
             if source.raw_os_error() == Some(libc::EBUSY) {
                 stats.commit_ebusy += 1;
             }
-            // Nothing changed on screen: our clones stay, the candidate's is dropped.
+            // Nothing changed on screen: our clones stay, the candidate's is dropped. A
+            // re-committed buffer that stays on the plane is read all the same.
             let _ = out.out_fence_slot.take();
+            out.report = reread.map(|id| ScanoutReport {
+                shown: vec![id],
+                ..Default::default()
+            });
             return Err(TtyError::Commit {
                 output: out.output.name(),
                 source,
@@ -506,14 +535,12 @@ impl TtyBackend {
         };
         let mut report = ScanoutReport {
             out_fence,
+            shown: reread.into_iter().collect(),
             ..Default::default()
         };
-        if let (None, Shown::Client(c)) = (&new_shown, &out.shown) {
-            report.still_shown = Some(c.surface.clone());
-        }
         if let Some(new) = new_shown {
             if let Shown::Client(c) = &new {
-                report.shown = Some(c.surface.clone());
+                report.shown.extend(c.ids.iter().copied());
             }
             match std::mem::replace(&mut out.shown, new) {
                 Shown::Client(old) => {

@@ -6,6 +6,11 @@
 //! with content) has a dma-buf exactly the size of the mode, at the output's origin,
 //! untransformed. It is current, so the fence bridge already waited for its acquire
 //! fence (commits are applied only after their blockers cleared).
+//!
+//! The candidate carries the bridge's [`BufferId`] of that buffer, read together with the
+//! buffer itself: the id a plane reads is recorded when the plane is assigned, never looked
+//! up by surface later (a fifo or commit-timing barrier released after the commit may
+//! apply the surface's next buffer in between).
 
 use std::{collections::HashMap, rc::Rc};
 
@@ -35,6 +40,7 @@ use smithay::{
         seat::WaylandFocus,
     },
 };
+use syncbridge_protocols::BufferId;
 
 /// A client buffer that may be scanned out.
 #[derive(Debug)]
@@ -45,10 +51,19 @@ pub struct Candidate {
     pub buffer: Buffer,
     /// Its dma-buf.
     pub dmabuf: Dmabuf,
+    /// The fence bridge's id of this attachment of the buffer (`None`: not tracked).
+    pub id: Option<BufferId>,
 }
 
-/// The direct-scanout candidate of `output` (mode size `size`), if any.
-pub fn candidate(space: &Space<Window>, output: &Output, size: (u32, u32)) -> Option<Candidate> {
+/// The direct-scanout candidate of `output` (mode size `size`), if any. `buffer_id` is
+/// the fence bridge's lookup of a surface's current [`BufferId`]
+/// ([`SyncBridge::buffer_id`](syncbridge_protocols::SyncBridge::buffer_id)).
+pub fn candidate(
+    space: &Space<Window>,
+    output: &Output,
+    size: (u32, u32),
+    buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
+) -> Option<Candidate> {
     let geo = space.output_geometry(output)?;
     let mut on_output = space
         .elements()
@@ -101,12 +116,16 @@ pub fn candidate(space: &Space<Window>, output: &Output, size: (u32, u32)) -> Op
     if (w, h) != size {
         return None;
     }
+    // The id of exactly this buffer: read in the same dispatch as the buffer, outside
+    // the surface's state lock (the lookup takes it).
+    let id = buffer_id(&surface);
     // Any format: the kernel decides (ADDFB2 refuses formats no plane has, TEST_ONLY
     // what this plane cannot show), and a refused buffer is composited.
     Some(Candidate {
         surface,
         buffer,
         dmabuf,
+        id,
     })
 }
 

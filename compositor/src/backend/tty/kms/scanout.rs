@@ -98,8 +98,10 @@ pub struct ClientScanout {
     pub surface: WlSurface,
     /// Our clone.
     pub buffer: Buffer,
-    /// The bridge's ids: set right after the commit that showed it, plus one per later
-    /// re-commit of the same buffer (each a reader until the buffer leaves the plane).
+    /// The bridge's ids: the one the buffer had when the plane was assigned, plus one per
+    /// later re-commit of the same buffer while it stays there (each a reader until the
+    /// buffer leaves the plane). Recorded in the cycle that assigns or keeps the plane,
+    /// never looked up afterwards.
     pub ids: Vec<BufferId>,
     /// Its framebuffer (kept until the flip that stops showing it).
     pub fb: Rc<ClientFb>,
@@ -120,16 +122,17 @@ pub struct PendingFlip {
     pub committed_at: Option<Instant>,
 }
 
-/// The transition a commit made, for the bridge (filled by the backend, consumed right
-/// after the render by the TTY frame code).
+/// The transition a refresh cycle made, for the bridge: filled by the backend's render
+/// with the ids captured when the plane was assigned, and handed to the bridge right after
+/// the render, before anything can apply a client commit
+/// ([`State::tty_report_commit`](crate::State::tty_report_commit)).
 #[derive(Debug, Default)]
 pub struct ScanoutReport {
     /// The commit's out-fence.
     pub out_fence: Option<syncbridge_bridge::SyncFile>,
-    /// A client buffer this commit put on the plane (its surface; the id is looked up).
-    pub shown: Option<WlSurface>,
-    /// A client buffer that stays on the plane (its surface may have re-committed it).
-    pub still_shown: Option<WlSurface>,
+    /// Ids the plane starts reading: the client buffer this commit put on the plane, or
+    /// a re-commit of the client buffer that stays there.
+    pub shown: Vec<BufferId>,
     /// A client buffer this commit stopped showing.
     pub no_longer_shown: Option<(Vec<BufferId>, Buffer)>,
 }
