@@ -290,6 +290,8 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
         "tracked_buffers": s.tracked_buffers,
         "protocol_errors": s.protocol_errors,
         "clients_killed_for_limits": s.clients_killed_for_limits,
+        "clients_killed_for_budget": s.clients_killed_for_budget,
+        "client_fds_held_peak": s.client_fds_held_peak,
         "kernel_ops": {
             "dmabuf_exports": kernel.fences_exported,
             "dmabuf_imports": kernel.fences_imported,

@@ -171,6 +171,21 @@ impl Running {
             .count()
     }
 
+    /// What its open fds point to (`/proc/<pid>/fd/*` link targets), sorted: for messages
+    /// that say which fds a leak left behind.
+    pub fn fd_targets(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|t| t.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
     /// Its RLIMIT_NOFILE soft limit now (`u64::MAX`: unlimited), from `/proc/<pid>/limits`.
     pub fn nofile_soft_limit(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/limits", self.pid()))
