@@ -5,6 +5,8 @@
 //!
 //! Figures are printed as `VM-HOSTILE-FIGURES {json}` lines.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -20,10 +22,61 @@ use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
 use syncbridge_tests::client::{Commit, Presentation, SurfaceId, TestClient};
 use syncbridge_tests::compositor_bin::{eventually, start_syncbridge, Options, Running};
 use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::kernel::vgem::FenceAccess;
 use wayland_client::backend::WaylandError;
 
 const W: u32 = 64;
 const H: u32 = 64;
+
+/// Counts the bytes allocated by the current thread while [`counting`] runs.
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+
+fn note(size: usize) {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATED.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; counting only reads a
+// const-initialized thread-local and bumps an atomic (no allocation, no panic).
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract for `alloc` is passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract for `alloc_zeroed` is passed on.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: the caller's contract for `realloc` is passed on.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc` is passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Runs `f` and returns what it returned and the bytes this thread allocated meanwhile.
+fn counting<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATED.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    let out = f();
+    COUNTING.with(|c| c.set(false));
+    (out, ALLOCATED.load(Ordering::Relaxed) - before)
+}
 
 fn figures(test: &str, value: serde_json::Value) {
     let mut out = std::io::stdout().lock();
@@ -190,6 +243,61 @@ fn destroyed_timelines_held_by_a_queued_commit_count_against_the_timeline_cap() 
     }
     h.roundtrip(c2);
     assert!(h.client(c2).protocol_error().is_none());
+}
+
+/// Item 9 of issue 12: a client can merge thousands of fences into one acquire sync_file;
+/// when the wait fires, reading its signal time must not allocate per fence (it did:
+/// `SyncFile::info` for every fired wait, ~170 KiB for 1024 fences, megabytes for more).
+#[test]
+fn a_many_fence_acquire_sync_file_costs_no_per_fence_allocation_when_it_fires() {
+    require_vm();
+    const FENCES: usize = 1024;
+    let mut h = Harness::vm();
+    let vgem = Allocator::vgem();
+    let c = h.add_client();
+    let s = h.create_toplevel(c);
+    h.client(c).explicit_surface(s);
+    // One vgem buffer with 1024 read fences, each on its own fence context, exported as
+    // one sync_file of 1024 fences.
+    let fence_buf = vgem.allocate(16, 16).expect("scratch buffer");
+    let vb = fence_buf.vgem.as_ref().expect("a vgem buffer");
+    let fences: Vec<_> = (0..FENCES)
+        .map(|_| {
+            vgem.as_vgem()
+                .attach(vb, FenceAccess::Read)
+                .expect("read fence")
+        })
+        .collect();
+    let sf = syncbridge_bridge::dmabuf::export_sync_file(
+        fence_buf.fd.as_fd(),
+        syncbridge_bridge::dmabuf::Access::Write,
+    )
+    .expect("export every fence");
+    assert_eq!(sf.fence_count().expect("FILE_INFO"), FENCES as u32);
+    let buf = vgem.allocate(W, H).expect("buffer");
+    let b = h.client(c).create_dmabuf_buffer(&buf);
+    h.client(c).attach(s, Some(b));
+    h.client(c).set_acquire_fence(s, sf.as_fd());
+    let k = h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    assert_eq!(sync_stats(&mut h).pending_waits, 1);
+    for f in fences {
+        vgem.signal(f).expect("signal");
+    }
+    // The wait fires in one of these dispatches; nothing else of size happens in them.
+    let (fired, bytes) =
+        counting(|| h.pump_until(500, |h| h.state().sync_bridge.stats().pending_waits == 0));
+    assert!(fired, "the wait never fired");
+    let tick = h.frame();
+    assert_eq!(h.client(c).rec.presented(k), Some(tick.seq));
+    figures(
+        "many_fence_sync_file",
+        serde_json::json!({ "fences": FENCES, "bytes_allocated_while_firing": bytes }),
+    );
+    assert!(
+        bytes < 32 * 1024,
+        "{bytes} bytes allocated while a {FENCES}-fence wait fired"
+    );
 }
 
 // ------------------------------------------------------------- the real binary, stressed
