@@ -48,6 +48,10 @@ use crate::sys;
 /// merged sync_file to one fence per context; this only guards the allocation).
 pub const MAX_INFO_FENCES: u32 = 1 << 16;
 
+/// The most fences [`SyncFile::signaled_at_ns`] reads (on the stack); a sync_file with more
+/// (a client can merge thousands) has no timestamp from it.
+pub const MAX_TIMESTAMP_FENCES: usize = 16;
+
 /// Errors of [`SyncFile`] operations.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -447,7 +451,9 @@ impl SyncFile {
             .map_err(|errno| SyncFileError::from_errno("SYNC_IOC_FILE_INFO", self.raw(), errno))
     }
 
-    /// Status, name and per-fence details (`SYNC_IOC_FILE_INFO`, two calls).
+    /// Status, name and per-fence details (`SYNC_IOC_FILE_INFO`, two calls). Allocates per
+    /// fence (up to [`MAX_INFO_FENCES`]); for the signal time alone use
+    /// [`signaled_at_ns`](Self::signaled_at_ns).
     pub fn info(&self) -> Result<SyncFileInfo, SyncFileError> {
         let op = "SYNC_IOC_FILE_INFO";
         let map = |errno| SyncFileError::from_errno(op, self.raw(), errno);
@@ -488,6 +494,30 @@ impl SyncFile {
             status,
             fences,
         })
+    }
+
+    /// When the sync_file signalled (the latest fence's timestamp, CLOCK_MONOTONIC ns), if
+    /// every fence signalled; without allocating: `None` for a sync_file of more than
+    /// [`MAX_TIMESTAMP_FENCES`] fences or without fences (a stub). Meant for every fired
+    /// wait, where [`info`](Self::info) would allocate per fence of a client-made sync_file.
+    pub fn signaled_at_ns(&self) -> Result<Option<u64>, SyncFileError> {
+        let map = |errno| SyncFileError::from_errno("SYNC_IOC_FILE_INFO", self.raw(), errno);
+        let head = file_info_raw(self.fd.as_fd(), &mut []).map_err(map)?;
+        let n = head.num_fences as usize;
+        if n == 0 || n > MAX_TIMESTAMP_FENCES {
+            return Ok(None);
+        }
+        let mut raw = [sys::SyncFenceInfo::ZERO; MAX_TIMESTAMP_FENCES];
+        let full = file_info_raw(self.fd.as_fd(), &mut raw[..n]).map_err(map)?;
+        let fences = &raw[..(full.num_fences as usize).min(n)];
+        if fences
+            .iter()
+            .all(|f| FenceStatus::from_raw(f.status).is_signaled())
+        {
+            Ok(fences.iter().map(|f| f.timestamp_ns).max())
+        } else {
+            Ok(None)
+        }
     }
 
     /// Tells the fence's driver we would like it signalled by `deadline_ns` (CLOCK_MONOTONIC

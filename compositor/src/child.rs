@@ -62,12 +62,18 @@ pub fn spawn(
         .args(args)
         .env("WAYLAND_DISPLAY", socket_name)
         .env_remove("WAYLAND_SOCKET");
+    let nofile = crate::fd_limit::original_for_children();
     // The compositor blocks SIGINT/SIGTERM to read them from a signalfd; the mask is
     // inherited across exec, so clear it or the command could not be interrupted.
-    // SAFETY: the closure runs between fork and exec and only calls sigemptyset and
-    // sigprocmask, which are async-signal-safe; `set` lives on the child's stack.
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit, sigemptyset
+    // and sigprocmask, which are async-signal-safe (no allocation: the limit is copied in
+    // before the fork); `set` lives on the child's stack.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            // The compositor raised its RLIMIT_NOFILE; the command gets the original back.
+            if let Some(limit) = &nofile {
+                crate::fd_limit::restore_for_child(limit)?;
+            }
             let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
             if libc::sigemptyset(set.as_mut_ptr()) != 0
                 || libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) != 0

@@ -2,26 +2,26 @@
 //! fixture drives.
 
 use std::{
+    cell::Cell,
     ffi::{OsStr, OsString},
+    rc::Rc,
     time::Duration,
 };
 
-use smithay::{
-    reexports::{
-        calloop::{
-            generic::Generic,
-            signals::{Signal, Signals},
-            timer::{TimeoutAction, Timer},
-            EventLoop, Interest, Mode, PostAction,
-        },
-        wayland_server::Display,
+use smithay::reexports::{
+    calloop::{
+        generic::Generic,
+        signals::{Signal, Signals},
+        timer::{TimeoutAction, Timer},
+        EventLoop, Interest, Mode, PostAction, RegistrationToken,
     },
-    wayland::socket::ListeningSocketSource,
+    wayland_server::Display,
 };
 
 use crate::{
     child::{self, ChildError},
     config::{CompositorConfig, FrameClockMode},
+    listener::{ListenerEvent, ResilientListener},
     state::{ExitReason, State, StateError},
     stats::{ChildReport, ClientsReport, StatsReport},
 };
@@ -56,6 +56,9 @@ pub enum ServerError {
     #[error("event loop: {0}")]
     Dispatch(String),
 }
+
+/// How long accepting pauses after `accept()` failed (the backlog keeps the connections).
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 fn source_error(what: &'static str) -> impl FnOnce(String) -> ServerError {
     move |message| ServerError::Source { what, message }
@@ -152,22 +155,55 @@ impl Server {
 
     /// Listen on `$XDG_RUNTIME_DIR/<name>` (or the first free `wayland-N`). Returns the
     /// socket name, for WAYLAND_DISPLAY.
+    ///
+    /// A failing `accept()` (EMFILE when the process is out of fds, ...) is logged and
+    /// pauses accepting for [`ACCEPT_PAUSE`]; it never ends the event loop.
     pub fn listen(&mut self, name: Option<&str>) -> Result<OsString, ServerError> {
-        let source = match name {
-            Some(name) => ListeningSocketSource::with_name(name),
-            None => ListeningSocketSource::new_auto(),
-        }
-        .map_err(|e| ServerError::Socket(e.to_string()))?;
-        let socket_name = source.socket_name().to_os_string();
-        self.event_loop
-            .handle()
-            .insert_source(source, |stream, _, state| {
-                if let Err(err) = state.insert_client(stream) {
-                    tracing::warn!(%err, "could not add client");
+        let source =
+            ResilientListener::bind(name).map_err(|e| ServerError::Socket(e.to_string()))?;
+        let socket_name = source
+            .socket_name()
+            .map(OsStr::to_os_string)
+            .ok_or_else(|| ServerError::Socket("the socket has no name".into()))?;
+        let handle = self.event_loop.handle();
+        let token: Rc<Cell<Option<RegistrationToken>>> = Rc::new(Cell::new(None));
+        let own_token = token.clone();
+        let registered = handle
+            .insert_source(source, move |event, _, state| match event {
+                ListenerEvent::Client(stream) => {
+                    if let Err(err) = state.insert_client(stream) {
+                        tracing::warn!(%err, "could not add client");
+                    }
+                }
+                ListenerEvent::Paused(err) => {
+                    state.client_counters.accept_failed();
+                    tracing::warn!(
+                        %err,
+                        pause_ms = ACCEPT_PAUSE.as_millis() as u64,
+                        "accepting a client failed; new connections wait in the backlog"
+                    );
+                    let Some(token) = own_token.get() else { return };
+                    let resumed = state.loop_handle.insert_source(
+                        Timer::from_duration(ACCEPT_PAUSE),
+                        move |_, _, state| {
+                            if let Err(err) = state.loop_handle.enable(&token) {
+                                tracing::error!(%err, "cannot resume accepting clients");
+                            }
+                            TimeoutAction::Drop
+                        },
+                    );
+                    if let Err(err) = resumed {
+                        // No timer (out of memory): resume at once rather than never.
+                        tracing::warn!(error = %err.error, "cannot schedule the accept pause");
+                        if let Err(err) = state.loop_handle.enable(&token) {
+                            tracing::error!(%err, "cannot resume accepting clients");
+                        }
+                    }
                 }
             })
             .map_err(|e| e.error.to_string())
             .map_err(source_error("the listening socket"))?;
+        token.set(Some(registered));
         tracing::info!(socket = ?socket_name, "listening");
         Ok(socket_name)
     }
@@ -234,6 +270,7 @@ impl State {
             clients: ClientsReport {
                 connected: self.client_counters.connected(),
                 disconnected: self.client_counters.disconnected(),
+                accept_paused: self.client_counters.accept_paused(),
             },
             protocol_errors_sent: self.client_counters.protocol_errors(),
             protocol_errors: self.client_counters.error_messages(),

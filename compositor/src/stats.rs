@@ -42,6 +42,7 @@ pub struct ClientCounters {
     disconnected: AtomicU64,
     protocol_errors: AtomicU64,
     error_messages: Mutex<Vec<String>>,
+    accept_paused: AtomicU64,
 }
 
 impl ClientCounters {
@@ -62,6 +63,15 @@ impl ClientCounters {
                 }
             }
         }
+    }
+
+    pub(crate) fn accept_failed(&self) {
+        self.accept_paused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times `accept()` on the listening socket failed (EMFILE, ...) and accepting paused.
+    pub fn accept_paused(&self) -> u64 {
+        self.accept_paused.load(Ordering::Relaxed)
     }
 
     /// Clients that connected so far.
@@ -162,6 +172,8 @@ pub struct ClientsReport {
     pub connected: u64,
     /// Clients that disconnected.
     pub disconnected: u64,
+    /// Times `accept()` failed (EMFILE, ...) and accepting paused for a moment.
+    pub accept_paused: u64,
 }
 
 /// What the `--command` client did.
@@ -278,6 +290,8 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
         "tracked_buffers": s.tracked_buffers,
         "protocol_errors": s.protocol_errors,
         "clients_killed_for_limits": s.clients_killed_for_limits,
+        "clients_killed_for_budget": s.clients_killed_for_budget,
+        "client_fds_held_peak": s.client_fds_held_peak,
         "kernel_ops": {
             "dmabuf_exports": kernel.fences_exported,
             "dmabuf_imports": kernel.fences_imported,

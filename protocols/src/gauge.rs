@@ -85,12 +85,14 @@ pub struct HeldGauges {
     pub fds: Gauge,
 }
 
-/// Guards for one held fence (and the fd it may hold).
+/// Guards for one held fence (and the fd it may hold), on the bridge-wide gauges and,
+/// when the fence is held for a client, on that client's gauges too.
 #[must_use = "the fence stops being counted as soon as this is dropped"]
 #[derive(Debug)]
 pub struct HeldGuard {
     _fence: GaugeGuard,
     _fd: Option<GaugeGuard>,
+    _client: Option<Box<HeldGuard>>,
 }
 
 impl HeldGauges {
@@ -99,6 +101,16 @@ impl HeldGauges {
         HeldGuard {
             _fence: self.fences.hold(1),
             _fd: has_fd.then(|| self.fds.hold(1)),
+            _client: None,
+        }
+    }
+
+    /// Counts one fence (and one fd when `has_fd`) on these bridge-wide gauges and on
+    /// `client`'s gauges (its budget), until the guard drops.
+    pub fn hold_for(&self, client: &HeldGauges, has_fd: bool) -> HeldGuard {
+        HeldGuard {
+            _client: Some(Box::new(client.hold(has_fd))),
+            ..self.hold(has_fd)
         }
     }
 }
@@ -117,6 +129,14 @@ impl HeldSyncFile {
         Self {
             fence,
             _guard: gauges.hold(true),
+        }
+    }
+
+    /// Counts `fence` on `gauges` and on `client`'s gauges (its budget).
+    pub fn new_for(fence: SyncFile, gauges: &HeldGauges, client: &HeldGauges) -> Self {
+        Self {
+            fence,
+            _guard: gauges.hold_for(client, true),
         }
     }
 
@@ -147,6 +167,21 @@ mod tests {
         assert_eq!(g.fences.current(), 0);
         assert_eq!(g.fds.current(), 0);
         assert_eq!(g.fences.peak(), 2);
+    }
+
+    #[test]
+    fn client_guards_count_on_both_and_drop_together() {
+        let all = HeldGauges::default();
+        let client = HeldGauges::default();
+        let a = all.hold_for(&client, true);
+        let b = all.hold(true);
+        assert_eq!((all.fds.current(), client.fds.current()), (2, 1));
+        assert_eq!((all.fences.current(), client.fences.current()), (2, 1));
+        drop(a);
+        assert_eq!((all.fds.current(), client.fds.current()), (1, 0));
+        assert_eq!(client.fences.current(), 0);
+        drop(b);
+        assert_eq!(all.fds.current(), 0);
     }
 
     #[test]

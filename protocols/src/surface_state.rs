@@ -21,6 +21,7 @@ use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::Resource;
 use smithay::wayland::compositor;
 
+use crate::drm_syncobj::SyncobjTimeline;
 use crate::gauge::{GaugeGuard, HeldGuard};
 use crate::sync_bridge::BufferId;
 
@@ -47,6 +48,8 @@ pub(crate) struct PendingWait {
     pub _held: HeldGuard,
     /// Counts the wait itself.
     pub _wait: GaugeGuard,
+    /// The timeline a syncobj wait is on, kept (and counted on its client) while it waits.
+    pub _timeline: Option<SyncobjTimeline>,
 }
 
 /// Sync state of one `wl_surface`.

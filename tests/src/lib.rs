@@ -1,6 +1,7 @@
 //! Shared helpers for syncbridge's integration tests.
 
 pub mod client;
+pub mod compositor_bin;
 pub mod fixture;
 pub mod kernel;
 pub mod tty;

@@ -10,13 +10,16 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use syncbridge_bridge::{SyncFile, SyncobjDevice, Timeline};
 use syncbridge_protocols::SyncStats;
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
+use syncbridge_tests::compositor_bin::{
+    self, eventually, runtime_dir, scratch, syncbridge_bin, Options, Running,
+};
 use syncbridge_tests::client::{
     globals_by_name, BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
 };
@@ -30,10 +33,6 @@ use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::zwp_linu
 
 const W: u32 = 64;
 const H: u32 = 64;
-
-fn scratch() -> PathBuf {
-    PathBuf::from(std::env::var_os("SYNCBRIDGE_SCRATCH").unwrap_or_else(|| "/tmp".into()))
-}
 
 /// Appends one JSON line of figures to the summary file.
 fn record_summary(test: &str, value: serde_json::Value) {
@@ -509,6 +508,42 @@ fn syncobj_protocol_errors_are_all_sent() {
     assert_eq!(s.fds_held, 0, "{s:?}");
 }
 
+/// Point 0 of a timeline is its latest fence, whatever point that fence carries: a commit
+/// whose acquire point is 0 waits for it (it is not "already signalled" because the last
+/// signalled point is >= 0).
+#[test]
+fn syncobj_acquire_point_0_waits_for_the_timelines_latest_fence() {
+    require_vm();
+    let mut h = Harness::vm();
+    let dev = virtio_syncobj_device();
+    let vgem = Allocator::vgem();
+    let k = syncobj_case(&mut h, &dev);
+    let (_fb, fence, sf) = vgem_fence(&vgem);
+    k._timelines
+        .0
+        .import_point(5, &sf)
+        .expect("a pending fence at point 5");
+    let buf = vgem.allocate(W, H).expect("buffer");
+    let b = h.client(k.c).create_dmabuf_buffer(&buf);
+    h.client(k.c).attach(k.s, Some(b));
+    h.client(k.c).set_acquire_point(k.s, &k.tl, 0);
+    h.client(k.c).set_release_point(k.s, &k.tl2, 1);
+    let commit = h.client(k.c).commit(k.s, Commit::feedback());
+    h.roundtrip(k.c);
+    h.frame();
+    assert_eq!(
+        h.client(k.c).rec.outcome(commit),
+        None,
+        "presented while the timeline's latest fence is pending"
+    );
+    assert_eq!(sync_stats(&mut h).pending_waits, 1);
+    vgem.signal(fence).expect("signal");
+    until_no_waits(&mut h);
+    let tick = h.frame();
+    assert_eq!(h.client(k.c).rec.presented(commit), Some(tick.seq));
+    assert!(h.client(k.c).protocol_error().is_none());
+}
+
 #[test]
 fn syncobj_manager_errors_invalid_timeline_and_surface_exists() {
     require_vm();
@@ -941,149 +976,8 @@ fn fenced_release_explicit_sync_client_gets_fenced_release_with_the_render_fence
 
 // ---------------------------------------------------------------- the real binary
 
-fn syncbridge_bin() -> PathBuf {
-    let path = std::env::var_os("SYNCBRIDGE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/debug/syncbridge"
-            ))
-        });
-    assert!(
-        path.exists(),
-        "syncbridge binary {} missing (cargo xtask test sets SYNCBRIDGE_BIN)",
-        path.display()
-    );
-    path
-}
-
-fn runtime_dir(name: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    let dir = base.join(format!("vm-compositor-{name}"));
-    std::fs::create_dir_all(&dir).expect("runtime dir");
-    let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    dir
-}
-
-/// A running `syncbridge` (SIGTERM + stats on [`Running::stop`]; killed if dropped, e.g.
-/// by a failing test, so it never outlives the test).
-struct Running {
-    child: Child,
-    socket: PathBuf,
-    stats: PathBuf,
-    log: PathBuf,
-    stopped: bool,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn start_syncbridge(name: &str, render_device: &Path) -> Running {
-    let dir = runtime_dir(name);
-    let socket_name = "wayland-test";
-    let socket = dir.join(socket_name);
-    let _ = std::fs::remove_file(&socket);
-    let stats = scratch().join(format!("{name}-stats.json"));
-    let _ = std::fs::remove_file(&stats);
-    let log = scratch().join(format!("{name}.log"));
-    let child = Command::new(syncbridge_bin())
-        .args([
-            "--backend",
-            "headless",
-            "--stats-interval",
-            "0",
-            "--socket",
-            socket_name,
-        ])
-        .arg("--render-device")
-        .arg(render_device)
-        .arg("--stats-json")
-        .arg(&stats)
-        .env("XDG_RUNTIME_DIR", &dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start syncbridge");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "syncbridge never listened; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running {
-        child,
-        socket,
-        stats,
-        log,
-        stopped: false,
-    }
-}
-
-impl Running {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .expect("the compositor's /proc/<pid>/fd")
-            .count()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, wait, read the stats document.
-    fn stop(mut self) -> (serde_json::Value, String) {
-        // SAFETY: kill(2) on the pid of our own child process, which has not been reaped.
-        let rc = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        assert_eq!(rc, 0, "SIGTERM to syncbridge");
-        let status = self.child.wait().expect("wait for syncbridge");
-        self.stopped = true;
-        let log = self.log();
-        assert!(status.success(), "syncbridge exit {status}; log:\n{log}");
-        let text = std::fs::read_to_string(&self.stats)
-            .unwrap_or_else(|e| panic!("stats JSON {}: {e}; log:\n{log}", self.stats.display()));
-        (serde_json::from_str(&text).expect("stats JSON"), log)
-    }
-}
-
-/// Waits (bounded) until `f` holds; the bound is a liveness limit, not a speed assertion.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    compositor_bin::start_syncbridge(name, &Options::headless(Some(render_device)))
 }
 
 /// One client that shows a buffer, then queues three commits that wait (implicit vgem

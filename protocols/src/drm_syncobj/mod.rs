@@ -35,16 +35,13 @@
 mod surface;
 mod timeline;
 
-use std::collections::HashMap;
-
 use smithay::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::{
     wp_linux_drm_syncobj_manager_v1::{self, WpLinuxDrmSyncobjManagerV1},
     wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1,
     wp_linux_drm_syncobj_timeline_v1::{self, WpLinuxDrmSyncobjTimelineV1},
 };
 use smithay::reexports::wayland_server::{
-    backend::{ClientId, GlobalId},
-    Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
+    backend::GlobalId, Client, DataInit, Dispatch, DisplayHandle, GlobalDispatch, New, Resource,
 };
 use syncbridge_bridge::syncobj::SyncobjDevice;
 
@@ -80,17 +77,11 @@ pub struct DrmSyncobjGlobalData(());
 pub struct DrmSyncobjState {
     global: GlobalId,
     device: SyncobjDevice,
-    timelines_per_client: HashMap<ClientId, usize>,
-    max_timelines_per_client: usize,
 }
 
 impl DrmSyncobjState {
     /// Creates the global. Fails if the device cannot give eventfds for points.
-    pub(crate) fn new<D>(
-        dh: &DisplayHandle,
-        device: SyncobjDevice,
-        max_timelines_per_client: usize,
-    ) -> Result<Self, DrmSyncobjError>
+    pub(crate) fn new<D>(dh: &DisplayHandle, device: SyncobjDevice) -> Result<Self, DrmSyncobjError>
     where
         D: GlobalDispatch<WpLinuxDrmSyncobjManagerV1, DrmSyncobjGlobalData> + 'static,
     {
@@ -101,12 +92,7 @@ impl DrmSyncobjState {
         }
         let global =
             dh.create_global::<D, WpLinuxDrmSyncobjManagerV1, _>(VERSION, DrmSyncobjGlobalData(()));
-        Ok(Self {
-            global,
-            device,
-            timelines_per_client: HashMap::new(),
-            max_timelines_per_client,
-        })
+        Ok(Self { global, device })
     }
 
     /// The global's id (to disable or remove it).
@@ -117,11 +103,6 @@ impl DrmSyncobjState {
     /// The device timelines are imported on.
     pub fn device(&self) -> &SyncobjDevice {
         &self.device
-    }
-
-    /// Timeline objects alive, over all clients.
-    pub fn timelines(&self) -> usize {
-        self.timelines_per_client.values().sum()
     }
 }
 
@@ -154,7 +135,7 @@ where
         resource: &WpLinuxDrmSyncobjManagerV1,
         request: wp_linux_drm_syncobj_manager_v1::Request,
         _data: &(),
-        _dh: &DisplayHandle,
+        dh: &DisplayHandle,
         data_init: &mut DataInit<'_, D>,
     ) {
         use wp_linux_drm_syncobj_manager_v1::{Error, Request};
@@ -179,19 +160,17 @@ where
                 let bridge = state.sync_bridge();
                 // On every failure the new object gets empty data and the error goes on the
                 // manager (the spec's `invalid_timeline`), which disconnects the client.
-                let Some(syncobj) = bridge.syncobj_state_mut() else {
+                let limit = bridge.config.limits.max_timelines_per_client;
+                if bridge.syncobj_state_mut().is_none() {
                     data_init.init(id, SyncobjTimelineData { timeline: None });
                     bridge.note_protocol_error();
                     resource.post_error(Error::InvalidTimeline, "linux-drm-syncobj-v1 is disabled");
                     return;
-                };
-                let count = syncobj
-                    .timelines_per_client
-                    .get(&client.id())
-                    .copied()
-                    .unwrap_or(0);
-                if count >= syncobj.max_timelines_per_client {
-                    let limit = syncobj.max_timelines_per_client;
+                }
+                // Every timeline still referenced counts: a destroyed object whose points
+                // wait in queued commits keeps its timeline (and the kernel syncobj) alive.
+                let counter = bridge.client_budget(dh, &client.id()).timelines;
+                if counter.current() >= limit as u64 {
                     data_init.init(id, SyncobjTimelineData { timeline: None });
                     bridge.note_protocol_error();
                     resource.post_error(
@@ -200,13 +179,15 @@ where
                     );
                     return;
                 }
+                let Some(syncobj) = bridge.syncobj_state_mut() else {
+                    return;
+                };
                 match syncobj.device.import_timeline(fd) {
                     Ok(timeline) => {
-                        *syncobj.timelines_per_client.entry(client.id()).or_insert(0) += 1;
                         data_init.init(
                             id,
                             SyncobjTimelineData {
-                                timeline: Some(SyncobjTimeline::new(timeline)),
+                                timeline: Some(SyncobjTimeline::counted(timeline, &counter)),
                             },
                         );
                     }
@@ -245,22 +226,6 @@ where
         let _ = request;
     }
 
-    fn destroyed(
-        state: &mut D,
-        client: ClientId,
-        _resource: &WpLinuxDrmSyncobjTimelineV1,
-        data: &SyncobjTimelineData,
-    ) {
-        if data.timeline.is_none() {
-            return;
-        }
-        if let Some(syncobj) = state.sync_bridge().syncobj_state_mut() {
-            if let Some(n) = syncobj.timelines_per_client.get_mut(&client) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    syncobj.timelines_per_client.remove(&client);
-                }
-            }
-        }
-    }
+    // No `destroyed`: the timeline is counted until its last handle drops (see
+    // `SyncobjTimeline::counted`), not until its protocol object is destroyed.
 }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use syncbridge_bridge::syncobj::Timeline;
 
+use crate::gauge::{Gauge, GaugeGuard};
+
 /// Combines the protocol's `point_hi`/`point_lo` into a 64-bit timeline point.
 pub fn point_from_hi_lo(hi: u32, lo: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
@@ -23,17 +25,36 @@ pub fn point_from_hi_lo(hi: u32, lo: u32) -> u64 {
 
 /// A shared handle on one imported timeline.
 #[derive(Clone)]
-pub struct SyncobjTimeline(Arc<Timeline>);
+pub struct SyncobjTimeline(Arc<Inner>);
+
+struct Inner {
+    timeline: Timeline,
+    /// Counts the timeline on its client's timeline gauge until the last handle drops (the
+    /// protocol object may be destroyed while pending points still hold the timeline).
+    _counted: Option<GaugeGuard>,
+}
 
 impl SyncobjTimeline {
     /// Wraps a timeline the bridge imported.
     pub fn new(timeline: Timeline) -> Self {
-        Self(Arc::new(timeline))
+        Self(Arc::new(Inner {
+            timeline,
+            _counted: None,
+        }))
+    }
+
+    /// Wraps a timeline imported for a client, counted on `gauge` (the client's timeline
+    /// gauge) as long as any handle on it lives.
+    pub fn counted(timeline: Timeline, gauge: &Gauge) -> Self {
+        Self(Arc::new(Inner {
+            timeline,
+            _counted: Some(gauge.hold(1)),
+        }))
     }
 
     /// The bridge timeline.
     pub fn timeline(&self) -> &Timeline {
-        &self.0
+        &self.0.timeline
     }
 
     /// Whether two handles come from the same `import_timeline` request.

@@ -86,11 +86,11 @@ where
 {
     fn request(
         state: &mut D,
-        _client: &Client,
+        client: &Client,
         resource: &ZwpLinuxSurfaceSynchronizationV1,
         request: zwp_linux_surface_synchronization_v1::Request,
         data: &ExplicitSurfaceData,
-        _dh: &DisplayHandle,
+        dh: &DisplayHandle,
         data_init: &mut DataInit<'_, D>,
     ) {
         use zwp_linux_surface_synchronization_v1::{Error, Request};
@@ -145,7 +145,14 @@ where
                         return;
                     }
                 };
-                let held = HeldSyncFile::new(fence, state.sync_bridge().held_gauges());
+                // The fence stays open until its commit is applied or dropped: it counts on
+                // the client's budget from now on.
+                let bridge = state.sync_bridge();
+                if !bridge.charge_or_disconnect(dh, client, 1, 1) {
+                    return;
+                }
+                let budget = bridge.client_budget(dh, &client.id()).held;
+                let held = HeldSyncFile::new_for(fence, bridge.held_gauges(), &budget);
                 with_states(&surface, |states| {
                     states
                         .cached_state

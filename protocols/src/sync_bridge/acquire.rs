@@ -23,7 +23,6 @@
 //! # }
 //! ```
 
-use std::ffi::CString;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +31,6 @@ use smithay::backend::allocator::dmabuf::{Dmabuf, DmabufBlocker};
 use smithay::reexports::calloop::{Interest, RegistrationToken};
 use smithay::reexports::wayland_protocols::wp::linux_drm_syncobj::v1::server::wp_linux_drm_syncobj_surface_v1::WpLinuxDrmSyncobjSurfaceV1;
 use smithay::reexports::wayland_protocols::wp::linux_explicit_synchronization::zv1::server::zwp_linux_surface_synchronization_v1::ZwpLinuxSurfaceSynchronizationV1;
-use smithay::reexports::wayland_server::backend::protocol::{Interface, ProtocolError};
 use smithay::reexports::wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle, Resource, Weak};
 use smithay::wayland::compositor::{
     add_blocker, with_states, Blocker, BlockerState, BufferAssignment, SurfaceAttributes, SurfaceData,
@@ -44,6 +42,7 @@ use syncbridge_bridge::source::{SyncFileSource, TimelinePointSource};
 use syncbridge_bridge::sync_file::{monotonic_now_ns, SyncFile};
 use syncbridge_bridge::syncobj::WaitMode;
 
+use super::budget::disconnect_over_limit;
 use super::config::ImplicitWait;
 use super::stats::WaitKind;
 use super::SyncBridgeHandler;
@@ -55,9 +54,6 @@ use crate::drm_syncobj::{SyncobjCachedState, SyncobjPoint};
 use crate::explicit_sync::ExplicitCachedState;
 use crate::gauge::{HeldGuard, HeldSyncFile};
 use crate::surface_state::{with_surface_sync, with_surface_sync_in, Extension, PendingWait};
-
-/// `wl_display.error` code `no_memory`, used when a client exceeds a bound.
-const WL_DISPLAY_NO_MEMORY: u32 = 2;
 
 /// Released once its source fired.
 #[derive(Debug)]
@@ -218,19 +214,7 @@ fn sync_file_signal_time(fence: &SyncFile) -> Option<u64> {
     fence.info().ok().and_then(|i| i.signaled_at_ns())
 }
 
-/// `wl_display` as the backend names it: the object the `no_memory` error goes on.
-static WL_DISPLAY_INTERFACE: Interface = Interface {
-    name: "wl_display",
-    version: 1,
-    requests: &[],
-    events: &[],
-    c_ptr: None,
-};
-
-/// Disconnects the client with `wl_display.error(no_memory)`. `Client::kill` alone closes
-/// the connection without sending the error (wayland-backend's Rust server), so the client
-/// would not learn why; posting the error on its `wl_display` (object 1) sends it, then
-/// kills the client.
+/// Disconnects the client of `surface` for queueing more than `limit` waiting commits.
 fn kill_for_limit(dh: &DisplayHandle, surface: &WlSurface, limit: usize) {
     let Some(client) = surface.client() else {
         return;
@@ -239,23 +223,7 @@ fn kill_for_limit(dh: &DisplayHandle, surface: &WlSurface, limit: usize) {
         "more than {limit} commits of wl_surface@{} wait on unsignalled fences",
         surface.id().protocol_id()
     );
-    let handle = dh.backend_handle();
-    match handle.object_for_protocol_id(client.id(), &WL_DISPLAY_INTERFACE, 1) {
-        Ok(display) => handle.post_error(
-            display,
-            WL_DISPLAY_NO_MEMORY,
-            CString::new(message).unwrap_or_default(),
-        ),
-        Err(_) => client.kill(
-            dh,
-            ProtocolError {
-                code: WL_DISPLAY_NO_MEMORY,
-                object_id: 1,
-                object_interface: "wl_display".into(),
-                message,
-            },
-        ),
-    }
+    disconnect_over_limit(dh, &client, message);
 }
 
 fn start_wait<D: SyncBridgeHandler>(
@@ -277,6 +245,26 @@ fn start_wait<D: SyncBridgeHandler>(
         add_blocker(surface, CommitBlocker::Rejected);
         return;
     }
+    // The client's budget: a queued explicit fence is already counted (the wait takes
+    // over its guard); the other waits hold one fence and, at most, one new fd.
+    let Some(client) = surface.client() else {
+        return;
+    };
+    let (new_fds, new_fences) = match &wait {
+        Wait::Fence(_) => (0, 0),
+        Wait::Point(_) | Wait::Implicit(_) => (1, 1),
+    };
+    if !bridge.charge_or_disconnect(dh, &client, new_fds, new_fences) {
+        add_blocker(surface, CommitBlocker::Rejected);
+        return;
+    }
+    let budget = bridge.client_budget(dh, &client.id()).held;
+    // A waited-on timeline stays counted on the client while the wait lives, even if the
+    // client destroys its protocol object (the eventfd keeps the kernel syncobj).
+    let timeline = match &wait {
+        Wait::Point(p) => Some(p.timeline.clone()),
+        Wait::Fence(_) | Wait::Implicit(_) => None,
+    };
     let flag = Arc::new(AtomicBool::new(false));
     let ctx = WaitCtx {
         surface: surface.downgrade(),
@@ -296,7 +284,9 @@ fn start_wait<D: SyncBridgeHandler>(
         match wait {
             Wait::Point(p) => {
                 let timeline = p.timeline.timeline();
-                if timeline.query().is_ok_and(|signalled| signalled >= p.point) {
+                // Point 0 is the timeline's latest fence, whatever its point: the query
+                // (last signalled point >= 0) says nothing about it; wait for it.
+                if p.point > 0 && timeline.query().is_ok_and(|signalled| signalled >= p.point) {
                     return already(bridge);
                 }
                 match TimelinePointSource::new(timeline, p.point, WaitMode::Signaled) {
@@ -309,7 +299,7 @@ fn start_wait<D: SyncBridgeHandler>(
                                 WaitKind::Syncobj,
                                 t,
                                 CommitBlocker::Flag(FlagBlocker(flag)),
-                                gauges.hold(true),
+                                gauges.hold_for(&budget, true),
                             )
                         })
                         .map_err(|e| e.error.to_string()),
@@ -384,7 +374,7 @@ fn start_wait<D: SyncBridgeHandler>(
                                     WaitKind::Implicit,
                                     t,
                                     CommitBlocker::Flag(FlagBlocker(flag)),
-                                    gauges.hold(true),
+                                    gauges.hold_for(&budget, true),
                                 )
                             })
                             .map_err(|e| e.error.to_string())
@@ -401,7 +391,7 @@ fn start_wait<D: SyncBridgeHandler>(
                                     WaitKind::ImplicitPoll,
                                     t,
                                     CommitBlocker::Poll(blocker),
-                                    gauges.hold(false),
+                                    gauges.hold_for(&budget, false),
                                 )
                             })
                             .map_err(|e| e.error.to_string()),
@@ -420,6 +410,7 @@ fn start_wait<D: SyncBridgeHandler>(
                     token,
                     _held: held,
                     _wait: wait_guard,
+                    _timeline: timeline,
                 })
             });
             add_blocker(surface, blocker);

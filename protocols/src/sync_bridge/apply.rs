@@ -18,7 +18,7 @@
 //! ```
 
 use smithay::reexports::wayland_server::{
-    protocol::wl_buffer::WlBuffer, protocol::wl_surface::WlSurface, DisplayHandle,
+    protocol::wl_buffer::WlBuffer, protocol::wl_surface::WlSurface, DisplayHandle, Resource,
 };
 use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes};
 use smithay::wayland::dmabuf::get_dmabuf;
@@ -38,7 +38,7 @@ enum Applied {
 /// The post-commit hook.
 pub(crate) fn post_commit<D: SyncBridgeHandler>(
     state: &mut D,
-    _dh: &DisplayHandle,
+    dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
     let (applied, syncobj, explicit, current) = with_states(surface, |states| {
@@ -97,7 +97,10 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
                 return;
             }
             let dmabuf = get_dmabuf(&buffer).ok().cloned();
-            let id = bridge.attach_buffer(&buffer, dmabuf, target);
+            let client = surface
+                .client()
+                .map(|c| bridge.client_budget(dh, &c.id()).held);
+            let id = bridge.attach_buffer(&buffer, dmabuf, target, client);
             with_states(surface, |states| {
                 with_surface_sync_in(states, |s| s.current = Some(id))
             });

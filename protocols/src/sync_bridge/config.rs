@@ -25,8 +25,17 @@ pub struct Limits {
     /// that queues more commits with unsignalled fences is disconnected (`wl_display`
     /// `no_memory`). Legitimate clients keep 1-3.
     pub max_pending_waits_per_surface: usize,
-    /// Timeline objects per client; more gets `invalid_timeline`.
+    /// Imported timelines per client, counted while anything keeps them (the protocol
+    /// object, or a pending point on a destroyed object); more gets `invalid_timeline`.
     pub max_timelines_per_client: usize,
+    /// fds the bridge holds for one client (queued acquire fences, acquire waits' sync_files
+    /// and eventfds, reader fences for its releases). A request that would go over it
+    /// disconnects the client (`wl_display` `no_memory`). Keep it well below the process's
+    /// fd limit divided by the clients you expect.
+    pub max_fds_per_client: usize,
+    /// Fences the bridge holds for one client (as `max_fds_per_client`, plus waits that
+    /// hold no fd of their own, e.g. a polled dma-buf).
+    pub max_fences_per_client: usize,
     /// Latency samples kept for percentiles.
     pub latency_samples: usize,
 }
@@ -36,6 +45,8 @@ impl Default for Limits {
         Self {
             max_pending_waits_per_surface: 16,
             max_timelines_per_client: 256,
+            max_fds_per_client: 256,
+            max_fences_per_client: 512,
             latency_samples: 4096,
         }
     }

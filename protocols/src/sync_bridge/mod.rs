@@ -41,6 +41,7 @@
 
 mod acquire;
 mod apply;
+pub mod budget;
 pub mod config;
 pub mod release;
 pub mod stats;
@@ -131,6 +132,7 @@ pub struct SyncBridge<D: 'static> {
     pub(crate) tracker: ReleaseTracker,
     pub(crate) stats: StatsCollector,
     pub(crate) waits: crate::gauge::Gauge,
+    pub(crate) budgets: budget::ClientBudgets,
     next_wait_id: u64,
     /// Set when a dma-buf export answered "unsupported" at runtime: poll from then on.
     pub(crate) export_broken: bool,
@@ -159,6 +161,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
             tracker: ReleaseTracker::default(),
             stats,
             waits: crate::gauge::Gauge::new(),
+            budgets: budget::ClientBudgets::default(),
             next_wait_id: 0,
             export_broken: false,
         }
@@ -173,11 +176,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
     {
         if self.syncobj.is_none() {
             if let Some(device) = self.config.syncobj_device.clone() {
-                match DrmSyncobjState::new::<D>(
-                    dh,
-                    device,
-                    self.config.limits.max_timelines_per_client,
-                ) {
+                match DrmSyncobjState::new::<D>(dh, device) {
                     Ok(state) => {
                         tracing::info!(
                             driver = state.device().driver_name(),
@@ -245,6 +244,21 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         &self.config
     }
 
+    /// Changes the per-client bounds; they apply from the next request that checks them
+    /// (nothing already held is given back).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.config.limits = limits;
+    }
+
+    /// What the bridge holds for `client` right now (fences, fds, timelines), if it holds
+    /// or held anything for it.
+    pub fn client_held(
+        &self,
+        client: &smithay::reexports::wayland_server::backend::ClientId,
+    ) -> Option<&budget::ClientHeld> {
+        self.budgets.find(client)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SyncStats {
         let mut s = self
@@ -284,6 +298,39 @@ impl<D: 'static> SyncBridge<D> {
 
     pub(crate) fn held_gauges(&self) -> &HeldGauges {
         &self.stats.held
+    }
+
+    /// The budget gauges of `client`.
+    pub(crate) fn client_budget(
+        &mut self,
+        dh: &DisplayHandle,
+        client: &smithay::reexports::wayland_server::backend::ClientId,
+    ) -> budget::ClientHeld {
+        self.budgets.get(dh, client)
+    }
+
+    /// Checks that holding `new_fds` fds and `new_fences` fences more for `client` stays
+    /// within its budget; if not, disconnects the client (`wl_display.error(no_memory)`),
+    /// counts it and returns false.
+    pub(crate) fn charge_or_disconnect(
+        &mut self,
+        dh: &DisplayHandle,
+        client: &smithay::reexports::wayland_server::Client,
+        new_fds: u64,
+        new_fences: u64,
+    ) -> bool {
+        let held = self.budgets.get(dh, &client.id());
+        self.stats.note_client_held(&held.held);
+        match budget::check(&self.config.limits, &held.held, new_fds, new_fences) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, "client over its fd/fence budget; disconnecting it");
+                self.stats.s.clients_killed_for_limits += 1;
+                self.stats.s.clients_killed_for_budget += 1;
+                budget::disconnect_over_limit(dh, client, err.to_string());
+                false
+            }
+        }
     }
 
     pub(crate) fn syncobj_state_mut(&mut self) -> Option<&mut DrmSyncobjState> {

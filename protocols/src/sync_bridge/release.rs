@@ -59,7 +59,7 @@ use syncbridge_bridge::sync_file::SyncFile;
 
 use super::stats::StatsCollector;
 use super::{BufferId, SyncBridge};
-use crate::gauge::HeldGuard;
+use crate::gauge::{HeldGauges, HeldGuard};
 use crate::release_target::{Delivered, ReleaseTarget};
 
 /// What the bridge knows about one attached buffer.
@@ -71,6 +71,8 @@ pub(crate) struct BufferRecord {
     merger: ReleaseMerger,
     scanouts: Vec<ReaderId>,
     held: Option<HeldGuard>,
+    /// The budget of the buffer's client: reader fences held for its release count on it.
+    client: Option<HeldGauges>,
 }
 
 /// All tracked buffers.
@@ -127,6 +129,7 @@ impl<D: 'static> SyncBridge<D> {
         buffer: &WlBuffer,
         dmabuf: Option<Dmabuf>,
         target: Option<ReleaseTarget>,
+        client: Option<HeldGauges>,
     ) -> BufferId {
         let t = &mut self.tracker;
         t.next += 1;
@@ -140,6 +143,7 @@ impl<D: 'static> SyncBridge<D> {
                 merger: ReleaseMerger::new(),
                 scanouts: Vec::new(),
                 held: None,
+                client,
             },
         );
         id
@@ -180,8 +184,13 @@ impl<D: 'static> SyncBridge<D> {
             tracing::warn!(%err, "release merger refused a reader fence");
             stats.s.fence_import_failures += 1;
         }
-        rec.held = (rec.merger.held_fences() > 0)
-            .then(|| rec.held.take().unwrap_or_else(|| stats.held.hold(true)));
+        let client = rec.client.as_ref();
+        rec.held = (rec.merger.held_fences() > 0).then(|| {
+            rec.held.take().unwrap_or_else(|| match client {
+                Some(c) => stats.held.hold_for(c, true),
+                None => stats.held.hold(true),
+            })
+        });
     }
 
     /// A frame was rendered that sampled `sampled`; `render_fence` signals when the GPU is

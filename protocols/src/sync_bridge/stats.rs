@@ -113,8 +113,13 @@ pub struct SyncStats {
     pub reader_reports_unknown: u64,
     /// Protocol errors sent to clients.
     pub protocol_errors: u64,
-    /// Clients disconnected for exceeding a bound (pending waits per surface).
+    /// Clients disconnected for exceeding a bound (pending waits per surface, fd/fence
+    /// budget).
     pub clients_killed_for_limits: u64,
+    /// Of those, clients disconnected for exceeding their fd/fence budget.
+    pub clients_killed_for_budget: u64,
+    /// Most fds held for one client at once (seen when a client asked for more).
+    pub client_fds_held_peak: u64,
     /// Acquire waits in flight now.
     pub pending_waits: u64,
     /// Buffers tracked now (current on a surface, or still being read).
@@ -153,6 +158,11 @@ impl StatsCollector {
             max_samples: max_samples.max(1),
             ..Default::default()
         }
+    }
+
+    /// Notes one client's gauges for the per-client peak.
+    pub fn note_client_held(&mut self, client: &HeldGauges) {
+        self.s.client_fds_held_peak = self.s.client_fds_held_peak.max(client.fds.peak());
     }
 
     pub fn waited(&mut self, kind: WaitKind) {
