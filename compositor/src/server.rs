@@ -168,6 +168,8 @@ impl Server {
         let handle = self.event_loop.handle();
         let token: Rc<Cell<Option<RegistrationToken>>> = Rc::new(Cell::new(None));
         let own_token = token.clone();
+        // While fds stay exhausted accept() fails every pause: one warning per 5 s.
+        let mut last_warning: Option<std::time::Instant> = None;
         let registered = handle
             .insert_source(source, move |event, _, state| match event {
                 ListenerEvent::Client(stream) => {
@@ -177,11 +179,18 @@ impl Server {
                 }
                 ListenerEvent::Paused(err) => {
                     state.client_counters.accept_failed();
-                    tracing::warn!(
-                        %err,
-                        pause_ms = ACCEPT_PAUSE.as_millis() as u64,
-                        "accepting a client failed; new connections wait in the backlog"
-                    );
+                    let times = state.client_counters.accept_paused();
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        last_warning = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            %err,
+                            times,
+                            pause_ms = ACCEPT_PAUSE.as_millis() as u64,
+                            "accepting a client failed; new connections wait in the backlog"
+                        );
+                    } else {
+                        tracing::debug!(%err, times, "accepting a client failed again");
+                    }
                     let Some(token) = own_token.get() else { return };
                     let resumed = state.loop_handle.insert_source(
                         Timer::from_duration(ACCEPT_PAUSE),

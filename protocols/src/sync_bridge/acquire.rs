@@ -219,6 +219,8 @@ fn sync_file_signal_time(fence: &SyncFile) -> Option<u64> {
 /// Disconnects the client of `surface` for queueing more than `limit` waiting commits.
 fn kill_for_limit(dh: &DisplayHandle, surface: &WlSurface, limit: usize) {
     let Some(client) = surface.client() else {
+        // The client is gone: nothing may be applied unwaited.
+        add_blocker(surface, CommitBlocker::Rejected);
         return;
     };
     let message = format!(
@@ -250,6 +252,8 @@ fn start_wait<D: SyncBridgeHandler>(
     // The client's budget: a queued explicit fence is already counted (the wait takes
     // over its guard); the other waits hold one fence and, at most, one new fd.
     let Some(client) = surface.client() else {
+        // The client is gone: nothing may be applied unwaited.
+        add_blocker(surface, CommitBlocker::Rejected);
         return;
     };
     let (new_fds, new_fences) = match &wait {
