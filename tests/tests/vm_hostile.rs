@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 
 use syncbridge_bridge::{SyncobjDevice, Timeline};
 use syncbridge_protocols::{Limits, SyncStats};
-use syncbridge_tests::client::buffers::Allocator;
+use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
-use syncbridge_tests::client::{Commit, Presentation, SurfaceId, TestClient};
+use syncbridge_tests::client::{BufferId, Commit, Presentation, SurfaceId, TestClient};
 use syncbridge_tests::compositor_bin::{eventually, start_syncbridge, Options, Running};
 use syncbridge_tests::kernel::require_vm;
 use syncbridge_tests::kernel::vgem::FenceAccess;
 use wayland_client::backend::WaylandError;
+use wayland_protocols::wp::linux_drm_syncobj::v1::client::wp_linux_drm_syncobj_timeline_v1::WpLinuxDrmSyncobjTimelineV1;
 
 const W: u32 = 64;
 const H: u32 = 64;
@@ -384,6 +385,63 @@ fn rate(frames: &[Instant], from: Instant, to: Instant) -> f64 {
 /// a compositor that froze or exited presents none.
 const MIN_BYSTANDER_FRAMES: usize = 3;
 
+/// A client whose commits wait on a syncobj acquire point that never materializes.
+struct HostileClient {
+    c: TestClient,
+    acq: WpLinuxDrmSyncobjTimelineV1,
+    rel: WpLinuxDrmSyncobjTimelineV1,
+    buffer: BufferId,
+    point: u64,
+    /// The kernel objects behind the protocol objects, kept until the client is dropped.
+    _kernel: (Timeline, Timeline, DmaBuffer),
+}
+
+impl HostileClient {
+    fn connect(rb: &Running, dev: &SyncobjDevice, vgem: &Allocator) -> Self {
+        let mut c = TestClient::connect(&rb.socket).expect("hostile client connects");
+        let acquire = dev.create_timeline().expect("timeline");
+        let release = dev.create_timeline().expect("timeline");
+        let acq = c.import_timeline(acquire.export_fd().expect("fd").as_fd());
+        let rel = c.import_timeline(release.export_fd().expect("fd").as_fd());
+        let buf = vgem.allocate(16, 16).expect("buffer");
+        let buffer = c.create_dmabuf_buffer(&buf);
+        Self {
+            c,
+            acq,
+            rel,
+            buffer,
+            point: 0,
+            _kernel: (acquire, release, buf),
+        }
+    }
+
+    fn sync(&mut self) {
+        let t = self.c.send_sync();
+        self.c
+            .blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
+    }
+
+    /// A new syncobj surface with `waits` commits parked on the acquire point (each holds
+    /// an eventfd in the compositor). Returns the commits sent, 0 once disconnected.
+    fn park_surface(&mut self, waits: usize) -> usize {
+        let s = self.c.create_toplevel();
+        self.c.syncobj_surface(s);
+        self.sync();
+        if !self.c.is_alive() {
+            return 0;
+        }
+        for _ in 0..waits {
+            self.point += 1;
+            self.c.attach(s, Some(self.buffer));
+            self.c.set_acquire_point(s, &self.acq, 1);
+            self.c.set_release_point(s, &self.rel, self.point);
+            self.c.commit(s, Commit::default());
+        }
+        self.sync();
+        waits
+    }
+}
+
 /// One hostile connection: syncobj surfaces, 15 commits each (below the per-surface bound
 /// of 16) whose acquire point never materializes, until the compositor disconnects it or
 /// `max_surfaces` are used. Returns (commits sent, compositor fd peak, connection error).
@@ -392,42 +450,19 @@ fn hostile_round(
     dev: &SyncobjDevice,
     vgem: &Allocator,
     max_surfaces: usize,
-) -> (usize, usize, Option<WaylandError>, (Timeline, Timeline)) {
-    let mut c = TestClient::connect(&rb.socket).expect("hostile client connects");
-    let acquire = dev.create_timeline().expect("timeline");
-    let release = dev.create_timeline().expect("timeline");
-    let acq = c.import_timeline(acquire.export_fd().expect("fd").as_fd());
-    let rel = c.import_timeline(release.export_fd().expect("fd").as_fd());
-    let buf = vgem.allocate(16, 16).expect("buffer");
-    let b = c.create_dmabuf_buffer(&buf);
+) -> (usize, usize, Option<WaylandError>) {
+    let mut h = HostileClient::connect(rb, dev, vgem);
     let mut commits = 0;
     let mut peak = rb.fd_count();
-    let mut point = 0u64;
     for _ in 0..max_surfaces {
-        let s = c.create_toplevel();
-        c.syncobj_surface(s);
-        let t = c.send_sync();
-        c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
-        if !c.is_alive() {
-            break;
-        }
-        for _ in 0..15 {
-            point += 1;
-            c.attach(s, Some(b));
-            c.set_acquire_point(s, &acq, 1);
-            c.set_release_point(s, &rel, point);
-            c.commit(s, Commit::default());
-            commits += 1;
-        }
-        let t = c.send_sync();
-        c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
+        commits += h.park_surface(15);
         peak = peak.max(rb.fd_count());
-        if !c.is_alive() {
+        if !h.c.is_alive() {
             break;
         }
     }
-    let err = c.conn.backend().last_error();
-    (commits, peak, err, (acquire, release))
+    let err = h.c.conn.backend().last_error();
+    (commits, peak, err)
 }
 
 /// Issue 12's stress test: hostile clients, one after the other for a few seconds, each
@@ -466,10 +501,8 @@ fn hostile_clients_at_their_fd_budget_leave_another_clients_frames_alone() {
     let mut rounds = 0;
     let mut peak = baseline;
     let mut commits_per_round = Vec::new();
-    let mut keep = Vec::new();
     while rounds < 3 || calm_end.elapsed() < Duration::from_secs(3) {
-        let (commits, round_peak, err, timelines) = hostile_round(&rb, &dev, &vgem, 64);
-        keep.push(timelines);
+        let (commits, round_peak, err) = hostile_round(&rb, &dev, &vgem, 64);
         assert_no_memory(err);
         assert!(rb.is_running(), "the compositor exited; log:\n{}", rb.log());
         rounds += 1;
@@ -563,30 +596,11 @@ fn exhausting_the_process_fd_limit_is_survived() {
     // Three clients of 13 surfaces x 15 waits (195 fds each, under the budget of 256).
     let mut hostile = Vec::new();
     for _ in 0..3 {
-        let mut c = TestClient::connect(&rb.socket).expect("hostile client connects");
-        let acquire = dev.create_timeline().expect("timeline");
-        let release = dev.create_timeline().expect("timeline");
-        let acq = c.import_timeline(acquire.export_fd().expect("fd").as_fd());
-        let rel = c.import_timeline(release.export_fd().expect("fd").as_fd());
-        let buf = vgem.allocate(16, 16).expect("buffer");
-        let b = c.create_dmabuf_buffer(&buf);
-        let mut point = 0;
+        let mut c = HostileClient::connect(&rb, &dev, &vgem);
         for _ in 0..13 {
-            let s = c.create_toplevel();
-            c.syncobj_surface(s);
-            let t = c.send_sync();
-            c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
-            for _ in 0..15 {
-                point += 1;
-                c.attach(s, Some(b));
-                c.set_acquire_point(s, &acq, 1);
-                c.set_release_point(s, &rel, point);
-                c.commit(s, Commit::default());
-            }
+            c.park_surface(15);
         }
-        let t = c.send_sync();
-        c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
-        hostile.push((c, acquire, release, buf));
+        hostile.push(c);
     }
     let peak = rb.fd_count();
     let exhausted_at = Instant::now();
@@ -609,8 +623,8 @@ fn exhausting_the_process_fd_limit_is_survived() {
     );
     let exhausted_end = Instant::now();
 
-    for (mut c, ..) in hostile.drain(..) {
-        c.disconnect();
+    for mut h in hostile.drain(..) {
+        h.c.disconnect();
     }
     let connected = latecomer.join().expect("latecomer thread");
     assert!(
