@@ -127,10 +127,13 @@ fn pci_device_of(card: &Path) -> PathBuf {
     // virtio-gpu's DRM device hangs off the PCI function (not the virtio device).
     let device = std::fs::canonicalize(format!("/sys/class/drm/{name}/device"))
         .expect("the card's device in sysfs");
-    let pci = [device.clone(), device.parent().map(Path::to_path_buf).unwrap_or_default()]
-        .into_iter()
-        .find(|d| d.join("remove").exists())
-        .unwrap_or_else(|| panic!("no PCI `remove` at or above {}", device.display()));
+    let pci = [
+        device.clone(),
+        device.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|d| d.join("remove").exists())
+    .unwrap_or_else(|| panic!("no PCI `remove` at or above {}", device.display()));
     pci
 }
 
@@ -146,6 +149,11 @@ impl Drop for RescanPci {
             && start.elapsed() < Duration::from_secs(30)
         {
             std::thread::sleep(Duration::from_millis(100));
+        }
+        if find_nodes("virtio_gpu", NodeKind::Primary).is_empty() {
+            eprintln!(
+                "vm_tty_handover: the virtio-gpu card did not come back after the PCI rescan"
+            );
         }
     }
 }
@@ -299,9 +307,8 @@ fn vkms_connector_lost_while_paused_keeps_its_buffer_until_switched_off() {
         comp.log_text()
     );
     assert!(
-        comp.log_text()
-            .contains("switching off a vanished connector's CRTC failed"),
-        "the switch-off was refused while paused; log:\n{}",
+        comp.log_text().contains("Permission denied (os error 13)"),
+        "the switch-off was refused while paused (EACCES); log:\n{}",
         comp.log_text()
     );
     replace_with_shm(&mut c, s);

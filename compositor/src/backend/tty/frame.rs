@@ -292,7 +292,10 @@ impl State {
         };
         let started = out.pending.as_ref().map(|p| p.cycle_started_ns);
         if out.handover.is_stale_flip(flip_ns, started) {
-            tracing::debug!(output = index, "page flip of a commit given up at resume: not the pending one's");
+            tracing::debug!(
+                output = index,
+                "page flip of a commit given up at resume: not the pending one's"
+            );
             return;
         }
         let Some(pending) = out.pending.take() else {

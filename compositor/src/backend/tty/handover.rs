@@ -152,7 +152,10 @@ mod tests {
     type Buf = (Vec<u64>, Holder);
 
     fn ids(c: &Carried<Buf, Holder>) -> Vec<u64> {
-        c.buffers.iter().flat_map(|(i, _)| i.iter().copied()).collect()
+        c.buffers
+            .iter()
+            .flat_map(|(i, _)| i.iter().copied())
+            .collect()
     }
 
     fn held(id: u64, drops: &Rc<Cell<u32>>) -> Carried<Buf, Holder> {

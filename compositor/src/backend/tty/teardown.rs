@@ -112,7 +112,10 @@ impl State {
             .flat_map(|(ids, _)| ids.iter().copied())
             .collect();
         if !ids.is_empty() {
-            tracing::debug!(?ids, "scanout ended without a fence: the display no longer reads");
+            tracing::debug!(
+                ?ids,
+                "scanout ended without a fence: the display no longer reads"
+            );
             self.sync_bridge.scanout_committed(None, &[], &ids);
         }
         drop(held);
@@ -126,7 +129,10 @@ impl State {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
-        let due = tty.outputs.iter().any(|o| !o.alive && o.handover.disable_due());
+        let due = tty
+            .outputs
+            .iter()
+            .any(|o| !o.alive && o.handover.disable_due());
         let freed = retry_due_switch_offs(&tty.device, &mut tty.outputs);
         for out in tty.outputs.iter_mut().filter(|o| o.alive) {
             if let Some(p) = out.pending.take() {
@@ -180,7 +186,10 @@ impl State {
                     .iter()
                     .flat_map(|(ids, _)| ids.iter().copied())
                     .collect();
-                tracing::debug!(?ids, "buffers carried over a resume: released with the first commit's out-fence");
+                tracing::debug!(
+                    ?ids,
+                    "buffers carried over a resume: released with the first commit's out-fence"
+                );
                 self.sync_bridge.scanout_committed(Some(fence), &[], &ids);
                 drop(carried.buffers);
             }
