@@ -17,7 +17,7 @@ use smithay::reexports::{
 };
 use syncbridge_bridge::sync_file::monotonic_now_ns;
 
-use super::{kms::scanout::Shown, release::ActiveRelease, TtyError};
+use super::{release::ActiveRelease, TtyError};
 use crate::{backend::Backend, state::State};
 
 fn ns(d: Duration) -> u64 {
@@ -135,6 +135,12 @@ impl State {
         let tick = out.clock.tick_at(base + refresh);
         let started = monotonic_now_ns();
         let rendered = self.present_frame(index, tick);
+        if let Backend::Tty(tty) = &mut self.backend {
+            // A commit made in this cycle: its flip's vblank is not earlier than this.
+            if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut()) {
+                p.cycle_started_ns = started;
+            }
+        }
         if vblank.is_some() {
             if let Backend::Tty(tty) = &mut self.backend {
                 let committed = tty
@@ -191,6 +197,7 @@ impl State {
             return;
         };
         let shown = report.shown;
+        let committed = out.pending.is_some();
         tracing::debug!(
             output = index,
             shown = ?shown,
@@ -232,6 +239,10 @@ impl State {
                         .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
                 }
             }
+        }
+        if committed {
+            // A commit succeeded: it takes over buffers carried over a resume.
+            self.tty_commit_takes_over(index, mode, report.out_fence.as_ref());
         }
     }
 
@@ -279,6 +290,14 @@ impl State {
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
+        let started = out.pending.as_ref().map(|p| p.cycle_started_ns);
+        if out.handover.is_stale_flip(flip_ns, started) {
+            tracing::debug!(
+                output = index,
+                "page flip of a commit given up at resume: not the pending one's"
+            );
+            return;
+        }
         let Some(pending) = out.pending.take() else {
             return;
         };
@@ -314,27 +333,6 @@ impl State {
             }
         }
         self.tty_frame(index, Some(time));
-    }
-
-    /// After a pause: flips that never came release what they held now.
-    pub fn tty_release_all_held(&mut self) {
-        let Backend::Tty(tty) = &mut self.backend else {
-            return;
-        };
-        let mut ids = Vec::new();
-        let mut held = Vec::new();
-        for out in &mut tty.outputs {
-            if let Some(p) = out.pending.take() {
-                for (id, buf) in p.release_at_flip {
-                    ids.extend(id);
-                    held.push(buf);
-                }
-            }
-        }
-        if !ids.is_empty() {
-            self.sync_bridge.scanout_committed(None, &[], &ids);
-        }
-        drop(held);
     }
 
     /// Suspend or resume libinput with the session.
@@ -374,50 +372,14 @@ impl State {
                 gone.push(i);
             }
         }
-        let mut released = Vec::new();
+        // Outputs that vanished while the session was paused owe a switch-off.
+        let mut released = super::teardown::retry_due_switch_offs(&tty.device, &mut tty.outputs);
         for &i in &gone {
             let out = &mut tty.outputs[i];
             tracing::warn!(output = %out.output.name(), "connector vanished: output removed");
             tty.stats.connectors_lost += 1;
-            // Best effort: switch the CRTC off.
-            let mut req = smithay::reexports::drm::control::atomic::AtomicModeReq::new();
-            req.add_property(
-                out.connector,
-                out.connector_crtc_id,
-                smithay::reexports::drm::control::property::Value::CRTC(None),
-            );
-            req.add_property(
-                out.crtc,
-                out.crtc_props.active,
-                smithay::reexports::drm::control::property::Value::Boolean(false),
-            );
-            req.add_property(
-                out.crtc,
-                out.crtc_props.mode_id,
-                smithay::reexports::drm::control::property::Value::Blob(0),
-            );
-            req.add_property(
-                out.plane,
-                out.plane_props.fb_id,
-                smithay::reexports::drm::control::property::Value::Framebuffer(None),
-            );
-            req.add_property(
-                out.plane,
-                out.plane_props.crtc_id,
-                smithay::reexports::drm::control::property::Value::CRTC(None),
-            );
-            if let Err(err) = tty.device.fd.atomic_commit(
-                smithay::reexports::drm::control::AtomicCommitFlags::ALLOW_MODESET,
-                req,
-            ) {
-                tracing::warn!(%err, "switching off a vanished connector's CRTC");
-            }
-            if let Some(p) = out.pending.take() {
-                released.extend(p.release_at_flip);
-            }
-            if let Shown::Client(c) = std::mem::replace(&mut out.shown, Shown::Nothing) {
-                released.push((c.ids, c.buffer));
-            }
+            // Its plane's buffers go only once the switch-off succeeded.
+            released.append(super::teardown::switch_off_vanished(&tty.device, out));
             if let Some(global) = out.global.take() {
                 tty.display_handle().remove_global::<State>(global);
             }
@@ -434,10 +396,11 @@ impl State {
             .filter(|o| o.alive)
             .map(|o| o.connector)
             .collect();
+        // A CRTC still owing its switch-off may scan out a held buffer: not free.
         let used: Vec<_> = tty
             .outputs
             .iter()
-            .filter(|o| o.alive)
+            .filter(|o| o.alive || o.handover.disable_due())
             .map(|o| o.crtc)
             .collect();
         let x = tty
@@ -466,14 +429,7 @@ impl State {
                 Err(err) => tracing::warn!(%err, "new connector not usable"),
             }
         }
-        let ids: Vec<_> = released
-            .iter()
-            .flat_map(|(ids, _)| ids.iter().copied())
-            .collect();
-        if !ids.is_empty() {
-            self.sync_bridge.scanout_committed(None, &[], &ids);
-        }
-        drop(released);
+        self.tty_release_unread(released);
         for output in gone_outputs {
             self.space.unmap_output(&output);
         }
@@ -492,15 +448,5 @@ impl State {
             });
         }
         self.tty_kick_all();
-    }
-
-    /// Our device is gone: stop presenting (the compositor keeps serving clients).
-    pub fn tty_device_removed(&mut self) {
-        if let Backend::Tty(tty) = &mut self.backend {
-            for out in &mut tty.outputs {
-                out.alive = false;
-            }
-        }
-        self.tty_release_all_held();
     }
 }

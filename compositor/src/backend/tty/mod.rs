@@ -16,10 +16,12 @@
 pub mod capture;
 mod fault;
 pub mod frame;
+pub mod handover;
 pub mod input;
 pub mod kms;
 pub mod release;
 pub mod session;
+pub mod teardown;
 pub mod udev;
 
 use std::{path::PathBuf, rc::Rc, time::Instant};

@@ -28,7 +28,7 @@ pub fn register(
                     tty.resume();
                 }
                 state.tty_suspend_input(false);
-                state.tty_release_all_held();
+                state.tty_session_resumed();
                 state.tty_kick_all();
             }
         })

@@ -28,7 +28,11 @@ use super::{
     device::{KmsDevice, PropMap},
     planes::ClientFb,
 };
-use crate::{backend::tty::TtyError, frame_clock::FrameClock, state::State};
+use crate::{
+    backend::tty::{handover::Handover, TtyError},
+    frame_clock::FrameClock,
+    state::State,
+};
 
 /// Handles of a plane's properties.
 #[derive(Debug, Clone)]
@@ -120,6 +124,9 @@ pub struct PendingFlip {
     pub retiring: Vec<Rc<ClientFb>>,
     /// When the commit was made.
     pub committed_at: Option<Instant>,
+    /// CLOCK_MONOTONIC ns at which the refresh cycle that made the commit started (before
+    /// the commit ioctl): its page-flip event's vblank is never earlier.
+    pub cycle_started_ns: u64,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
@@ -165,6 +172,9 @@ pub struct TtyOutput {
     ///
     /// [`State::tty_wake`]: crate::State::tty_wake
     pub idle: bool,
+    /// Buffers whose end of scanout no commit has proven yet (a resume, a failed
+    /// switch-off): see [`handover`](crate::backend::tty::handover).
+    pub handover: Handover<(Vec<BufferId>, Buffer), Rc<ClientFb>>,
 }
 
 impl TtyOutput {
@@ -355,6 +365,7 @@ pub fn create_output(
         report: None,
         out_fence_slot: OutFenceSlot::new(),
         idle: false,
+        handover: Handover::default(),
     })
 }
 
