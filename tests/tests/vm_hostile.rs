@@ -537,14 +537,16 @@ fn hostile_clients_at_their_fd_budget_leave_another_clients_frames_alone() {
 }
 
 /// Several hostile clients, each within its budget, together exhaust a compositor started
-/// with a low fd limit (hard limit 512, so it cannot raise it): waits that cannot get an
-/// eventfd and connections that cannot be accepted are logged and survived; the bystander
-/// keeps its frames; once the hostile clients leave, the waiting connection is served.
+/// with a low fd limit (hard limit 512, so it cannot raise it): connections that cannot be
+/// accepted are logged and survived; a wait that then cannot get its eventfd cancels the
+/// commit and disconnects that client with `no_memory` (issue 12 item 4); the bystander
+/// keeps its frames; once fds are free, the waiting connection is served.
 #[test]
 fn exhausting_the_process_fd_limit_is_survived() {
+    const LIMIT: usize = 512;
     require_vm();
     let mut opts = Options::headless(Some(&virtio_render_node()));
-    opts.nofile = Some((512, 512));
+    opts.nofile = Some((LIMIT as u64, LIMIT as u64));
     let mut rb = start_syncbridge("emfile", &opts);
     let dev = virtio_syncobj_device();
     let vgem = Allocator::vgem();
@@ -552,7 +554,10 @@ fn exhausting_the_process_fd_limit_is_survived() {
     bystander.wait_for_frames(10);
     let baseline = rb.fd_count();
 
-    // Three clients of 13 surfaces x 15 waits (195 fds each, under the budget of 256).
+    // Three clients of 13 surfaces (up to 15 waits each, 195 per client: under the budget
+    // of 256), set up first; then single waits, each confirmed by a roundtrip, until the
+    // compositor's fd table is full. Each wait takes one eventfd, so none fails here (a
+    // client whose wait fails is disconnected, which would give its fds back).
     let mut hostile = Vec::new();
     for _ in 0..3 {
         let mut c = TestClient::connect(&rb.socket).expect("hostile client connects");
@@ -562,30 +567,46 @@ fn exhausting_the_process_fd_limit_is_survived() {
         let rel = c.import_timeline(release.export_fd().expect("fd").as_fd());
         let buf = vgem.allocate(16, 16).expect("buffer");
         let b = c.create_dmabuf_buffer(&buf);
-        let mut point = 0;
+        let mut surfaces = Vec::new();
         for _ in 0..13 {
             let s = c.create_toplevel();
             c.syncobj_surface(s);
-            let t = c.send_sync();
-            c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
-            for _ in 0..15 {
-                point += 1;
-                c.attach(s, Some(b));
-                c.set_acquire_point(s, &acq, 1);
-                c.set_release_point(s, &rel, point);
-                c.commit(s, Commit::default());
-            }
+            surfaces.push(s);
         }
         let t = c.send_sync();
         c.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t));
-        hostile.push((c, acquire, release, buf));
+        hostile.push((c, acq, rel, b, surfaces, (acquire, release, buf)));
+    }
+    let mut point = 0;
+    'fill: for _ in 0..15 {
+        for (c, acq, rel, b, surfaces, _) in hostile.iter_mut() {
+            for &s in surfaces.iter() {
+                if rb.fd_count() >= LIMIT {
+                    break 'fill;
+                }
+                point += 1;
+                c.attach(s, Some(*b));
+                c.set_acquire_point(s, acq, 1);
+                c.set_release_point(s, rel, point);
+                c.commit(s, Commit::default());
+                let t = c.send_sync();
+                assert!(
+                    c.blocking_dispatch_until(Duration::from_secs(5), |r| r
+                        .syncs_done
+                        .contains(&t)),
+                    "wait {point} was not confirmed (error: {:?}); log:\n{}",
+                    c.conn.backend().last_error(),
+                    rb.log()
+                );
+            }
+        }
     }
     let peak = rb.fd_count();
     let exhausted_at = Instant::now();
     assert!(rb.is_running(), "the compositor exited; log:\n{}", rb.log());
     assert!(
-        peak >= 500,
-        "{peak} fds open: the limit of 512 was not reached; log:\n{}",
+        peak >= LIMIT,
+        "{peak} fds open after {point} waits: the limit of {LIMIT} was not reached; log:\n{}",
         rb.log()
     );
     // A new client now waits in the backlog: accept() fails with EMFILE.
@@ -599,6 +620,19 @@ fn exhausting_the_process_fd_limit_is_survived() {
         log.contains("accepting a client failed"),
         "EMFILE on accept is logged:\n{log}"
     );
+
+    // One more wait: no fd for its eventfd. The commit is cancelled and that client
+    // disconnected (never left connected with a commit smithay would apply unwaited).
+    let (mut first, acq, rel, b, surfaces, _kept) = hostile.remove(0);
+    point += 1;
+    first.attach(surfaces[0], Some(b));
+    first.set_acquire_point(surfaces[0], &acq, 1);
+    first.set_release_point(surfaces[0], &rel, point);
+    first.commit(surfaces[0], Commit::default());
+    first.flush();
+    first.blocking_dispatch_until(Duration::from_secs(5), |_| false);
+    assert_no_memory(first.conn.backend().last_error());
+    assert!(rb.is_running(), "the compositor exited; log:\n{}", rb.log());
     let exhausted_end = Instant::now();
 
     for (mut c, ..) in hostile.drain(..) {
@@ -621,6 +655,11 @@ fn exhausting_the_process_fd_limit_is_survived() {
     assert!(
         stats["clients"]["accept_paused"].as_u64() >= Some(1),
         "{stats:#}"
+    );
+    assert_eq!(
+        stats["sync"]["commits_rejected"].as_u64(),
+        Some(1),
+        "only the wait made with no fd left was refused: {stats:#}"
     );
     assert!(
         fps_exhausted >= 10.0,
