@@ -7,7 +7,7 @@
 //!   reuse it for every commit.
 //! * [`in_fence_value`] hands out a fence for `IN_FENCE_FD` only if the compositor made it
 //!   or it has already signalled: a client fence that never signals must not stall a CRTC
-//!   (DESIGN.md section 2).
+//!   (the kernel waits for `IN_FENCE_FD` inside the commit, for the whole CRTC).
 //!
 //! Ownership: the out-fence becomes an owned [`SyncFile`] on [`OutFenceSlot::take`]; an
 //! out-fence never taken is closed when the slot is dropped or reused.

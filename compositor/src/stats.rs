@@ -292,6 +292,8 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
         "clients_killed_for_limits": s.clients_killed_for_limits,
         "clients_killed_for_budget": s.clients_killed_for_budget,
         "client_fds_held_peak": s.client_fds_held_peak,
+        "buffer_fds_held": { "now": s.buffer_fds_held, "peak": s.buffer_fds_held_peak },
+        "buffer_imports_refused_for_budget": s.buffer_imports_refused_for_budget,
         "kernel_ops": {
             "dmabuf_exports": kernel.fences_exported,
             "dmabuf_imports": kernel.fences_imported,

@@ -28,6 +28,11 @@ pub mod release_target;
 mod surface_state;
 pub mod sync_bridge;
 
+/// The kernel layer (sync_file, dma-buf fences, syncobj timelines, KMS fence helpers),
+/// re-exported so a compositor needs one syncbridge dependency: the types `frame_rendered`,
+/// `scanout_committed` and `BridgeConfig::with_syncobj_device` take come from here.
+pub use syncbridge_bridge as bridge;
+
 pub use sync_bridge::{
     BridgeConfig, BufferId, ImplicitWait, Limits, SyncBridge, SyncBridgeDispatch,
     SyncBridgeHandler, SyncStats,

@@ -135,7 +135,9 @@ pub fn start_syncbridge(name: &str, opts: &Options) -> Running {
         }
     }
     let child = cmd.spawn().expect("start syncbridge");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A hang detector, not a speed check: under TCG on a loaded 2-core machine start-up
+    // has taken over 30 s.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while !socket.exists() {
         assert!(
             Instant::now() < deadline,

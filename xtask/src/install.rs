@@ -176,17 +176,29 @@ pub fn apt_update() -> Result<()> {
 /// Packages in `pkgs` that apt has no installation candidate for (wrong distribution,
 /// missing sources).
 fn without_candidate(pkgs: &[String]) -> Vec<String> {
+    // One `apt-cache policy` for all of them; unknown packages are simply absent from it.
+    let policy = output_of(Command::new("apt-cache").arg("policy").args(pkgs)).unwrap_or_default();
+    let with = with_candidate(&policy);
     pkgs.iter()
-        .filter(|p| {
-            let policy =
-                output_of(Command::new("apt-cache").args(["policy", p])).unwrap_or_default();
-            !policy
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("Candidate:"))
-                .any(|c| c.trim() != "(none)")
-        })
+        .filter(|p| !with.iter().any(|w| w == *p))
         .cloned()
         .collect()
+}
+
+/// The packages of an `apt-cache policy` output that have an installation candidate.
+fn with_candidate(policy: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<&str> = None;
+    for line in policy.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            current = line.strip_suffix(':');
+        } else if let Some(c) = line.trim().strip_prefix("Candidate:") {
+            if let (Some(p), true) = (current, c.trim() != "(none)") {
+                out.push(p.to_string());
+            }
+        }
+    }
+    out
 }
 
 pub fn apt_install(pkgs: &[String]) -> Result<()> {
@@ -253,4 +265,17 @@ fn ensure_virtme_ng() -> Result<()> {
     .context("pip install virtme-ng")?;
     std::fs::write(&stamp, VIRTME_NG_VERSION)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_candidate;
+
+    #[test]
+    fn apt_cache_policy_of_several_packages() {
+        let policy = "udev:\n  Installed: (none)\n  Candidate: 252.30-1~deb12u2\n  Version table:\n     252.30-1~deb12u2 500\n\
+                      ghost:\n  Installed: (none)\n  Candidate: (none)\n\
+                      file:\n  Installed: 1:5.44-3\n  Candidate: 1:5.44-3\n";
+        assert_eq!(with_candidate(policy), ["udev", "file"]);
+    }
 }

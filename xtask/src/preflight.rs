@@ -195,9 +195,10 @@ fn ldconfig_cache() -> String {
         .unwrap_or_default()
 }
 
+/// On `PATH`, or in an sbin directory that a non-root `PATH` often lacks.
 fn have_executable(name: &str) -> bool {
     have_command(name)
-        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        || ["/usr/sbin", "/sbin"]
             .iter()
             .any(|d| Path::new(d).join(name).is_file())
 }

@@ -63,7 +63,9 @@ impl CompositorHandler for State {
 }
 
 impl BufferHandler for State {
-    fn buffer_destroyed(&mut self, _buffer: &WlBuffer) {}
+    fn buffer_destroyed(&mut self, buffer: &WlBuffer) {
+        self.sync_bridge.buffer_destroyed(buffer);
+    }
 }
 
 delegate_compositor!(State);

@@ -63,11 +63,34 @@ impl DmabufHandler for State {
         dmabuf: Dmabuf,
         notifier: ImportNotifier,
     ) {
+        // The buffer's plane fds stay open as long as it exists: charge them to the
+        // client's budget first.
+        let charge = match notifier.client() {
+            Some(client) => {
+                let dh = self.display_handle.clone();
+                match self
+                    .sync_bridge
+                    .charge_dmabuf(&dh, &client, dmabuf.num_planes())
+                {
+                    Ok(charge) => charge,
+                    Err(_) => {
+                        self.stats.dmabuf_import_failures += 1;
+                        notifier.failed();
+                        return;
+                    }
+                }
+            }
+            None => {
+                notifier.failed();
+                return;
+            }
+        };
         match self.backend.import_dmabuf(&dmabuf) {
             Ok(()) => {
                 self.stats.dmabuf_imports += 1;
-                if notifier.successful::<State>().is_err() {
-                    tracing::debug!("dma-buf import: client went away");
+                match notifier.successful::<State>() {
+                    Ok(buffer) => self.sync_bridge.keep_buffer_charge(&buffer, charge),
+                    Err(_) => tracing::debug!("dma-buf import: client went away"),
                 }
             }
             Err(err) => {

@@ -46,6 +46,8 @@ pub struct ClientHeld {
     pub held: HeldGauges,
     /// Imported timelines still referenced (objects alive or held by pending state).
     pub timelines: Gauge,
+    /// dma-buf fds kept open by the client's `wl_buffer`s ([`super::buffer_fds`]).
+    pub buffer_fds: Gauge,
 }
 
 impl ClientHeld {
@@ -53,6 +55,7 @@ impl ClientHeld {
         self.held.fds.current() == 0
             && self.held.fences.current() == 0
             && self.timelines.current() == 0
+            && self.buffer_fds.current() == 0
     }
 }
 

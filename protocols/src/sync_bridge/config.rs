@@ -36,6 +36,10 @@ pub struct Limits {
     /// Fences the bridge holds for one client (as `max_fds_per_client`, plus waits that
     /// hold no fd of their own, e.g. a polled dma-buf).
     pub max_fences_per_client: usize,
+    /// dma-buf fds one client's `wl_buffer`s may keep open in the compositor (one per
+    /// plane of every linux-dmabuf buffer until it is destroyed); an import over it is
+    /// refused. A client with 64 four-plane buffers stays under the default.
+    pub max_buffer_fds_per_client: usize,
     /// Latency samples kept for percentiles.
     pub latency_samples: usize,
 }
@@ -47,6 +51,7 @@ impl Default for Limits {
             max_timelines_per_client: 256,
             max_fds_per_client: 256,
             max_fences_per_client: 512,
+            max_buffer_fds_per_client: 512,
             latency_samples: 4096,
         }
     }

@@ -42,6 +42,7 @@
 mod acquire;
 mod apply;
 pub mod budget;
+pub mod buffer_fds;
 pub mod config;
 pub mod release;
 pub mod stats;
@@ -133,6 +134,7 @@ pub struct SyncBridge<D: 'static> {
     pub(crate) stats: StatsCollector,
     pub(crate) waits: crate::gauge::Gauge,
     pub(crate) budgets: budget::ClientBudgets,
+    pub(crate) buffer_charges: buffer_fds::BufferCharges,
     next_wait_id: u64,
     /// Set when a dma-buf export answered "unsupported" at runtime: poll from then on.
     pub(crate) export_broken: bool,
@@ -162,6 +164,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
             stats,
             waits: crate::gauge::Gauge::new(),
             budgets: budget::ClientBudgets::default(),
+            buffer_charges: buffer_fds::BufferCharges::default(),
             next_wait_id: 0,
             export_broken: false,
         }
@@ -264,6 +267,9 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         let mut s = self
             .stats
             .snapshot(self.waits.current(), self.tracker.len() as u64);
+        s.buffer_fds_held = self.buffer_charges.all.current();
+        s.buffer_fds_held_peak = self.buffer_charges.all.peak();
+        s.buffer_imports_refused_for_budget = self.buffer_charges.refused;
         let implicit_ok = self.config.dmabuf_fences.is_supported()
             && !self.export_broken
             && self.config.implicit_wait == ImplicitWait::Export;

@@ -120,6 +120,13 @@ pub struct SyncStats {
     pub clients_killed_for_budget: u64,
     /// Most fds held for one client at once (seen when a client asked for more).
     pub client_fds_held_peak: u64,
+    /// dma-buf fds kept open by clients' `wl_buffer`s now (counted per client against
+    /// `Limits::max_buffer_fds_per_client`).
+    pub buffer_fds_held: u64,
+    /// Most such fds at once.
+    pub buffer_fds_held_peak: u64,
+    /// dma-buf imports refused because the client's buffers were at their fd budget.
+    pub buffer_imports_refused_for_budget: u64,
     /// Acquire waits in flight now.
     pub pending_waits: u64,
     /// Buffers tracked now (current on a surface, or still being read).

@@ -92,7 +92,7 @@ impl Compositor {
         };
         let start = Instant::now();
         while !c.socket.exists() {
-            if start.elapsed() > Duration::from_secs(30) {
+            if start.elapsed() > Duration::from_secs(120) {
                 panic!("syncbridge did not open its socket; log:\n{}", c.log_text());
             }
             if let Some(child) = c.child.as_mut() {
