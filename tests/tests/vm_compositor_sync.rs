@@ -508,6 +508,142 @@ fn syncobj_protocol_errors_are_all_sent() {
     assert_eq!(s.fds_held, 0, "{s:?}");
 }
 
+/// Lowers this process's RLIMIT_NOFILE soft limit to its lowest free fd number, so that the
+/// next fd the process (the in-process compositor) asks for fails with EMFILE; the old
+/// limit is restored on drop.
+struct NoFreeFd {
+    old: libc::rlimit,
+}
+
+impl NoFreeFd {
+    fn new() -> Self {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into `old`, a valid exclusive reference.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+        assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
+        // The kernel hands out the lowest free fd number: with the soft limit at the lowest
+        // free number, no fd can be allocated.
+        let lowest_free = (0..old.rlim_cur as libc::c_int)
+            // SAFETY: F_GETFD only reads the fd table; an unused number fails with EBADF.
+            .find(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1)
+            .expect("a free fd below the limit");
+        let low = libc::rlimit {
+            rlim_cur: lowest_free as libc::rlim_t,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a valid reference.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) };
+        assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
+        // SAFETY: eventfd has no memory arguments; the fd, if any, is closed at once.
+        let probe = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        let err = std::io::Error::last_os_error();
+        if probe >= 0 {
+            // SAFETY: `probe` is an fd this function just opened and nothing else uses.
+            unsafe { libc::close(probe) };
+        }
+        let guard = Self { old };
+        assert_eq!(
+            probe, -1,
+            "an fd was still allocatable at the lowered limit"
+        );
+        assert_eq!(err.raw_os_error(), Some(libc::EMFILE), "{err}");
+        guard
+    }
+}
+
+impl Drop for NoFreeFd {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit reads one rlimit from a valid reference.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.old) };
+    }
+}
+
+/// The bridge's id of the buffer the (only) window shows, if there is a window.
+fn current_buffer_id(h: &mut Harness) -> Option<syncbridge_protocols::BufferId> {
+    let state = h.state();
+    let window = state.space.elements().next()?.clone();
+    let surface = window.toplevel()?.wl_surface().clone();
+    state.sync_bridge.buffer_id(&surface)
+}
+
+/// Issue 12 item 4: a commit whose acquire wait cannot be set up (here: no fd left for the
+/// timeline point's eventfd, a genuine EMFILE) is never applied, not even by the
+/// surface's next commit. smithay keeps a cancelled commit's state in the surface's cache
+/// and merges it into the current state with the next commit it applies, so the bridge
+/// disconnects the client with `wl_display.error(no_memory)`.
+#[test]
+fn a_commit_whose_acquire_wait_cannot_be_set_up_is_never_applied_unwaited() {
+    require_vm();
+    let mut h = Harness::vm();
+    let dev = virtio_syncobj_device();
+    let vgem = Allocator::vgem();
+    let k = syncobj_case(&mut h, &dev);
+    let acquire = &k._timelines.0;
+
+    // B1, acquire point 1 signalled: shown.
+    acquire.signal(1).expect("signal acquire point 1");
+    let buf1 = vgem.allocate(W, H).expect("buffer");
+    let b1 = h.client(k.c).create_dmabuf_buffer(&buf1);
+    h.client(k.c).attach(k.s, Some(b1));
+    h.client(k.c).set_acquire_point(k.s, &k.tl, 1);
+    h.client(k.c).set_release_point(k.s, &k.tl2, 1);
+    let k1 = h.client(k.c).commit(k.s, Commit::feedback());
+    h.roundtrip(k.c);
+    let tick = h.frame();
+    assert_eq!(h.client(k.c).rec.presented(k1), Some(tick.seq));
+    let id1 = current_buffer_id(&mut h).expect("B1 is tracked");
+
+    // B2, acquire point 2 never signalled; the compositor has no fd for its eventfd.
+    let buf2 = vgem.allocate(W, H).expect("buffer");
+    let b2 = h.client(k.c).create_dmabuf_buffer(&buf2);
+    h.roundtrip(k.c);
+    let rejected_before = sync_stats(&mut h).commits_rejected;
+    h.client(k.c).attach(k.s, Some(b2));
+    h.client(k.c).set_acquire_point(k.s, &k.tl, 2);
+    h.client(k.c).set_release_point(k.s, &k.tl2, 2);
+    h.client(k.c).commit(k.s, Commit::feedback());
+    {
+        let _no_fd = NoFreeFd::new();
+        h.pump();
+    }
+    let st = sync_stats(&mut h);
+    assert_eq!(
+        st.commits_rejected,
+        rejected_before + 1,
+        "the wait could not be set up (EMFILE): {st:?}"
+    );
+    assert_eq!(st.pending_waits, 0, "{st:?}");
+
+    // A later commit without a buffer (what a client does for damage or a frame callback).
+    let k3 = h.client(k.c).commit(k.s, Commit::feedback());
+    for _ in 0..3 {
+        h.pump();
+        h.frame();
+    }
+    assert_eq!(
+        acquire.query().expect("query"),
+        1,
+        "point 2 never signalled"
+    );
+    let shown = current_buffer_id(&mut h);
+    assert!(
+        shown.is_none() || shown == Some(id1),
+        "B2 was made current (bridge id {shown:?}, B1 was {id1:?}) while its acquire point 2 \
+         is unsignalled: the commit whose wait failed was applied by the next commit; \
+         the later commit's presentation: {:?}",
+        h.client(k.c).rec.outcome(k3)
+    );
+    match h.until_dead(k.c) {
+        Some(wayland_client::backend::WaylandError::Io(e)) => {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOMEM), "{e:?}")
+        }
+        other => panic!("expected wl_display.error(no_memory), got {other:?}"),
+    }
+}
+
 /// Point 0 of a timeline is its latest fence, whatever point that fence carries: a commit
 /// whose acquire point is 0 waits for it (it is not "already signalled" because the last
 /// signalled point is >= 0).

@@ -424,21 +424,41 @@ impl HostileClient {
     /// A new syncobj surface with `waits` commits parked on the acquire point (each holds
     /// an eventfd in the compositor). Returns the commits sent, 0 once disconnected.
     fn park_surface(&mut self, waits: usize) -> usize {
-        let s = self.c.create_toplevel();
-        self.c.syncobj_surface(s);
-        self.sync();
+        let s = self.syncobj_surface();
         if !self.c.is_alive() {
             return 0;
         }
         for _ in 0..waits {
-            self.point += 1;
-            self.c.attach(s, Some(self.buffer));
-            self.c.set_acquire_point(s, &self.acq, 1);
-            self.c.set_release_point(s, &self.rel, self.point);
-            self.c.commit(s, Commit::default());
+            self.park(s);
         }
         self.sync();
         waits
+    }
+
+    /// A new syncobj surface (no commit yet).
+    fn syncobj_surface(&mut self) -> SurfaceId {
+        let s = self.c.create_toplevel();
+        self.c.syncobj_surface(s);
+        self.sync();
+        s
+    }
+
+    /// One commit on `s` parked on the acquire point (not flushed).
+    fn park(&mut self, s: SurfaceId) {
+        self.point += 1;
+        self.c.attach(s, Some(self.buffer));
+        self.c.set_acquire_point(s, &self.acq, 1);
+        self.c.set_release_point(s, &self.rel, self.point);
+        self.c.commit(s, Commit::default());
+    }
+
+    /// One parked commit on `s`, confirmed by a roundtrip: false if it was not confirmed
+    /// (the client was disconnected).
+    fn park_confirmed(&mut self, s: SurfaceId) -> bool {
+        self.park(s);
+        let t = self.c.send_sync();
+        self.c
+            .blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t))
     }
 }
 
@@ -578,14 +598,16 @@ fn hostile_clients_at_their_fd_budget_leave_another_clients_frames_alone() {
 }
 
 /// Several hostile clients, each within its budget, together exhaust a compositor started
-/// with a low fd limit (hard limit 512, so it cannot raise it): waits that cannot get an
-/// eventfd and connections that cannot be accepted are logged and survived; the bystander
-/// keeps its frames; once the hostile clients leave, the waiting connection is served.
+/// with a low fd limit (hard limit 512, so it cannot raise it): connections that cannot be
+/// accepted are logged and survived; a wait that then cannot get its eventfd cancels the
+/// commit and disconnects that client with `no_memory` (issue 12 item 4); the bystander
+/// keeps its frames; once fds are free, the waiting connection is served.
 #[test]
 fn exhausting_the_process_fd_limit_is_survived() {
+    const LIMIT: usize = 512;
     require_vm();
     let mut opts = Options::headless(Some(&virtio_render_node()));
-    opts.nofile = Some((512, 512));
+    opts.nofile = Some((LIMIT as u64, LIMIT as u64));
     let mut rb = start_syncbridge("emfile", &opts);
     let dev = virtio_syncobj_device();
     let vgem = Allocator::vgem();
@@ -593,21 +615,39 @@ fn exhausting_the_process_fd_limit_is_survived() {
     bystander.wait_for_frames(10);
     let baseline = rb.fd_count();
 
-    // Three clients of 13 surfaces x 15 waits (195 fds each, under the budget of 256).
+    // Three clients of 13 surfaces (up to 15 waits each, 195 per client: under the budget
+    // of 256), set up first; then single waits, each confirmed by a roundtrip, until the
+    // compositor's fd table is full. Each wait takes one eventfd, so none fails here (a
+    // client whose wait fails is disconnected, which would give its fds back).
     let mut hostile = Vec::new();
     for _ in 0..3 {
         let mut c = HostileClient::connect(&rb, &dev, &vgem);
-        for _ in 0..13 {
-            c.park_surface(15);
+        let surfaces: Vec<SurfaceId> = (0..13).map(|_| c.syncobj_surface()).collect();
+        hostile.push((c, surfaces));
+    }
+    let mut waits = 0;
+    'fill: for _ in 0..15 {
+        for (h, surfaces) in hostile.iter_mut() {
+            for &s in surfaces.iter() {
+                if rb.fd_count() >= LIMIT {
+                    break 'fill;
+                }
+                assert!(
+                    h.park_confirmed(s),
+                    "wait {waits} was not confirmed (error: {:?}); log:\n{}",
+                    h.c.conn.backend().last_error(),
+                    rb.log()
+                );
+                waits += 1;
+            }
         }
-        hostile.push(c);
     }
     let peak = rb.fd_count();
     let exhausted_at = Instant::now();
     assert!(rb.is_running(), "the compositor exited; log:\n{}", rb.log());
     assert!(
-        peak >= 500,
-        "{peak} fds open: the limit of 512 was not reached; log:\n{}",
+        peak >= LIMIT,
+        "{peak} fds open after {waits} waits: the limit of {LIMIT} was not reached; log:\n{}",
         rb.log()
     );
     // A new client now waits in the backlog: accept() fails with EMFILE.
@@ -621,9 +661,20 @@ fn exhausting_the_process_fd_limit_is_survived() {
         log.contains("accepting a client failed"),
         "EMFILE on accept is logged:\n{log}"
     );
+
+    // One more wait: no fd for its eventfd. The commit is cancelled and that client
+    // disconnected (never left connected with a commit smithay would apply unwaited).
+    let (mut first, surfaces) = hostile.remove(0);
+    first.park(surfaces[0]);
+    first.c.flush();
+    first
+        .c
+        .blocking_dispatch_until(Duration::from_secs(5), |_| false);
+    assert_no_memory(first.c.conn.backend().last_error());
+    assert!(rb.is_running(), "the compositor exited; log:\n{}", rb.log());
     let exhausted_end = Instant::now();
 
-    for mut h in hostile.drain(..) {
+    for (mut h, _) in hostile.drain(..) {
         h.c.disconnect();
     }
     let connected = latecomer.join().expect("latecomer thread");
@@ -644,6 +695,11 @@ fn exhausting_the_process_fd_limit_is_survived() {
         stats["clients"]["accept_paused"].as_u64() >= Some(1),
         "{stats:#}"
     );
+    assert_eq!(
+        stats["sync"]["commits_rejected"].as_u64(),
+        Some(1),
+        "only the wait made with no fd left was refused: {stats:#}"
+    );
     assert!(
         frames_in(&frames, exhausted_at, exhausted_end) >= MIN_BYSTANDER_FRAMES,
         "the bystander stopped presenting while fds were exhausted ({fps_exhausted:.1}/s)\n{log}"
@@ -651,7 +707,7 @@ fn exhausting_the_process_fd_limit_is_survived() {
     figures(
         "emfile_survived",
         serde_json::json!({
-            "rlimit_nofile": 512,
+            "rlimit_nofile": LIMIT,
             "fd_baseline": baseline,
             "fd_peak": peak,
             "accept_paused": stats["clients"]["accept_paused"],

@@ -14,7 +14,11 @@
 //! fence that never signals holds back only its own surface's queued commits. The source's
 //! registration token is kept in the surface's data so that the surface's destruction
 //! (client disconnect included) removes it and closes its fd. An already signalled fence
-//! adds no wait. A protocol error cancels the commit (it is never applied).
+//! adds no wait. A protocol error cancels the commit (it is never applied), and so does a
+//! wait that cannot be set up; every cancelled commit ends its client's connection (a
+//! protocol error, `no_memory`) or belongs to a client already gone, because smithay would
+//! apply a cancelled commit's state together with the surface's next applied commit (see
+//! `reject_unwaitable`).
 //!
 //! ```no_run
 //! # use syncbridge_protocols::{SyncBridge, SyncBridgeHandler};
@@ -64,7 +68,10 @@ struct FlagBlocker(Arc<AtomicBool>);
 enum CommitBlocker {
     Flag(FlagBlocker),
     Poll(DmabufBlocker),
-    /// The commit is rejected (protocol error or a bound exceeded): never applied.
+    /// The commit is rejected (protocol error, a bound exceeded, a wait that cannot be set
+    /// up): never applied. Only ever added for a client that is disconnected along with it
+    /// (or already gone): smithay keeps a cancelled commit's cached state and merges it
+    /// into the current state with the surface's next applied commit.
     Rejected,
 }
 
@@ -422,11 +429,39 @@ fn start_wait<D: SyncBridgeHandler>(
             add_blocker(surface, blocker);
         }
         Err(err) => {
-            // No way to wait without blocking: drop this commit rather than show a buffer
-            // that may still be written.
-            tracing::warn!(%err, "cannot wait for an acquire fence; dropping the commit");
             bridge.stats.s.commits_rejected += 1;
-            add_blocker(surface, CommitBlocker::Rejected);
+            reject_unwaitable(dh, surface, &err);
         }
     }
+}
+
+/// The wait for a commit's acquire fence could not be set up (no fd for the eventfd,
+/// epoll refused the source, ...): the commit is cancelled and its client disconnected
+/// with `wl_display.error(no_memory)`.
+///
+/// Why not only cancel the commit: smithay 0.7 drops a cancelled transaction from the
+/// client's queue but keeps the commit's cached state in the surface's cache, keyed by the
+/// commit's serial, and the next commit of that surface that is applied merges every
+/// cached state up to its own serial into the current one (`MultiCache::apply_state`).
+/// The cancelled buffer would then become current with no acquire wait, through a later
+/// commit that carries no buffer at all. Smithay has no way to drop one cached state, and
+/// dropping the pending state here would apply the rest of the commit (damage, frame
+/// callbacks, role state) without its buffer, a state the client never asked for;
+/// `wl_surface.commit` has no failure reply either. A server that cannot allocate what a
+/// request needs disconnects the client with `no_memory` (libwayland's
+/// `wl_client_post_no_memory`); that also drops everything the client's surfaces hold.
+fn reject_unwaitable(dh: &DisplayHandle, surface: &WlSurface, err: &str) {
+    add_blocker(surface, CommitBlocker::Rejected);
+    let Some(client) = surface.client() else {
+        return;
+    };
+    tracing::warn!(
+        %err,
+        "cannot wait for an acquire fence; cancelling the commit and disconnecting its client"
+    );
+    let message = format!(
+        "the compositor cannot wait for the acquire fence of wl_surface@{}: {err}",
+        surface.id().protocol_id()
+    );
+    disconnect_over_limit(dh, &client, message);
 }

@@ -42,6 +42,8 @@ use smithay::{
 };
 use syncbridge_protocols::BufferId;
 
+use super::gem::{GemHandle, GemHandles};
+
 /// A client buffer that may be scanned out.
 #[derive(Debug)]
 pub struct Candidate {
@@ -130,13 +132,15 @@ pub fn candidate(
 }
 
 /// A client dma-buf imported into the KMS device as a framebuffer. Dropping it removes
-/// the framebuffer and closes the GEM handles (keep it until the flip that stops
-/// showing it).
+/// the framebuffer, then gives up its uses of the GEM handles (a handle is closed when no
+/// other framebuffer of the same dma-buf uses it; see [`GemHandles`]). Keep it until the
+/// flip that stops showing it.
 #[derive(Debug)]
 pub struct ClientFb {
     /// The framebuffer.
     pub fb: framebuffer::Handle,
-    handles: Vec<drm::buffer::Handle>,
+    /// Dropped after the framebuffer is removed (fields drop after `Drop::drop`).
+    _handles: Vec<GemHandle>,
     dev: DrmDeviceFd,
 }
 
@@ -144,13 +148,6 @@ impl Drop for ClientFb {
     fn drop(&mut self) {
         if let Err(err) = self.dev.destroy_framebuffer(self.fb) {
             tracing::debug!(%err, "removing a client framebuffer");
-        }
-        let mut closed = Vec::new();
-        for h in &self.handles {
-            if !closed.contains(h) {
-                closed.push(*h);
-                let _ = self.dev.close_buffer(*h);
-            }
         }
     }
 }
@@ -195,23 +192,15 @@ impl PlanarBuffer for Planar<'_> {
     }
 }
 
-/// Import `dmabuf` into `dev` (PRIME) and make a framebuffer of it.
-pub fn import(dev: &DrmDeviceFd, dmabuf: &Dmabuf) -> std::io::Result<ClientFb> {
+/// Import `dmabuf` into `dev` (PRIME, through `gem`, the table of `dev`'s imported
+/// handles) and make a framebuffer of it. On failure the handles taken are given back.
+pub fn import(dev: &DrmDeviceFd, gem: &GemHandles, dmabuf: &Dmabuf) -> std::io::Result<ClientFb> {
     let mut handles = [None; 4];
     let mut owned = Vec::new();
     for (i, fd) in dmabuf.handles().enumerate().take(4) {
-        match dev.prime_fd_to_buffer(fd) {
-            Ok(h) => {
-                handles[i] = Some(h);
-                owned.push(h);
-            }
-            Err(err) => {
-                for h in owned {
-                    let _ = dev.close_buffer(h);
-                }
-                return Err(err);
-            }
-        }
+        let h = gem.import(fd)?;
+        handles[i] = Some(h.handle());
+        owned.push(h);
     }
     let mut planar = Planar {
         dmabuf,
@@ -230,26 +219,21 @@ pub fn import(dev: &DrmDeviceFd, dmabuf: &Dmabuf) -> std::io::Result<ClientFb> {
         planar.no_modifier = true;
         result = dev.add_planar_framebuffer(&planar, FbCmd2Flags::empty());
     }
-    match result {
-        Ok(fb) => Ok(ClientFb {
-            fb,
-            handles: owned,
-            dev: dev.clone(),
-        }),
-        Err(err) => {
-            for h in owned {
-                let _ = dev.close_buffer(h);
-            }
-            Err(err)
-        }
-    }
+    Ok(ClientFb {
+        fb: result?,
+        _handles: owned,
+        dev: dev.clone(),
+    })
 }
 
 /// Imported client framebuffers, by dma-buf; `None` for buffers the device refused
-/// (import or TEST_ONLY failure), so they are composited without asking again.
+/// (import or TEST_ONLY failure), so they are composited without asking again. Two
+/// `wl_buffer`s on one dma-buf are two entries (two framebuffers) sharing GEM handles.
 #[derive(Debug, Default)]
 pub struct ClientFbCache {
     entries: HashMap<WeakDmabuf, Option<Rc<ClientFb>>>,
+    /// The imported GEM handles of the device (made on first use).
+    gem: Option<GemHandles>,
 }
 
 impl ClientFbCache {
@@ -259,7 +243,11 @@ impl ClientFbCache {
         if let Some(entry) = self.entries.get(&key) {
             return entry.clone();
         }
-        let entry = match import(dev, dmabuf) {
+        let gem = match &self.gem {
+            Some(gem) if gem.is_for(dev) => gem.clone(),
+            _ => self.gem.insert(GemHandles::new(dev.clone())).clone(),
+        };
+        let entry = match import(dev, &gem, dmabuf) {
             Ok(fb) => Some(Rc::new(fb)),
             Err(err) => {
                 tracing::info!(%err, format = ?dmabuf.format(), "client dma-buf not importable for scanout; compositing it");
