@@ -28,6 +28,7 @@ pub mod release_target;
 mod surface_state;
 pub mod sync_bridge;
 
+pub use sync_bridge::release::HeldReads;
 pub use sync_bridge::{
     BridgeConfig, BufferId, ImplicitWait, Limits, SyncBridge, SyncBridgeDispatch,
     SyncBridgeHandler, SyncStats,

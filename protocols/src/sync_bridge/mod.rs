@@ -33,8 +33,8 @@
 //! let config = BridgeConfig::detect(Some(std::path::Path::new("/dev/dri/renderD128")))?;
 //! let mut bridge = SyncBridge::new(event_loop.handle(), config);
 //! bridge.create_globals(&display.handle());
-//! // after each frame:  bridge.frame_rendered(render_fence.as_ref(), &sampled_ids);
-//! // after each atomic commit: bridge.scanout_committed(out_fence.as_ref(), &shown, &replaced);
+//! // after each frame:  bridge.frame_rendered(render_fence, &sampled_ids);
+//! // after each atomic commit: bridge.scanout_committed(out_fence, &shown, &replaced);
 //! // for logs: bridge.stats()
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
