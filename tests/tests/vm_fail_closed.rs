@@ -293,3 +293,52 @@ fn explicit_release_out_of_fds_is_not_sent_before_the_readers() {
     let st = sync_stats(&mut h);
     assert!(st.releases_held_until_signalled >= 1, "{st:?}");
 }
+
+#[test]
+fn implicit_release_without_fence_import_waits_for_the_readers() {
+    require_vm();
+    let mut h = Harness::vm();
+    // As on a kernel without DMA_BUF_IOCTL_IMPORT_SYNC_FILE: the release cannot carry the
+    // fence, so smithay's buffer (whose last clone sends wl_buffer.release) must be held.
+    h.state()
+        .sync_bridge
+        .set_dmabuf_fences(syncbridge_bridge::DmabufFenceSupport::PollFallback {
+            reason: "test: no fence import".into(),
+        });
+    let c = h.add_client();
+    let vgem = Allocator::vgem();
+    let s = h.create_toplevel(c);
+    let buf1 = vgem.allocate(W, H).expect("buffer");
+    let b1 = h.client(c).create_dmabuf_buffer(&buf1);
+    h.client(c).attach(s, Some(b1));
+    h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    h.frame();
+    let id1 = shown_buffer_id(&mut h);
+    let (_g, render, render_sf) = vgem_fence(&vgem);
+    h.state().sync_bridge.frame_rendered(Some(render_sf), &[id1]);
+
+    let buf2 = vgem.allocate(W, H).expect("buffer");
+    let b2 = h.client(c).create_dmabuf_buffer(&buf2);
+    h.client(c).attach(s, Some(b2));
+    h.client(c).commit(s, Commit::feedback());
+    h.roundtrip(c);
+    for _ in 0..3 {
+        h.frame();
+        h.roundtrip(c);
+        assert_eq!(
+            h.client(c).rec.releases(b1),
+            0,
+            "wl_buffer.release of B1 while the render fence is pending and not in B1"
+        );
+    }
+    vgem.signal(render).expect("signal");
+    assert!(
+        h.pump_until(300, |h| h.client(c).rec.releases(b1) > 0),
+        "B1 is released once the render is done"
+    );
+    assert_eq!(h.client(c).rec.releases(b1), 1, "exactly one release");
+    let st = sync_stats(&mut h);
+    assert_eq!(st.releases_held_until_signalled, 1, "{st:?}");
+    assert_eq!(st.implicit_releases_unheld, 0, "{st:?}");
+}

@@ -244,6 +244,14 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         &self.config
     }
 
+    /// Overrides whether dma-buf fence export/import is used (normally probed at start-up):
+    /// `PollFallback` behaves as on a kernel without the ioctls (acquire polls the dma-buf;
+    /// an implicit client's release cannot carry a fence, so it is held until the readers'
+    /// fences signalled). For tests and for kernels whose ioctls misbehave.
+    pub fn set_dmabuf_fences(&mut self, support: syncbridge_bridge::DmabufFenceSupport) {
+        self.config.dmabuf_fences = support;
+    }
+
     /// Changes the per-client bounds; they apply from the next request that checks them
     /// (nothing already held is given back).
     pub fn set_limits(&mut self, limits: Limits) {
