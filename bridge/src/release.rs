@@ -837,7 +837,11 @@ mod tests {
         m.seal();
         let (f, sig) = fake(500, 1, &fail);
         let (reader, fence) = match m.end_read(reader, Some(f)) {
-            Err(EndReadError::Unkept { reader, fence, error }) => {
+            Err(EndReadError::Unkept {
+                reader,
+                fence,
+                error,
+            }) => {
                 assert!(matches!(error, ReleaseError::TooManyUnmerged(_)));
                 (reader, fence)
             }
@@ -850,7 +854,10 @@ mod tests {
         );
         // The caller waited for the fence: now the reader ends.
         sig.set(true);
-        assert_eq!(m.end_read(reader, None).expect("end"), ReleaseProgress::Ready);
+        assert_eq!(
+            m.end_read(reader, None).expect("end"),
+            ReleaseProgress::Ready
+        );
         assert!(m.try_finish().expect("ok").is_some());
     }
 

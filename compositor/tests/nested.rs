@@ -345,7 +345,11 @@ fn nested_under_xvfb_shows_weston_simple_egl_triangle() {
     // being taken as finished: reached by the time it is reported (after the swap, here),
     // or its sampled buffers held until a thread saw it reached.
     let rs = &run.stats["render_sync"];
-    let count = |k: &str| rs[k].as_u64().unwrap_or_else(|| panic!("render_sync.{k}: {rs}"));
+    let count = |k: &str| {
+        rs[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("render_sync.{k}: {rs}"))
+    };
     assert_eq!(count("exported"), 0, "llvmpipe has no native fences: {rs}");
     assert!(count("reached") + count("deferred") >= 60, "{rs}");
     assert!(count("deferred_done") <= count("deferred"), "{rs}");

@@ -74,7 +74,9 @@ fn buffers_sampled_by_an_unexportable_render_are_released_after_it_is_reached() 
     let s = h.create_toplevel(c);
     h.client(c).explicit_surface(s);
     h.roundtrip(c);
-    let b1 = h.client(c).create_shm_buffer_filled(64, 48, Argb8888, 0xff00_80ff);
+    let b1 = h
+        .client(c)
+        .create_shm_buffer_filled(64, 48, Argb8888, 0xff00_80ff);
     h.client(c).attach(s, Some(b1));
     let k1 = h.client(c).commit(s, Commit::with_explicit_release());
     h.roundtrip(c);
@@ -89,7 +91,9 @@ fn buffers_sampled_by_an_unexportable_render_are_released_after_it_is_reached() 
     state.report_render(SyncPoint::from(gpu.clone()), &[id1]);
 
     // The client replaces B1; frames go on.
-    let b2 = h.client(c).create_shm_buffer_filled(64, 48, Argb8888, 0xff80_00ff);
+    let b2 = h
+        .client(c)
+        .create_shm_buffer_filled(64, 48, Argb8888, 0xff80_00ff);
     h.client(c).attach(s, Some(b2));
     h.client(c).commit(s, Commit::with_explicit_release());
     h.roundtrip(c);
@@ -114,7 +118,11 @@ fn buffers_sampled_by_an_unexportable_render_are_released_after_it_is_reached() 
         "B1 is released once the render is done"
     );
     let st = h.state().stats.render_sync.clone();
-    assert_eq!((st.deferred, st.deferred_done, st.waited_inline), (1, 1, 0), "{st:?}");
+    assert_eq!(
+        (st.deferred, st.deferred_done, st.waited_inline),
+        (1, 1, 0),
+        "{st:?}"
+    );
     let sync = h.state().sync_bridge.stats();
     assert_eq!((sync.reads_held, sync.reads_held_ended), (1, 1), "{sync:?}");
 }

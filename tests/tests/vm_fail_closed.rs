@@ -160,7 +160,8 @@ fn implicit_release_out_of_fds_carries_the_reader_fences_or_waits_for_them() {
         vgem.signal(render).expect("signal");
         assert!(is_pending(&all), "the out-fence is in B1 too");
         vgem.signal(flip).expect("signal");
-        all.wait(Duration::from_secs(5)).expect("B1 becomes writable");
+        all.wait(Duration::from_secs(5))
+            .expect("B1 becomes writable");
     } else {
         vgem.signal(render).expect("signal");
         vgem.signal(flip).expect("signal");
@@ -224,9 +225,8 @@ fn syncobj_release_point_out_of_fds_does_not_signal_before_the_readers() {
     h.client(c).commit(s, Commit::default());
     h.roundtrip(c);
     assert_eq!(shown_buffer_id(&mut h).get(), id1.get() + 1, "B2 applied");
-    let point1_signalled = |rel: &syncbridge_bridge::Timeline| {
-        rel.wait(1, WaitMode::Signaled, Duration::ZERO).is_ok()
-    };
+    let point1_signalled =
+        |rel: &syncbridge_bridge::Timeline| rel.wait(1, WaitMode::Signaled, Duration::ZERO).is_ok();
     assert!(
         !point1_signalled(&rel),
         "release point 1 signalled while both readers' fences are pending"
@@ -247,7 +247,10 @@ fn syncobj_release_point_out_of_fds_does_not_signal_before_the_readers() {
     drop(full);
     let st = sync_stats(&mut h);
     assert!(st.releases_held_until_signalled >= 1, "{st:?}");
-    assert!(st.fence_waits_polled >= 1, "no fd for a wait source: polled\n{st:?}");
+    assert!(
+        st.fence_waits_polled >= 1,
+        "no fd for a wait source: polled\n{st:?}"
+    );
 }
 
 #[test]
@@ -277,7 +280,11 @@ fn explicit_release_out_of_fds_is_not_sent_before_the_readers() {
     h.client(c).attach(s, Some(b2));
     h.client(c).commit(s, Commit::with_explicit_release());
     h.roundtrip(c);
-    let early = h.client(c).rec.explicit_release(k1).map(|r| r.fence.is_some());
+    let early = h
+        .client(c)
+        .rec
+        .explicit_release(k1)
+        .map(|r| r.fence.is_some());
     assert!(
         early.is_none(),
         "B1's release event (fenced: {early:?}) arrived while the readers' fences are \
@@ -316,7 +323,9 @@ fn implicit_release_without_fence_import_waits_for_the_readers() {
     h.frame();
     let id1 = shown_buffer_id(&mut h);
     let (_g, render, render_sf) = vgem_fence(&vgem);
-    h.state().sync_bridge.frame_rendered(Some(render_sf), &[id1]);
+    h.state()
+        .sync_bridge
+        .frame_rendered(Some(render_sf), &[id1]);
 
     let buf2 = vgem.allocate(W, H).expect("buffer");
     let b2 = h.client(c).create_dmabuf_buffer(&buf2);

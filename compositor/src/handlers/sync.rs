@@ -99,7 +99,9 @@ pub fn render_sync(sync: SyncPoint) -> RenderSync {
         return RenderSync::Pending(sync);
     }
     let Some(fd) = sync.export() else {
-        tracing::warn!("render fence export failed; holding the sampled buffers until the render is done");
+        tracing::warn!(
+            "render fence export failed; holding the sampled buffers until the render is done"
+        );
         return RenderSync::Pending(sync);
     };
     match SyncFile::from_fd(fd) {

@@ -457,7 +457,9 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
                     None => {
                         // smithay already dropped its buffer (it sent wl_buffer.release):
                         // nothing left to hold. Counted so it is seen.
-                        tracing::warn!("implicit release without its fence: the buffer was not held");
+                        tracing::warn!(
+                            "implicit release without its fence: the buffer was not held"
+                        );
                         self.stats.s.implicit_releases_unheld += 1;
                     }
                 }
@@ -535,12 +537,12 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         if pending.is_empty() {
             // Already signalled: run it from the loop (the caller holds the bridge).
             let gate = gate.clone();
-            let inserted = self
-                .loop_handle
-                .insert_source(Timer::immediate(), move |_, _, state| {
-                    gate.one_done(state);
-                    TimeoutAction::Drop
-                });
+            let inserted =
+                self.loop_handle
+                    .insert_source(Timer::immediate(), move |_, _, state| {
+                        gate.one_done(state);
+                        TimeoutAction::Drop
+                    });
             if let Err(err) = inserted {
                 tracing::error!(err = %err.error, "cannot schedule a release; it stays held");
             }
