@@ -200,7 +200,7 @@ fn syncobj_release_point_out_of_fds_does_not_signal_before_the_readers() {
     let s = h.create_toplevel(c);
     h.client(c).syncobj_surface(s);
     h.roundtrip(c);
-    let mut buffer = |h: &mut Harness, n: u64| {
+    let buffer = |h: &mut Harness, n: u64| {
         let buf = vgem.allocate(W, H).expect("buffer");
         let b = h.client(c).create_dmabuf_buffer(&buf);
         h.client(c).attach(s, Some(b));

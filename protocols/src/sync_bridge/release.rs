@@ -583,10 +583,13 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
     }
 }
 
+/// What runs once a release's fences signalled.
+type Action<D> = Box<dyn FnOnce(&mut D)>;
+
 /// Counts down the fences of one [`SyncBridge::when_signalled`] and runs its action once.
 struct Gate<D> {
     remaining: Cell<usize>,
-    action: Cell<Option<Box<dyn FnOnce(&mut D)>>>,
+    action: Cell<Option<Action<D>>>,
 }
 
 impl<D> Gate<D> {
