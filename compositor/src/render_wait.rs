@@ -67,6 +67,31 @@ fn wait_reached(sync: &SyncPoint) {
     }
 }
 
+/// Spawns `f` on a thread that has every signal blocked, so that signals the compositor
+/// handles on its event loop (SIGTERM, SIGINT, SIGUSR1 through signalfd, which needs them
+/// blocked in every thread) are never delivered to this thread instead.
+fn spawn_with_signals_blocked(
+    builder: std::thread::Builder,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    // SAFETY: zeroed sigset_t values are valid inputs for sigfillset/pthread_sigmask, which
+    // only write to these locals; the mask change applies to this thread alone.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    // The new thread inherits the all-blocked mask.
+    let spawned = builder.spawn(f).map(drop);
+    // SAFETY: restores this thread's mask saved above; `old` is a valid sigset_t.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    spawned
+}
+
 impl RenderWaits {
     /// Starts the thread and registers its channel on `handle`'s loop.
     pub fn start(handle: &LoopHandle<'static, State>) -> Result<Self, RenderWaitError> {
@@ -80,19 +105,18 @@ impl RenderWaits {
             })
             .map_err(|e| RenderWaitError::Insert(e.error))?;
         let (jobs, job_rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("render-sync-wait".into())
-            .spawn(move || {
-                for (sync, reads) in job_rx {
-                    wait_reached(&sync);
-                    drop(sync);
-                    if done_tx.send(reads).is_err() {
-                        // The event loop is gone: nothing left to release.
-                        break;
-                    }
+        let builder = std::thread::Builder::new().name("render-sync-wait".into());
+        spawn_with_signals_blocked(builder, move || {
+            for (sync, reads) in job_rx {
+                wait_reached(&sync);
+                drop(sync);
+                if done_tx.send(reads).is_err() {
+                    // The event loop is gone: nothing left to release.
+                    break;
                 }
-            })
-            .map_err(RenderWaitError::Spawn)?;
+            }
+        })
+        .map_err(RenderWaitError::Spawn)?;
         Ok(Self { jobs: Some(jobs) })
     }
 

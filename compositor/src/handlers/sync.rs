@@ -78,6 +78,7 @@ fn log_sync_features(bridge: &SyncBridge<State>) {
 }
 
 /// What a render's sync point means for the buffers it sampled.
+#[must_use = "the sampled buffers must be reported with it (frame_rendered or hold_readers)"]
 #[derive(Debug)]
 pub enum RenderSync {
     /// Reached already (pixman renders on the CPU; or the GPU is done): no fence.
