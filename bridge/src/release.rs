@@ -19,6 +19,15 @@
 //! already-signalled reader fence is dropped without merging. So a merger holds at most one
 //! sync_file fd (plus at most [`MAX_UNMERGED`] more if merges fail with ENOMEM/EMFILE).
 //!
+//! Fail closed: a reader fence the merger cannot keep (merges fail and [`MAX_UNMERGED`]
+//! pending fences already wait unmerged) is never dropped. [`ReleaseMerger::add_reader_fence`]
+//! gives it back ([`Unkept`]) and [`ReleaseMerger::end_read`] leaves the reader open and
+//! gives back the fence with the reader's id ([`EndReadError::Unkept`]): the caller waits for
+//! that fence itself and then ends the reader with no fence. A reader whose fence is kept
+//! elsewhere can also start after the seal with [`ReleaseMerger::hold`] (for a read that
+//! already happened, such as a render whose completion is only known later). Either way the
+//! release is not handed out before the read is over.
+//!
 //! The bookkeeping ([`ReaderLedger`]) is pure logic; [`ReleaseMerger`] is generic over the
 //! fence type ([`ReaderFence`]) so it is tested on the host with fake fences.
 //!
@@ -136,6 +145,52 @@ pub enum ReleaseProgress {
     Finished,
 }
 
+/// A shared fence (one fd, several buffers' mergers): how a compositor hands one render
+/// fence or out-fence to every buffer it read without duplicating the fd.
+impl ReaderFence for std::rc::Rc<SyncFile> {
+    fn is_signaled(&self) -> Result<bool, SyncFileError> {
+        SyncFile::is_signaled(self)
+    }
+    fn merge(&self, other: &Self) -> Result<Self, SyncFileError> {
+        SyncFile::merge(self, other).map(std::rc::Rc::new)
+    }
+}
+
+/// A reader fence the merger could not keep, handed back by
+/// [`ReleaseMerger::add_reader_fence`]. The release must wait for it: wait for `fence`
+/// yourself, holding the release back (for example with a reader from
+/// [`ReleaseMerger::hold`] that you end when the fence signals).
+#[must_use = "the read this fence stands for is not over: wait for the fence before releasing"]
+#[derive(Debug)]
+pub struct Unkept<F> {
+    /// The fence, given back (its fd stays owned by it).
+    pub fence: F,
+    /// Why it could not be kept.
+    pub error: ReleaseError,
+}
+
+/// Why [`ReleaseMerger::end_read`] did not end a reader.
+#[must_use = "a reader that was not ended still holds the release"]
+#[derive(Debug, thiserror::Error)]
+pub enum EndReadError<F: std::fmt::Debug> {
+    /// The reader is unknown, already ended, or the release was handed out; nothing changed
+    /// (the fence, if any, was dropped).
+    #[error(transparent)]
+    Ledger(ReleaseError),
+    /// The reader's fence could not be kept: the reader is still open. Wait for `fence`,
+    /// then call `end_read(reader, None)`.
+    #[error("reader fence not kept ({error}); reader {} stays open", .reader.get())]
+    Unkept {
+        /// The reader, still open.
+        reader: ReaderId,
+        /// Its fence, given back.
+        fence: F,
+        /// Why it could not be kept.
+        #[source]
+        error: ReleaseError,
+    },
+}
+
 /// Pure bookkeeping of readers: who began, who ended, whether the buffer is sealed.
 #[derive(Debug, Default, Clone)]
 pub struct ReaderLedger {
@@ -160,6 +215,18 @@ impl ReaderLedger {
         }
         if self.sealed {
             return Err(ReleaseError::Sealed);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.push(id);
+        Ok(ReaderId(id))
+    }
+
+    /// A reader that holds the release even after the seal (not after the release was
+    /// handed out): for a read that already happened and whose end is only known later.
+    pub fn hold(&mut self) -> Result<ReaderId, ReleaseError> {
+        if self.finished {
+            return Err(ReleaseError::Finished);
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -257,34 +324,53 @@ impl<F: ReaderFence> ReleaseMerger<F> {
         self.ledger.begin()
     }
 
+    /// A reader that holds the release until [`end_read`](Self::end_read), allowed after
+    /// [`seal`](Self::seal) too: see [`ReaderLedger::hold`].
+    pub fn hold(&mut self) -> Result<ReaderId, ReleaseError> {
+        self.ledger.hold()
+    }
+
     /// A reader is done submitting: `fence` signals when it stops reading (`None`: it
     /// finished on the CPU, or had nothing to wait for). Returns the progress.
+    ///
+    /// If the fence cannot be kept (only after [`MAX_UNMERGED`] merge failures), the reader
+    /// is *not* ended: [`EndReadError::Unkept`] gives back the reader and the fence, and the
+    /// release stays held until the caller ends the reader after the fence signalled.
     pub fn end_read(
         &mut self,
         id: ReaderId,
         fence: Option<F>,
-    ) -> Result<ReleaseProgress, ReleaseError> {
+    ) -> Result<ReleaseProgress, EndReadError<F>>
+    where
+        F: std::fmt::Debug,
+    {
         if self.ledger.finished {
-            return Err(ReleaseError::Finished);
+            return Err(EndReadError::Ledger(ReleaseError::Finished));
         }
         if !self.ledger.open.contains(&id.0) {
-            return Err(ReleaseError::UnknownReader(id.0));
+            return Err(EndReadError::Ledger(ReleaseError::UnknownReader(id.0)));
         }
-        // End the reader even if its fence cannot be kept (only possible after MAX_UNMERGED
-        // merge failures): a buffer stuck forever is worse than one released early.
-        let added = match fence {
-            Some(f) => self.add_reader_fence(f),
-            None => Ok(()),
-        };
-        let progress = self.ledger.end(id)?;
-        added.map(|()| progress)
+        if let Some(f) = fence {
+            if let Err(Unkept { fence, error }) = self.add_reader_fence(f) {
+                return Err(EndReadError::Unkept {
+                    reader: id,
+                    fence,
+                    error,
+                });
+            }
+        }
+        self.ledger.end(id).map_err(EndReadError::Ledger)
     }
 
     /// Adds a fence of a reader that was not tracked with `begin_read` (e.g. a one-off copy).
-    /// Merged at once; dropped if it already signalled.
-    pub fn add_reader_fence(&mut self, fence: F) -> Result<(), ReleaseError> {
+    /// Merged at once; dropped if it already signalled. A fence that cannot be kept is given
+    /// back ([`Unkept`]): the caller must hold the release until it signals.
+    pub fn add_reader_fence(&mut self, fence: F) -> Result<(), Unkept<F>> {
         if self.ledger.finished {
-            return Err(ReleaseError::Finished);
+            return Err(Unkept {
+                fence,
+                error: ReleaseError::Finished,
+            });
         }
         self.added += 1;
         // A poll failure is treated as "not signalled": merging it is always safe.
@@ -301,10 +387,18 @@ impl<F: ReaderFence> ReleaseMerger<F> {
                 Err(e) => {
                     self.merged = Some(acc);
                     if self.unmerged.len() >= MAX_UNMERGED {
+                        // Make room without an fd: unmerged fences that signalled meanwhile.
+                        self.unmerged.retain(|f| !f.is_signaled().unwrap_or(false));
+                    }
+                    if self.unmerged.len() >= MAX_UNMERGED {
                         tracing::warn!(
-                            "release merger: merge failed and unmerged list is full: {e}"
+                            "release merger: merge failed and unmerged list is full: {e}; \
+                             the fence is given back to be waited for"
                         );
-                        return Err(ReleaseError::TooManyUnmerged(e));
+                        return Err(Unkept {
+                            fence,
+                            error: ReleaseError::TooManyUnmerged(e),
+                        });
                     }
                     tracing::debug!("release merger: merge failed, keeping fence unmerged: {e}");
                     self.unmerged.push(fence);
@@ -676,8 +770,9 @@ mod tests {
         assert_eq!(m.held_fences(), 1 + MAX_UNMERGED);
         let (f, _s) = fake(100, 1, &fail);
         let e = m.add_reader_fence(f).expect_err("full");
-        assert!(matches!(e, ReleaseError::TooManyUnmerged(_)));
-        assert_eq!(e.kind(), ErrorKind::Os);
+        assert!(matches!(e.error, ReleaseError::TooManyUnmerged(_)));
+        assert_eq!(e.error.kind(), ErrorKind::Os);
+        assert_eq!(e.fence.parts.keys().copied().collect::<Vec<_>>(), vec![100]);
         // Merging works again: the backlog folds in.
         fail.set(false);
         let (f, _s) = fake(200, 1, &fail);
@@ -700,7 +795,10 @@ mod tests {
         let mut m: ReleaseMerger<Fake> = ReleaseMerger::new();
         let (f, _s) = fake(1, 1, &fail);
         let e = m.end_read(ReaderId(42), Some(f)).expect_err("unknown");
-        assert!(matches!(e, ReleaseError::UnknownReader(42)));
+        assert!(matches!(
+            e,
+            EndReadError::Ledger(ReleaseError::UnknownReader(42))
+        ));
         assert_eq!(m.held_fences(), 0);
         assert_eq!(m.counts(), (0, 0));
     }
@@ -713,6 +811,77 @@ mod tests {
         assert!(r.is_signaled());
         assert!(matches!(m.finish_now(), Err(ReleaseError::Finished)));
         assert!(matches!(m.begin_read(), Err(ReleaseError::Finished)));
+    }
+
+    /// A merger whose merges fail and whose unmerged list is full (pending fences).
+    fn full_merger(fail: &Rc<Cell<bool>>) -> (ReleaseMerger<Fake>, Vec<Rc<Cell<bool>>>) {
+        let mut m: ReleaseMerger<Fake> = ReleaseMerger::new();
+        let mut sigs = Vec::new();
+        for ctx in 0..=MAX_UNMERGED as u64 {
+            let (f, s) = fake(ctx, 1, fail);
+            sigs.push(s);
+            if ctx == 1 {
+                fail.set(true);
+            }
+            m.add_reader_fence(f).expect("kept");
+        }
+        assert_eq!(m.held_fences(), 1 + MAX_UNMERGED);
+        (m, sigs)
+    }
+
+    #[test]
+    fn end_read_with_an_unkept_fence_keeps_the_reader_open() {
+        let fail = Rc::new(Cell::new(false));
+        let (mut m, _sigs) = full_merger(&fail);
+        let reader = m.begin_read().expect("begin");
+        m.seal();
+        let (f, sig) = fake(500, 1, &fail);
+        let (reader, fence) = match m.end_read(reader, Some(f)) {
+            Err(EndReadError::Unkept {
+                reader,
+                fence,
+                error,
+            }) => {
+                assert!(matches!(error, ReleaseError::TooManyUnmerged(_)));
+                (reader, fence)
+            }
+            other => panic!("expected the fence back, got {other:?}"),
+        };
+        assert_eq!(fence.parts.keys().copied().collect::<Vec<_>>(), vec![500]);
+        assert!(
+            m.try_finish().expect("no error").is_none(),
+            "the reader whose fence was not kept still holds the release"
+        );
+        // The caller waited for the fence: now the reader ends.
+        sig.set(true);
+        assert_eq!(
+            m.end_read(reader, None).expect("end"),
+            ReleaseProgress::Ready
+        );
+        assert!(m.try_finish().expect("ok").is_some());
+    }
+
+    #[test]
+    fn signalled_unmerged_fences_make_room_without_a_merge() {
+        let fail = Rc::new(Cell::new(false));
+        let (mut m, sigs) = full_merger(&fail);
+        sigs[3].set(true);
+        let (f, _s) = fake(600, 1, &fail);
+        m.add_reader_fence(f)
+            .expect("a signalled unmerged fence was dropped to keep this one");
+        assert_eq!(m.held_fences(), 1 + MAX_UNMERGED);
+    }
+
+    #[test]
+    fn hold_works_after_seal_and_keeps_the_release() {
+        let mut m: ReleaseMerger<Fake> = ReleaseMerger::new();
+        m.seal();
+        assert!(matches!(m.begin_read(), Err(ReleaseError::Sealed)));
+        let held = m.hold().expect("hold after seal");
+        assert!(m.try_finish().expect("ok").is_none());
+        m.end_read(held, None).expect("end");
+        assert!(m.try_finish().expect("ok").is_some());
+        assert!(matches!(m.hold(), Err(ReleaseError::Finished)));
     }
 
     /// Random operation sequences: invariants hold and nothing panics.
@@ -750,7 +919,11 @@ mod tests {
                             Some(f)
                         };
                         if let Err(e) = m.end_read(id, fence) {
-                            assert!(finished && matches!(e, ReleaseError::Finished), "{e:?}");
+                            assert!(
+                                finished
+                                    && matches!(e, EndReadError::Ledger(ReleaseError::Finished)),
+                                "{e:?}"
+                            );
                         }
                     }
                     3 => {

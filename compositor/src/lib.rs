@@ -25,6 +25,7 @@ pub mod frame_clock;
 pub mod handlers;
 pub mod listener;
 pub mod render;
+pub mod render_wait;
 pub mod screenshot;
 pub mod server;
 pub mod state;

@@ -82,7 +82,7 @@ impl State {
             .render(index, &self.space, &|surface| bridge.buffer_id(surface));
         // Also after a failed commit: a re-committed buffer that stays on a plane.
         self.report_scanout(index);
-        let rendered = match rendered {
+        let mut rendered = match rendered {
             Ok(rendered) => rendered,
             Err(err) => {
                 tracing::warn!(%err, "frame not rendered");
@@ -96,15 +96,15 @@ impl State {
 
         // Same dispatch as the render, before any client can commit again. pixman read
         // on the CPU and is done: no render fence (CPU release). GLES hands over its
-        // sync point as a sync_file when EGL has native fences.
+        // sync point as a sync_file when EGL has native fences; otherwise the sampled
+        // buffers are held until a thread saw the sync point reached.
         let sampled = crate::handlers::sync::sampled_buffers(
             &self.sync_bridge,
             &self.space,
             &rendered.states,
         );
-        let render_fence = crate::handlers::sync::render_fence(&rendered.sync);
-        self.sync_bridge
-            .frame_rendered(render_fence.as_ref(), &sampled);
+        let sync = std::mem::take(&mut rendered.sync);
+        self.report_render(sync, &sampled);
 
         let output = rendered.output.clone();
         self.update_primary_outputs(&output, &rendered.states);

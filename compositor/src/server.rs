@@ -276,6 +276,7 @@ impl State {
             surfaces_destroyed: self.stats.surfaces_destroyed,
             dmabuf_imports: self.stats.dmabuf_imports,
             dmabuf_import_failures: self.stats.dmabuf_import_failures,
+            render_sync: self.stats.render_sync.clone(),
             clients: ClientsReport {
                 connected: self.client_counters.connected(),
                 disconnected: self.client_counters.disconnected(),

@@ -101,6 +101,8 @@ pub struct State {
     pub render_device: Option<RenderDevice>,
     /// The fence bridge (acquire gating, release fences, syncobj + explicit-sync-v1).
     pub sync_bridge: SyncBridge<State>,
+    /// The thread that waits for renders whose sync point cannot be exported.
+    pub render_waits: crate::render_wait::RenderWaits,
     /// Counters.
     pub stats: CompositorStats,
     /// Counters updated from client callbacks (connect, disconnect, protocol errors).
@@ -290,6 +292,11 @@ impl State {
             config.implicit_wait,
         );
 
+        let render_waits = crate::render_wait::RenderWaits::start(&loop_handle).unwrap_or_else(|err| {
+            tracing::warn!(%err, "no render-wait thread; unexportable render sync points are waited for inline");
+            crate::render_wait::RenderWaits::inline()
+        });
+
         Ok(Self {
             display_handle,
             loop_handle,
@@ -303,6 +310,7 @@ impl State {
             backend,
             render_device,
             sync_bridge,
+            render_waits,
             stats,
             client_counters: Arc::new(ClientCounters::default()),
             exit_after_frames: config.exit_after_frames,

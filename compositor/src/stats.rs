@@ -133,6 +133,25 @@ pub struct CompositorStats {
     pub dmabuf_imports: u64,
     /// dma-buf imports the renderer refused.
     pub dmabuf_import_failures: u64,
+    /// What the renderers' sync points were at report time.
+    pub render_sync: RenderSyncStats,
+}
+
+/// How the renderers' sync points were reported to the fence bridge.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RenderSyncStats {
+    /// Already reached (pixman, or a GLES render that was done): no fence needed.
+    pub reached: u64,
+    /// Exported as a sync_file and handed to the bridge as the render fence.
+    pub exported: u64,
+    /// Not reached and not exportable (GLES without `EGL_ANDROID_native_fence_sync`, or
+    /// the export failed, e.g. out of fds): the sampled buffers were held and the sync
+    /// point waited for on a thread.
+    pub deferred: u64,
+    /// Of those, how many the wait thread saw reached (their buffers were then released).
+    pub deferred_done: u64,
+    /// Deferred sync points waited for on the event loop because the wait thread was gone.
+    pub waited_inline: u64,
 }
 
 impl Default for CompositorStats {
@@ -145,6 +164,7 @@ impl Default for CompositorStats {
             surfaces_destroyed: 0,
             dmabuf_imports: 0,
             dmabuf_import_failures: 0,
+            render_sync: RenderSyncStats::default(),
         }
     }
 }
@@ -212,6 +232,8 @@ pub struct StatsReport {
     pub dmabuf_imports: u64,
     /// dma-buf imports refused.
     pub dmabuf_import_failures: u64,
+    /// How the renderers' sync points were reported to the fence bridge.
+    pub render_sync: RenderSyncStats,
     /// Client connections.
     pub clients: ClientsReport,
     /// Protocol errors sent to clients.
@@ -281,6 +303,14 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
             "syncobj_points_cpu_waited": s.release_points_cpu_waited,
             "explicit_fenced_releases": s.explicit_fenced_releases,
             "explicit_immediate_releases": s.explicit_immediate_releases,
+            "fail_closed": {
+                "reader_fences_unkept": s.reader_fences_unkept,
+                "releases_held_until_signalled": s.releases_held_until_signalled,
+                "fence_waits_polled": s.fence_waits_polled,
+                "implicit_releases_unheld": s.implicit_releases_unheld,
+            },
+            "reads_held": s.reads_held,
+            "reads_held_ended": s.reads_held_ended,
         },
         "fences_exported": s.fences_exported,
         "fences_imported": s.fences_imported,

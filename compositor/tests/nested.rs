@@ -339,6 +339,23 @@ fn nested_under_xvfb_shows_weston_simple_egl_triangle() {
     );
     let outside = image.pixels((300, 0), SIZE);
     assert!(outside.iter().all(|px| is_background(*px)));
+
+    // GLES on llvmpipe: EGL has EGL_KHR_fence_sync but not EGL_ANDROID_native_fence_sync,
+    // so no render sync point is ever exported as a fence. Each one is checked instead of
+    // being taken as finished: reached by the time it is reported (after the swap, here),
+    // or its sampled buffers held until a thread saw it reached.
+    let rs = &run.stats["render_sync"];
+    let count = |k: &str| {
+        rs[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("render_sync.{k}: {rs}"))
+    };
+    assert_eq!(count("exported"), 0, "llvmpipe has no native fences: {rs}");
+    assert!(count("reached") + count("deferred") >= 60, "{rs}");
+    assert!(count("deferred_done") <= count("deferred"), "{rs}");
+    assert_eq!(count("waited_inline"), 0, "{rs}");
+    let fail_closed = &run.stats["sync"]["release"]["fail_closed"];
+    assert_eq!(fail_closed["implicit_releases_unheld"], 0, "{fail_closed}");
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub mod sync_bridge;
 /// `scanout_committed` and `BridgeConfig::with_syncobj_device` take come from here.
 pub use syncbridge_bridge as bridge;
 
+pub use sync_bridge::release::HeldReads;
 pub use sync_bridge::{
     BridgeConfig, BufferId, ImplicitWait, Limits, SyncBridge, SyncBridgeDispatch,
     SyncBridgeHandler, SyncStats,

@@ -919,7 +919,7 @@ fn fenced_release_implicit_client_gets_the_render_fence_imported_into_its_dmabuf
     let (_gpu, render, render_sf) = vgem_fence(&vgem);
     h.state()
         .sync_bridge
-        .frame_rendered(Some(&render_sf), &[id1]);
+        .frame_rendered(Some(render_sf), &[id1]);
     let imported_before = sync_stats(&mut h).fences_imported;
 
     let buf2 = vgem.allocate(W, H).expect("buffer");
@@ -996,7 +996,7 @@ fn fenced_release_syncobj_point_carries_the_render_fence_and_the_scanout_out_fen
     let (_gpu, render, render_sf) = vgem_fence(&vgem);
     h.state()
         .sync_bridge
-        .frame_rendered(Some(&render_sf), &[id1]);
+        .frame_rendered(Some(render_sf), &[id1]);
     let (_b2, id2) = commit_point(&mut h, 2);
     rel.wait(
         1,
@@ -1032,7 +1032,7 @@ fn fenced_release_syncobj_point_carries_the_render_fence_and_the_scanout_out_fen
     let (_kms, flip, out_fence) = vgem_fence(&vgem);
     h.state()
         .sync_bridge
-        .scanout_committed(Some(&out_fence), &[id3], &[id2]);
+        .scanout_committed(Some(out_fence), &[id3], &[id2]);
     rel.wait(
         2,
         syncbridge_bridge::WaitMode::Available,
@@ -1087,7 +1087,7 @@ fn fenced_release_explicit_sync_client_gets_fenced_release_with_the_render_fence
     let (_gpu, render, render_sf) = vgem_fence(&vgem);
     h.state()
         .sync_bridge
-        .frame_rendered(Some(&render_sf), &[id1]);
+        .frame_rendered(Some(render_sf), &[id1]);
     let (_b2, _k2, _id2) = commit(&mut h);
     assert!(
         h.pump_until(100, |h| h.client(c).rec.explicit_release(k1).is_some()),

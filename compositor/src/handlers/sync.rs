@@ -77,20 +77,39 @@ fn log_sync_features(bridge: &SyncBridge<State>) {
     );
 }
 
-/// A renderer's sync point as a sync_file, when it carries an exportable native
-/// fence (GLES with `EGL_ANDROID_native_fence_sync`); `None` means the render is
-/// complete from the CPU's view (pixman) or cannot be exported (then the bridge
-/// releases on the CPU).
-pub fn render_fence(sync: &SyncPoint) -> Option<SyncFile> {
-    if !sync.is_exportable() {
-        return None;
+/// What a render's sync point means for the buffers it sampled.
+#[must_use = "the sampled buffers must be reported with it (frame_rendered or hold_readers)"]
+#[derive(Debug)]
+pub enum RenderSync {
+    /// Reached already (pixman renders on the CPU; or the GPU is done): no fence.
+    Reached,
+    /// Exported as a sync_file (GLES with `EGL_ANDROID_native_fence_sync`): the render
+    /// fence, which the bridge puts into the releases.
+    Fence(SyncFile),
+    /// Not reached and not exportable (a plain EGL fence, e.g. llvmpipe; or the export
+    /// failed, e.g. out of fds): the sampled buffers must be held until it is reached.
+    Pending(SyncPoint),
+}
+
+/// Classifies a render's sync point. Never takes an unreached sync point as finished.
+pub fn render_sync(sync: SyncPoint) -> RenderSync {
+    if sync.is_reached() {
+        return RenderSync::Reached;
     }
-    let fd = sync.export()?;
+    if !sync.is_exportable() {
+        return RenderSync::Pending(sync);
+    }
+    let Some(fd) = sync.export() else {
+        tracing::warn!(
+            "render fence export failed; holding the sampled buffers until the render is done"
+        );
+        return RenderSync::Pending(sync);
+    };
     match SyncFile::from_fd(fd) {
-        Ok(fence) => Some(fence),
+        Ok(fence) => RenderSync::Fence(fence),
         Err(err) => {
-            tracing::warn!(%err, "render fence is not a sync_file; releasing on the CPU");
-            None
+            tracing::warn!(%err, "render fence is not a sync_file; holding the sampled buffers until the render is done");
+            RenderSync::Pending(sync)
         }
     }
 }

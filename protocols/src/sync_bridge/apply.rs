@@ -17,10 +17,11 @@
 //! # }
 //! ```
 
+use smithay::backend::renderer::utils::{Buffer as SmithayBuffer, RendererSurfaceStateUserData};
 use smithay::reexports::wayland_server::{
     protocol::wl_buffer::WlBuffer, protocol::wl_surface::WlSurface, DisplayHandle, Resource,
 };
-use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes};
+use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes, SurfaceData};
 use smithay::wayland::dmabuf::get_dmabuf;
 
 use super::SyncBridgeHandler;
@@ -28,6 +29,14 @@ use crate::drm_syncobj::SyncobjCachedState;
 use crate::explicit_sync::ExplicitCachedState;
 use crate::release_target::ReleaseTarget;
 use crate::surface_state::with_surface_sync_in;
+
+/// The buffer smithay's renderer state holds for the surface (the one a commit being applied
+/// is about to replace): the bridge keeps a clone to hold back `wl_buffer.release`.
+fn renderer_buffer(states: &SurfaceData) -> Option<SmithayBuffer> {
+    let data = states.data_map.get::<RendererSurfaceStateUserData>()?;
+    let guard = data.lock().ok()?;
+    guard.buffer().cloned()
+}
 
 enum Applied {
     Unchanged,
@@ -41,7 +50,7 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
     dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
-    let (applied, syncobj, explicit, current) = with_states(surface, |states| {
+    let (applied, syncobj, explicit, current, old_buffer) = with_states(surface, |states| {
         let applied = match &states
             .cached_state
             .get::<SurfaceAttributes>()
@@ -65,7 +74,11 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
             current.release.take()
         };
         let current = with_surface_sync_in(states, |s| s.current);
-        (applied, syncobj, explicit, current)
+        let old_buffer = match applied {
+            Applied::Unchanged => None,
+            _ => current.and_then(|_| renderer_buffer(states)),
+        };
+        (applied, syncobj, explicit, current, old_buffer)
     });
     // At most one of them is set (one extension per surface); a leftover of the other kind
     // (its object was destroyed and replaced) is released by its Drop.
@@ -85,7 +98,7 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
                 with_surface_sync_in(states, |s| s.current = None)
             });
             if let Some(old) = current {
-                bridge.retire(old);
+                bridge.retire(old, old_buffer);
             }
         }
         Applied::New(buffer) => {
@@ -105,7 +118,7 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
                 with_surface_sync_in(states, |s| s.current = Some(id))
             });
             if let Some(old) = current {
-                bridge.retire(old);
+                bridge.retire(old, old_buffer);
             }
         }
     }
@@ -113,8 +126,11 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
 
 /// The destruction hook.
 pub(crate) fn destroyed<D: SyncBridgeHandler>(state: &mut D, surface: &WlSurface) {
-    let (waits, current) = with_states(surface, |states| {
-        with_surface_sync_in(states, |s| (std::mem::take(&mut s.waits), s.current.take()))
+    let (waits, current, old_buffer) = with_states(surface, |states| {
+        let (waits, current) =
+            with_surface_sync_in(states, |s| (std::mem::take(&mut s.waits), s.current.take()));
+        let old_buffer = current.and_then(|_| renderer_buffer(states));
+        (waits, current, old_buffer)
     });
     let bridge = state.sync_bridge();
     for wait in waits {
@@ -122,6 +138,6 @@ pub(crate) fn destroyed<D: SyncBridgeHandler>(state: &mut D, surface: &WlSurface
         bridge.loop_handle.remove(wait.token);
     }
     if let Some(id) = current {
-        bridge.retire(id);
+        bridge.retire(id, old_buffer);
     }
 }

@@ -33,8 +33,8 @@
 //! let config = BridgeConfig::detect(Some(std::path::Path::new("/dev/dri/renderD128")))?;
 //! let mut bridge = SyncBridge::new(event_loop.handle(), config);
 //! bridge.create_globals(&display.handle());
-//! // after each frame:  bridge.frame_rendered(render_fence.as_ref(), &sampled_ids);
-//! // after each atomic commit: bridge.scanout_committed(out_fence.as_ref(), &shown, &replaced);
+//! // after each frame:  bridge.frame_rendered(render_fence, &sampled_ids);
+//! // after each atomic commit: bridge.scanout_committed(out_fence, &shown, &replaced);
 //! // for logs: bridge.stats()
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -245,6 +245,14 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
     /// The configuration in use.
     pub fn config(&self) -> &BridgeConfig {
         &self.config
+    }
+
+    /// Overrides whether dma-buf fence export/import is used (normally probed at start-up):
+    /// `PollFallback` behaves as on a kernel without the ioctls (acquire polls the dma-buf;
+    /// an implicit client's release cannot carry a fence, so it is held until the readers'
+    /// fences signalled). For tests and for kernels whose ioctls misbehave.
+    pub fn set_dmabuf_fences(&mut self, support: syncbridge_bridge::DmabufFenceSupport) {
+        self.config.dmabuf_fences = support;
     }
 
     /// Changes the per-client bounds; they apply from the next request that checks them

@@ -105,6 +105,23 @@ pub struct SyncStats {
     pub explicit_fenced_releases: u64,
     /// `immediate_release` events sent.
     pub explicit_immediate_releases: u64,
+    /// Fail closed: reader fences the release merger could not keep (merges failing, e.g.
+    /// out of fds); each held its reader open until the fence signalled.
+    pub reader_fences_unkept: u64,
+    /// Fail closed: releases held back until their fences signalled because the fence could
+    /// not go with the release (dma-buf import failed or unsupported, syncobj transfer or
+    /// merge failed, no fd to send `fenced_release`).
+    pub releases_held_until_signalled: u64,
+    /// Fail closed: fence waits that got no fd for a wait source and poll the fence on a
+    /// timer instead.
+    pub fence_waits_polled: u64,
+    /// Implicit releases whose fence could not be imported and whose smithay buffer was not
+    /// there to hold (already released): releases that went out early. Should stay 0.
+    pub implicit_releases_unheld: u64,
+    /// Reads held by `hold_readers` (a render whose completion is known later).
+    pub reads_held: u64,
+    /// Of those, reads ended (`end_held_reads`).
+    pub reads_held_ended: u64,
     /// Buffers released (all kinds) after their last reader.
     pub buffers_released: u64,
     /// Reader reports (render or scanout) received.

@@ -8,7 +8,8 @@
 //!
 //! Sync: the same bridge paths as every backend ([`crate::State::present_frame`]):
 //! after each render the GLES sync point, exported as a sync_file when the EGL display
-//! has native fences, is handed to `SyncBridge::frame_rendered`.
+//! has native fences, is handed to `SyncBridge::frame_rendered`; otherwise (llvmpipe) the
+//! sampled buffers are held until a thread saw the sync point reached ([`crate::render_wait`]).
 
 pub mod input;
 

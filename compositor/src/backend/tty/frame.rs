@@ -209,7 +209,7 @@ impl State {
             Some((old, buffer)) => {
                 if mode == ActiveRelease::Early && report.out_fence.is_some() {
                     self.sync_bridge
-                        .scanout_committed(report.out_fence.as_ref(), &shown, &old);
+                        .scanout_committed(report.out_fence, &shown, &old);
                     // The fence is in: now wl_buffer.release goes out, before the flip.
                     drop(buffer);
                     let now = monotonic_now_ns();
@@ -223,7 +223,7 @@ impl State {
                 } else {
                     if !shown.is_empty() {
                         self.sync_bridge
-                            .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
+                            .scanout_committed(report.out_fence, &shown, &[]);
                     }
                     match out.pending.as_mut() {
                         Some(p) => p.release_at_flip.push((old, buffer)),
@@ -236,7 +236,7 @@ impl State {
             None => {
                 if !shown.is_empty() {
                     self.sync_bridge
-                        .scanout_committed(report.out_fence.as_ref(), &shown, &[]);
+                        .scanout_committed(report.out_fence, &shown, &[]);
                 }
             }
         }
