@@ -190,6 +190,23 @@ impl State {
             return;
         };
         let mode = tty.release;
+        let Some(out) = tty.outputs.get(index) else {
+            return;
+        };
+        if out.report.is_none() {
+            return;
+        }
+        let committed = out.pending.is_some();
+        // A commit succeeded: it takes over buffers carried over a resume. Those that go
+        // with this commit's out-fence join its transition: one call, one fence.
+        let carried = if committed {
+            self.tty_commit_takes_over(index, mode, has_out_fence(&self.backend, index))
+        } else {
+            Vec::new()
+        };
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
@@ -197,7 +214,6 @@ impl State {
             return;
         };
         let shown = report.shown;
-        let committed = out.pending.is_some();
         tracing::debug!(
             output = index,
             shown = ?shown,
@@ -205,13 +221,19 @@ impl State {
             out_fence = report.out_fence.is_some(),
             "scanout transition"
         );
+        let carried_ids: Vec<syncbridge_protocols::BufferId> = carried
+            .iter()
+            .flat_map(|(ids, _)| ids.iter().copied())
+            .collect();
         match report.no_longer_shown {
-            Some((old, buffer)) => {
+            Some((mut old, buffer)) => {
                 if mode == ActiveRelease::Early && report.out_fence.is_some() {
+                    old.extend_from_slice(&carried_ids);
                     self.sync_bridge
                         .scanout_committed(report.out_fence, &shown, &old);
                     // The fence is in: now wl_buffer.release goes out, before the flip.
                     drop(buffer);
+                    drop(carried);
                     let now = monotonic_now_ns();
                     if let Backend::Tty(tty) = &mut self.backend {
                         tty.stats.early_releases += 1;
@@ -221,6 +243,8 @@ impl State {
                         }
                     }
                 } else {
+                    // Nothing was carried with a fence here (that needs early mode and an
+                    // out-fence, the branch above).
                     if !shown.is_empty() {
                         self.sync_bridge
                             .scanout_committed(report.out_fence, &shown, &[]);
@@ -234,15 +258,12 @@ impl State {
                 }
             }
             None => {
-                if !shown.is_empty() {
+                if !shown.is_empty() || !carried_ids.is_empty() {
                     self.sync_bridge
-                        .scanout_committed(report.out_fence, &shown, &[]);
+                        .scanout_committed(report.out_fence, &shown, &carried_ids);
                 }
+                drop(carried);
             }
-        }
-        if committed {
-            // A commit succeeded: it takes over buffers carried over a resume.
-            self.tty_commit_takes_over(index, mode, report.out_fence.as_ref());
         }
     }
 
@@ -448,5 +469,17 @@ impl State {
             });
         }
         self.tty_kick_all();
+    }
+}
+
+/// Whether output `index`'s pending report carries an out-fence.
+fn has_out_fence(backend: &Backend, index: usize) -> bool {
+    match backend {
+        Backend::Tty(tty) => tty
+            .outputs
+            .get(index)
+            .and_then(|o| o.report.as_ref())
+            .is_some_and(|r| r.out_fence.is_some()),
+        _ => false,
     }
 }

@@ -13,7 +13,6 @@ use smithay::{
         atomic::AtomicModeReq, property::Value, AtomicCommitFlags, Device as _,
     },
 };
-use syncbridge_bridge::SyncFile;
 use syncbridge_protocols::BufferId;
 
 use super::{
@@ -156,44 +155,40 @@ impl State {
     }
 
     /// A commit on output `index` succeeded (its pending flip is set): it takes over what
-    /// a resume carried. Early mode with an out-fence: released now with that fence (it
-    /// signals when this commit's frame replaced whatever was on the plane); otherwise at
-    /// this commit's page-flip event.
+    /// a resume carried. Early mode with an out-fence: returned, for the caller to report
+    /// as no longer shown with that fence in the same `scanout_committed` call as the
+    /// commit's own transition (the bridge takes the one fence; it signals when this
+    /// commit's frame replaced whatever was on the plane), then drop; otherwise they are
+    /// released at this commit's page-flip event.
     pub(crate) fn tty_commit_takes_over(
         &mut self,
         index: usize,
         mode: ActiveRelease,
-        out_fence: Option<&SyncFile>,
-    ) {
+        has_out_fence: bool,
+    ) -> Vec<(Vec<BufferId>, Buffer)> {
         let Backend::Tty(tty) = &mut self.backend else {
-            return;
+            return Vec::new();
         };
         let Some(out) = tty.outputs.get_mut(index) else {
-            return;
+            return Vec::new();
         };
         let Some(pending) = out.pending.as_mut() else {
-            return;
+            return Vec::new();
         };
         let carried = out.handover.take_carried();
         if carried.is_empty() {
-            return;
+            return Vec::new();
         }
         pending.retiring.extend(carried.fbs);
-        match out_fence {
-            Some(fence) if mode == ActiveRelease::Early => {
-                let ids: Vec<BufferId> = carried
-                    .buffers
-                    .iter()
-                    .flat_map(|(ids, _)| ids.iter().copied())
-                    .collect();
-                tracing::debug!(
-                    ?ids,
-                    "buffers carried over a resume: released with the first commit's out-fence"
-                );
-                self.sync_bridge.scanout_committed(Some(fence), &[], &ids);
-                drop(carried.buffers);
-            }
-            _ => pending.release_at_flip.extend(carried.buffers),
+        if has_out_fence && mode == ActiveRelease::Early {
+            tracing::debug!(
+                ids = ?carried.buffers.iter().map(|(ids, _)| ids).collect::<Vec<_>>(),
+                "buffers carried over a resume: released with the first commit's out-fence"
+            );
+            carried.buffers
+        } else {
+            pending.release_at_flip.extend(carried.buffers);
+            Vec::new()
         }
     }
 
