@@ -2,5 +2,7 @@
 
 pub mod atomic;
 pub mod device;
+pub mod failed_commit;
+pub mod in_fence;
 pub mod planes;
 pub mod scanout;
