@@ -130,8 +130,17 @@ fn vkms_refused_composited_commit_is_redrawn_before_its_feedback() {
     }
     let ids: Vec<usize> = bufs.iter().map(|b| c.create_dmabuf_buffer(b)).collect();
     let inside = [(10u32, 10u32), (100, 50), (190, 90)];
-    let outside = [(600u32, 600u32)];
-    let mut wrong = Vec::new();
+    // The whole output: a grid, each point inside the window or on the background.
+    let size = mode_size(&card);
+    let grid: Vec<(u32, u32)> = (0..8)
+        .flat_map(|gy| (0..8).map(move |gx| (gx * (size.0 - 1) / 7, gy * (size.1 - 1) / 7)))
+        .collect();
+    let in_window = |&(x, y): &(u32, u32)| x < 200 && y < 100;
+    let mut background = None;
+    // (frame, wanted, what the window showed) when its feedback and frame callback came.
+    let mut not_shown = Vec::new();
+    // (frame, grid points that differ from the frame's full content).
+    let mut incomplete = Vec::new();
     for frame in 0..frames {
         c.attach(s, Some(ids[frame as usize]));
         let callbacks = c.rec.surfaces[s].frames.len();
@@ -149,21 +158,41 @@ fn vkms_refused_composited_commit_is_redrawn_before_its_feedback() {
         // What the display has committed right now.
         let fb = primary_fb(&card).expect("a framebuffer on the primary plane");
         let px = read_pixels(&card, fb, &inside).expect("readback");
-        let bg = read_pixels(&card, fb, &outside).expect("readback");
+        let all = read_pixels(&card, fb, &grid).expect("readback");
         let want = colour(frame);
-        let ok = px.iter().all(|p| p & 0x00ff_ffff == want) && bg[0] & 0x00ff_ffff != want;
-        println!(
-            "frame {frame}: want {want:06x}, window {px:06x?}, background {:06x}",
-            bg[0] & 0x00ff_ffff
-        );
-        if !ok {
-            wrong.push((frame, want, px));
+        let bg = *background.get_or_insert_with(|| {
+            grid.iter()
+                .zip(&all)
+                .find(|(p, _)| !in_window(p))
+                .map_or(0, |(_, v)| v & 0x00ff_ffff)
+        });
+        assert_ne!(bg, want, "background and window differ");
+        if !px.iter().all(|p| p & 0x00ff_ffff == want) {
+            not_shown.push((frame, want, px));
+        }
+        let wrong: Vec<_> = grid
+            .iter()
+            .zip(&all)
+            .filter(|(p, v)| *v & 0x00ff_ffff != if in_window(p) { want } else { bg })
+            .map(|(p, v)| (*p, v & 0x00ff_ffff))
+            .collect();
+        if !wrong.is_empty() {
+            incomplete.push((frame, wrong));
         }
     }
+    println!("feedback for a frame not on screen: {not_shown:06x?}");
+    println!("frames not shown in full at their feedback: {incomplete:x?}");
+    // (b) After a refused composited commit, the frame committed next holds the whole
+    // current content.
     assert!(
-        wrong.is_empty(),
-        "presentation feedback and frame callbacks went out while the display showed another frame: (frame, wanted, shown) {wrong:06x?}; log:\n{}",
+        incomplete.is_empty(),
+        "at its feedback, the display did not show the frame's full content (frame, [(point, shown)]): {incomplete:x?}; log:\n{}",
         comp.log_text()
+    );
+    // (c) No presentation feedback or frame callback for a frame that is not on screen.
+    assert!(
+        not_shown.is_empty(),
+        "presentation feedback and frame callbacks went out while the display showed another frame: (frame, wanted, shown) {not_shown:06x?}"
     );
     // The last frame stays on screen.
     assert!(wait_shows(&card, &inside, colour(frames - 1), LONG));
