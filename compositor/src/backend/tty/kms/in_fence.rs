@@ -6,11 +6,12 @@
 //! ignore): without one, the commit waits for them inside the kernel and one client's
 //! late fence stalls the CRTC.
 //!
-//! The stub is a sync_file exported (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`) from the dma-buf
-//! of one of the compositor's own composition buffers, made before any commit: nothing
-//! else has that buffer, so its export holds no unsignalled fence (checked). This works
-//! unprivileged, on every KMS device that exports dumb buffers (PRIME). When it cannot
-//! be made, the private dma-heap/udmabuf buffer of the bridge is tried.
+//! The stub is a sync_file exported (`DMA_BUF_IOCTL_EXPORT_SYNC_FILE`) from a dma-buf
+//! no one else can fence: the bridge's private dma-heap/udmabuf buffer when the process
+//! may open those devices, else one of the compositor's own composition buffers (a KMS
+//! dumb buffer, exported with PRIME), made before any commit, so its export holds no
+//! unsignalled fence (checked). The second works unprivileged, on every KMS device that
+//! exports dumb buffers.
 //!
 //! Ownership: [`InFenceStub`] owns the sync_file fd for the backend's lifetime; each
 //! commit passes it borrowed (the kernel takes its own reference to the fence).
@@ -48,11 +49,21 @@ pub struct InFenceStub {
     pub source: StubSource,
 }
 
-/// Export a signalled stub from `own` (one of our composition buffers, before it was
-/// ever committed), else from the bridge's private buffer. `None` (logged) when neither
-/// works: commits then go without `IN_FENCE_FD`.
+/// The bridge's private buffer's stub when it has one (as before: nothing else can add
+/// fences to it), else one exported from `own` (one of our composition buffers, before it
+/// was ever committed): so IN_FENCE_FD is set unprivileged too. `None` (logged) when
+/// neither works: commits then go without `IN_FENCE_FD`.
 pub fn make(own: Option<&Dmabuf>) -> Option<InFenceStub> {
     let mut why = Vec::new();
+    match SyncFile::signaled_stub() {
+        Ok(fence) => {
+            return Some(InFenceStub {
+                fence,
+                source: StubSource::PrivateDmabuf,
+            })
+        }
+        Err(err) => why.push(format!("private buffer: {err}")),
+    }
     match own.and_then(|d| d.handles().next()) {
         Some(fd) => match syncbridge_bridge::dmabuf::export_sync_file(fd.as_fd(), Access::Write) {
             Ok(fence) if fence.is_signaled().unwrap_or(false) => {
@@ -66,17 +77,8 @@ pub fn make(own: Option<&Dmabuf>) -> Option<InFenceStub> {
         },
         None => why.push("no composition buffer".to_string()),
     }
-    match SyncFile::signaled_stub() {
-        Ok(fence) => Some(InFenceStub {
-            fence,
-            source: StubSource::PrivateDmabuf,
-        }),
-        Err(err) => {
-            why.push(format!("private buffer: {err}"));
-            tracing::warn!(why = ?why, "tty: no signalled in-fence stub: IN_FENCE_FD unused, commits wait for client buffers' implicit fences in the kernel");
-            None
-        }
-    }
+    tracing::warn!(why = ?why, "tty: no signalled in-fence stub: IN_FENCE_FD unused, commits wait for client buffers' implicit fences in the kernel");
+    None
 }
 
 /// Plane changes committed with and without `IN_FENCE_FD`.
