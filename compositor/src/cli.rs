@@ -133,6 +133,16 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub kms_inject_ebusy_every: Option<std::num::NonZeroU32>,
 
+    /// tty backend, for testing error recovery: make the kernel refuse the real commit
+    /// (after TEST_ONLY passed) of every frame that puts a client buffer on a plane.
+    #[arg(long)]
+    pub kms_inject_client_commit_failure: bool,
+
+    /// tty backend, for testing error recovery: make the kernel refuse the real commit of
+    /// every N-th composited frame.
+    #[arg(long, value_name = "N")]
+    pub kms_inject_composited_commit_failure_every: Option<std::num::NonZeroU32>,
+
     /// Seconds between stats lines in the log (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub stats_interval: u64,
@@ -179,6 +189,10 @@ impl Cli {
                 drm_device: self.drm_device.clone(),
                 release_mode: self.release_mode,
                 inject_ebusy_every: self.kms_inject_ebusy_every,
+                inject_commit_faults: crate::backend::tty::commit_fault::CommitFaults {
+                    client: self.kms_inject_client_commit_failure,
+                    composited_every: self.kms_inject_composited_commit_failure_every,
+                },
             },
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod display;
 pub mod process;
+pub mod without_private_dmabuf;
 
 pub use display::*;
 pub use process::*;

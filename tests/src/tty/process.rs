@@ -48,6 +48,13 @@ pub struct Compositor {
 impl Compositor {
     /// Start syncbridge on `card` with extra arguments; wait for its socket.
     pub fn start(name: &str, card: &Path, extra: &[&str]) -> Compositor {
+        Self::start_wrapped(name, card, extra, &[])
+    }
+
+    /// [`Compositor::start`] with `wrapper` (a command that ends by exec'ing its
+    /// arguments, e.g. [`crate::tty::without_private_dmabuf::WRAPPER`]) in front of
+    /// `seatd-launch`.
+    pub fn start_wrapped(name: &str, card: &Path, extra: &[&str], wrapper: &[&str]) -> Compositor {
         require_vm();
         let runtime = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
@@ -61,7 +68,14 @@ impl Compositor {
         let _ = std::fs::remove_file(&stats);
         remove_stale_seatd_socket();
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new("seatd-launch");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg("seatd-launch");
+                cmd
+            }
+            None => Command::new("seatd-launch"),
+        };
         cmd.arg("--")
             .arg(syncbridge_bin())
             .args(["--backend", "tty", "--drm-device"])
@@ -91,6 +105,7 @@ impl Compositor {
             log,
         };
         let start = Instant::now();
+        // Generous: the emulated VM shares a loaded host (start-up took over 30 s there).
         while !c.socket.exists() {
             if start.elapsed() > Duration::from_secs(120) {
                 panic!("syncbridge did not open its socket; log:\n{}", c.log_text());

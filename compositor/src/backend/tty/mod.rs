@@ -14,6 +14,7 @@
 //! [`State`](crate::State)).
 
 pub mod capture;
+pub mod commit_fault;
 mod fault;
 pub mod frame;
 pub mod handover;
@@ -53,6 +54,8 @@ use self::{
     kms::{
         atomic::{self, Modeset},
         device::KmsDevice,
+        failed_commit::{self, Attempt, FailedCommitStats},
+        in_fence::{InFenceStats, InFenceStub},
         planes::ClientFbCache,
         scanout::{ClientScanout, PendingFlip, ScanoutReport, Shown, TtyOutput},
     },
@@ -72,6 +75,8 @@ pub struct TtyConfig {
     pub release_mode: ReleaseMode,
     /// Testing: before every N-th frame commit, provoke a real EBUSY (see [`fault`]).
     pub inject_ebusy_every: Option<std::num::NonZeroU32>,
+    /// Testing: real commits the kernel is made to refuse (see [`commit_fault`]).
+    pub inject_commit_faults: commit_fault::CommitFaults,
 }
 
 /// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
@@ -168,14 +173,20 @@ pub struct TtyBackend {
     pub active: bool,
     /// Counters.
     pub stats: KmsStats,
-    /// A compositor-made, already-signalled fence for IN_FENCE_FD.
-    signalled_stub: Option<SyncFile>,
+    /// A compositor-made, already-signalled fence for IN_FENCE_FD (see [`kms::in_fence`]).
+    in_fence_stub: Option<InFenceStub>,
+    /// Plane changes committed with and without IN_FENCE_FD.
+    in_fence_stats: InFenceStats,
+    /// What refused real commits led to.
+    failed_stats: FailedCommitStats,
     /// Out-fences that had not signalled at their flip event: (fence, flip ns).
     pub(crate) late_fences: Vec<(SyncFile, u64)>,
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
     /// `--kms-inject-ebusy-every`.
     inject_busy: Option<fault::BusyInjector>,
+    /// `--kms-inject-client-commit-failure`, `--kms-inject-composited-commit-failure-every`.
+    inject_commit: Option<commit_fault::CommitFaultInjector>,
     /// A wake-up of idle outputs is in the idle queue.
     pub(crate) wake_queued: bool,
     dh: DisplayHandle,
@@ -221,6 +232,13 @@ impl TtyBackend {
             return Err(TtyError::NoOutputs(path.display().to_string()));
         }
         let out_fences = outputs.iter().all(|o| o.crtc_props.out_fence_ptr.is_some());
+        // Before any commit: our own buffers hold no fence yet.
+        let in_fence_stub = kms::in_fence::make(
+            outputs
+                .first()
+                .and_then(|o| o.slots.first())
+                .map(|s| &s.dmabuf),
+        );
         let import = syncbridge_bridge::dmabuf::DmabufFenceSupport::probe().is_supported();
         let (release, why) = release::resolve(config.release_mode, out_fences, import);
         tracing::info!(
@@ -232,6 +250,7 @@ impl TtyBackend {
         tracing::info!(
             out_fences,
             in_fence_fd = outputs.iter().all(|o| o.plane_props.in_fence_fd.is_some()),
+            in_fence_stub = in_fence_stub.as_ref().map_or("none", |s| s.source.name()),
             dmabuf_fence_import = import,
             "tty: sync features: every commit requests OUT_FENCE_PTR{}",
             if out_fences {
@@ -248,9 +267,27 @@ impl TtyBackend {
             );
         }
         let renderer = CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()))?;
-        let signalled_stub = SyncFile::signaled_stub()
-            .map_err(|err| tracing::info!(%err, "no signalled stub fence: IN_FENCE_FD unused"))
-            .ok();
+        if let Some(stub) = &in_fence_stub {
+            tracing::info!(
+                source = stub.source.name(),
+                "tty: IN_FENCE_FD carries a signalled stub exported from our {}: the kernel ignores client buffers' implicit fences",
+                stub.source.name()
+            );
+        }
+        let faults = config.inject_commit_faults;
+        if faults.any() {
+            tracing::warn!(
+                client = faults.client,
+                composited_every = faults.composited_every,
+                "tty: testing: making the kernel refuse real commits (read-only OUT_FENCE_PTR)"
+            );
+        }
+        let inject_commit =
+            commit_fault::CommitFaultInjector::new(faults).map_err(|e| TtyError::Kms {
+                what: "mapping the fault injector's page",
+                path: path.display().to_string(),
+                source: e,
+            })?;
         let active = session.is_active();
         Ok(Self {
             session,
@@ -264,10 +301,13 @@ impl TtyBackend {
             out_fences,
             active,
             stats: KmsStats::default(),
-            signalled_stub,
+            in_fence_stub,
+            in_fence_stats: InFenceStats::default(),
+            failed_stats: FailedCommitStats::default(),
             late_fences: Vec::new(),
             libinput: None,
             inject_busy: config.inject_ebusy_every.map(fault::BusyInjector::new),
+            inject_commit,
             wake_queued: false,
             dh: dh.clone(),
         })
@@ -295,12 +335,21 @@ impl TtyBackend {
 
     /// The `kms` section of `--stats-json`.
     pub fn stats_json(&self) -> serde_json::Value {
-        self.stats.json(
+        let mut json = self.stats.json(
             &self.device.path.display().to_string(),
             &self.device.driver,
             self.release,
             self.out_fences,
-        )
+        );
+        json["failed_commits"] = self.failed_stats.json();
+        json["injected_commit_failures"] =
+            serde_json::json!(self.inject_commit.as_ref().map_or(0, |i| i.injected()));
+        json["in_fence"] = serde_json::json!({
+            "stub": self.in_fence_stub.as_ref().map(|s| s.source.name()),
+            "plane_commits_with_in_fence": self.in_fence_stats.with,
+            "plane_commits_without_in_fence": self.in_fence_stats.without,
+        });
+        json
     }
 
     /// One refresh cycle of output `index`: direct scanout or composition, then the atomic
@@ -323,10 +372,14 @@ impl TtyBackend {
             outputs,
             fbs,
             stats,
-            signalled_stub,
+            in_fence_stub,
+            in_fence_stats,
+            failed_stats,
             inject_busy,
+            inject_commit,
             ..
         } = self;
+        let signalled_stub = in_fence_stub.as_ref().map(|s| &s.fence);
         let out = outputs
             .get_mut(index)
             .filter(|o| o.alive)
@@ -355,8 +408,7 @@ impl TtyBackend {
                 if already && !modeset {
                     chosen = Some((c, fb));
                 } else {
-                    let req =
-                        out.request(modeset_part, Some(fb.fb), false, signalled_stub.as_ref())?;
+                    let req = out.request(modeset_part, Some(fb.fb), false, signalled_stub)?;
                     match atomic::test(&device.fd, req, modeset) {
                         Ok(()) => chosen = Some((c, fb)),
                         Err(err) => {
@@ -374,6 +426,9 @@ impl TtyBackend {
         // A re-commit of the client buffer that stays on the plane: the plane reads this
         // attachment too, from now on (whether or not this cycle commits).
         let mut reread = None;
+        // The client buffer this cycle puts on the plane (refused for scanout if the
+        // kernel refuses the real commit; see [`kms::failed_commit`]).
+        let mut placed_client: Option<Dmabuf> = None;
         let (new_shown, fb, damaged) = match chosen {
             Some((c, fb)) => {
                 let same = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
@@ -391,6 +446,9 @@ impl TtyBackend {
                     },
                 );
                 let plane_fb = (!same || modeset).then_some(fb.fb);
+                if plane_fb.is_some() {
+                    placed_client = Some(c.dmabuf.clone());
+                }
                 let shown = (!same).then(|| {
                     Shown::Client(ClientScanout {
                         surface: c.surface.clone(),
@@ -476,7 +534,7 @@ impl TtyBackend {
                 sync,
             });
         }
-        let req = match out.request(modeset_part, fb, true, signalled_stub.as_ref()) {
+        let mut req = match out.request(modeset_part, fb, true, signalled_stub) {
             Ok(req) => req,
             Err(err) => {
                 // No commit; a re-committed buffer that stays on the plane is read still.
@@ -490,6 +548,10 @@ impl TtyBackend {
         if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
             injector.before_commit(device, out, stats);
         }
+        let composited_fb = fb.is_some() && !direct;
+        if let (Some(injector), false) = (inject_commit.as_mut(), modeset) {
+            injector.poison(out, &mut req, placed_client.is_some(), composited_fb);
+        }
         let committed_at = Instant::now();
         tracing::trace!(output = %out.output.name(), modeset, direct, ?fb, "atomic commit");
         if let Err(source) = device.fd.atomic_commit(atomic::commit_flags(modeset), req) {
@@ -497,9 +559,16 @@ impl TtyBackend {
             if source.raw_os_error() == Some(libc::EBUSY) {
                 stats.commit_ebusy += 1;
             }
-            // Nothing changed on screen: our clones stay, the candidate's is dropped. A
-            // re-committed buffer that stays on the plane is read all the same.
+            // Nothing changed on screen: our clones stay, the candidate's is dropped (it
+            // never reached the plane: no reader to report). A re-committed buffer that
+            // stays on the plane is read all the same.
             let _ = out.out_fence_slot.take();
+            let attempt = match &placed_client {
+                Some(dmabuf) => Attempt::Client(dmabuf),
+                None if composited_fb => Attempt::Composited,
+                None => Attempt::Other,
+            };
+            failed_commit::after_refused_commit(out, fbs, attempt, &source, failed_stats);
             out.report = reread.map(|id| ScanoutReport {
                 shown: vec![id],
                 ..Default::default()
@@ -511,6 +580,13 @@ impl TtyBackend {
             .into());
         }
         stats.commits += 1;
+        if fb.is_some() {
+            if signalled_stub.is_some() && out.plane_props.in_fence_fd.is_some() {
+                in_fence_stats.with += 1;
+            } else {
+                in_fence_stats.without += 1;
+            }
+        }
         if direct {
             stats.direct_scanout_frames += 1;
         } else {

@@ -3,9 +3,10 @@
 //! out-fence, so we build the `AtomicModeReq` ourselves.
 //!
 //! `IN_FENCE_FD` only ever carries a fence the compositor made (an already-signalled
-//! stub), which also tells the kernel to ignore the buffer's implicit fences: a client
-//! that attaches a never-signalling fence to a buffer already on screen cannot stall the
-//! CRTC (the bridge waited for the acquire fence before the commit was applied).
+//! stub exported from its own KMS buffer, see [`in_fence`](super::in_fence)), which also
+//! tells the kernel to ignore the buffer's implicit fences: a client that attaches a
+//! never-signalling fence to a buffer after the bridge waited for its acquire fence (or a
+//! syncobj client, whose implicit fences the protocol ignores) cannot stall the CRTC.
 
 use smithay::reexports::drm::control::{
     atomic::AtomicModeReq, connector, crtc, framebuffer, plane, property, AtomicCommitFlags,

@@ -3,6 +3,8 @@
 
 pub mod atomic;
 pub mod device;
+pub mod failed_commit;
 pub mod gem;
+pub mod in_fence;
 pub mod planes;
 pub mod scanout;
