@@ -109,8 +109,14 @@ pub fn find_render_device(
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(err) => return Err(DeviceError::ListDri(err)),
             };
-            // Render nodes first, then primary nodes; stable by path within a kind.
-            nodes.sort_by_key(|(path, node)| (node.ty() != NodeType::Render, path.clone()));
+            // Render nodes first, then primary nodes; within a kind, devices that can
+            // render before vgem (a memory-only driver for tests: no rendering, no syncobj;
+            // as the main device it would send clients to a device they cannot draw on,
+            // and its node number depends on probe order), then by path.
+            nodes.sort_by_cached_key(|(path, node)| {
+                let vgem = driver_name(path).is_ok_and(|d| d == "vgem");
+                (node.ty() != NodeType::Render, vgem, path.clone())
+            });
             Ok(nodes
                 .into_iter()
                 .find(|(_, node)| node.ty() != NodeType::Control)
