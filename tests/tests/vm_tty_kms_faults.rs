@@ -327,3 +327,145 @@ fn vkms_unprivileged_in_fence_stub_keeps_implicit_fences_out_of_the_commit() {
         "A, B and C went on the plane with IN_FENCE_FD: {k}"
     );
 }
+
+// ------------------------------------------------------------------------------------
+// Item 8: out of fds, the output keeps presenting
+// ------------------------------------------------------------------------------------
+
+/// fds the compositor may have (soft = hard, so its start-up raise changes nothing).
+const FD_LIMIT: usize = 160;
+
+/// With the compositor's fd table full (a client parks syncobj waits, each holding an
+/// eventfd, one confirmed at a time until no fd is left), the kernel cannot install the
+/// out-fence fd a commit asks for and refuses the whole commit with EMFILE. The output must
+/// keep presenting: the compositor commits without OUT_FENCE_PTR (the replaced buffer goes
+/// back at the flip) instead of retrying a commit that cannot pass until fds come back.
+#[test]
+fn vkms_out_of_fds_commits_without_the_out_fence_and_keeps_presenting() {
+    use syncbridge_bridge::SyncobjDevice;
+    use syncbridge_tests::client::harness::virtio_render_node;
+
+    let path = card_of("vkms");
+    let limit = format!("--nofile={FD_LIMIT}:{FD_LIMIT}");
+    let comp = Compositor::start_wrapped("out-of-fds", &path, &[], &["prlimit", &limit, "--"]);
+
+    // The bystander: a mapped window and two shm buffers made before fds run out (a new
+    // buffer would need an fd passed to the compositor).
+    let mut c = comp.client();
+    let s = configured_surface(&mut c);
+    let bufs = [
+        c.create_shm_buffer(256, 256),
+        c.create_shm_buffer_filled(
+            256,
+            256,
+            wayland_client::protocol::wl_shm::Format::Xrgb8888,
+            0x0040_80c0,
+        ),
+    ];
+    let present = |c: &mut syncbridge_tests::client::TestClient, frame: usize| {
+        c.attach(s, Some(bufs[frame % 2]));
+        let k = c.commit(s, Commit::feedback());
+        c.blocking_dispatch_until(Duration::from_secs(5), |r| r.outcome(k).is_some())
+            && c.rec.presented(k).is_some()
+    };
+    for frame in 0..3 {
+        assert!(
+            present(&mut c, frame),
+            "frame {frame} presented before fds ran out"
+        );
+    }
+    let baseline = comp.fd_count();
+    assert!(
+        baseline > 0 && baseline < FD_LIMIT - 40,
+        "{baseline} fds at start"
+    );
+
+    // The hostile client: syncobj waits that never materialize, one at a time.
+    let dev_fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(virtio_render_node())
+        .expect("virtio_gpu render node")
+        .into();
+    let dev = SyncobjDevice::new(dev_fd).expect("timeline syncobjs");
+    let acquire = dev.create_timeline().expect("timeline");
+    let release = dev.create_timeline().expect("timeline");
+    let vgem = Allocator::vgem();
+    let hb = vgem.allocate(16, 16).expect("buffer");
+    let mut h = comp.client();
+    let acq = h.import_timeline(acquire.export_fd().expect("fd").as_fd());
+    let rel = h.import_timeline(release.export_fd().expect("fd").as_fd());
+    let hbuf = h.create_dmabuf_buffer(&hb);
+    let mut point = 0u64;
+    let mut surface = None;
+    let mut on_surface = 0;
+    while comp.fd_count() < FD_LIMIT {
+        if surface.is_none() || on_surface == 15 {
+            let hs = h.create_toplevel();
+            h.syncobj_surface(hs);
+            surface = Some(hs);
+            on_surface = 0;
+        }
+        let hs = surface.expect("surface");
+        point += 1;
+        on_surface += 1;
+        h.attach(hs, Some(hbuf));
+        h.set_acquire_point(hs, &acq, 1);
+        h.set_release_point(hs, &rel, point);
+        h.commit(hs, Commit::default());
+        let t = h.send_sync();
+        assert!(
+            h.blocking_dispatch_until(Duration::from_secs(5), |r| r.syncs_done.contains(&t)),
+            "wait {point} confirmed ({} fds); log:\n{}",
+            comp.fd_count(),
+            comp.log_text()
+        );
+        assert!(
+            point < 400,
+            "the fd table never filled: {} fds",
+            comp.fd_count()
+        );
+    }
+    let full = comp.fd_count();
+
+    // Fds exhausted: the bystander's frames still reach the display.
+    let mut presented = 0;
+    for frame in 3..13 {
+        if present(&mut c, frame) {
+            presented += 1;
+        }
+    }
+    let during = comp.fd_count();
+    drop(h);
+    assert!(
+        eventually_fds_below(&comp, FD_LIMIT - 20),
+        "{} fds after the hostile client left",
+        comp.fd_count()
+    );
+    assert!(present(&mut c, 13), "a frame after fds came back");
+    let log = comp.log_text();
+    let stats = comp.stop();
+    let k = kms(&stats);
+    println!(
+        "out of fds: baseline {baseline}, full {full}, during {during}, limit {FD_LIMIT}, {presented}/10 frames presented, kms {k}"
+    );
+    assert_eq!(
+        presented, 10,
+        "the bystander's frames froze while fds were exhausted; log:\n{log}"
+    );
+    assert!(
+        k["commits_without_out_fence"].as_u64() >= Some(1),
+        "no commit went without the out-fence: {k}"
+    );
+}
+
+fn eventually_fds_below(comp: &Compositor, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if comp.fd_count() < n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}

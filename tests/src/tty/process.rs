@@ -124,6 +124,19 @@ impl Compositor {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The syncbridge process (a child of seatd-launch), once it runs.
+    pub fn pid(&self) -> Option<u32> {
+        let launcher = self.child.as_ref()?.id();
+        child_named(launcher, "syncbridge")
+    }
+
+    /// How many fds the syncbridge process has open now (0 if it is not found).
+    pub fn fd_count(&self) -> usize {
+        self.pid()
+            .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+            .map_or(0, |d| d.count())
+    }
+
     pub fn client(&self) -> TestClient {
         TestClient::connect(&self.socket).expect("connecting to syncbridge")
     }

@@ -554,7 +554,30 @@ impl TtyBackend {
         }
         let committed_at = Instant::now();
         tracing::trace!(output = %out.output.name(), modeset, direct, ?fb, "atomic commit");
-        if let Err(source) = device.fd.atomic_commit(atomic::commit_flags(modeset), req) {
+        let mut committed = device.fd.atomic_commit(atomic::commit_flags(modeset), req);
+        if committed
+            .as_ref()
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+        {
+            // Out of fds: the kernel refuses a commit whose OUT_FENCE_PTR it cannot fill.
+            // Commit without it rather than freeze the output until fds come back; this
+            // frame's replaced buffer then goes back at the page-flip event (no fence).
+            let _ = out.out_fence_slot.take();
+            if let Ok(req) = out.request(modeset_part, fb, false, signalled_stub) {
+                stats.commits_without_out_fence += 1;
+                let times = stats.commits_without_out_fence;
+                // While fds stay exhausted this happens every frame: warn at 1, 2, 4, 8...
+                if times.is_power_of_two() {
+                    tracing::warn!(
+                        output = %out.output.name(),
+                        times,
+                        "out of fds for the out-fence: committing without it (release at the flip)"
+                    );
+                }
+                committed = device.fd.atomic_commit(atomic::commit_flags(modeset), req);
+            }
+        }
+        if let Err(source) = committed {
             stats.commit_errors += 1;
             if source.raw_os_error() == Some(libc::EBUSY) {
                 stats.commit_ebusy += 1;

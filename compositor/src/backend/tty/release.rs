@@ -162,6 +162,10 @@ pub struct KmsStats {
     pub commit_errors: u64,
     /// EBUSY among them.
     pub commit_ebusy: u64,
+    /// Commits made without `OUT_FENCE_PTR` because the process was out of fds (the kernel
+    /// refuses the whole commit when it cannot install the out-fence fd): their replaced
+    /// buffers went back at the page-flip event.
+    pub commits_without_out_fence: u64,
     /// Flips injected to provoke EBUSY (`--kms-inject-ebusy-every`).
     pub injected_busy_flips: u64,
     /// TEST_ONLY commits that refused a client buffer.
@@ -208,6 +212,7 @@ impl KmsStats {
             "idle_cycles": self.idle_cycles,
             "commit_errors": self.commit_errors,
             "commit_ebusy": self.commit_ebusy,
+            "commits_without_out_fence": self.commits_without_out_fence,
             "injected_busy_flips": self.injected_busy_flips,
             "test_only_failures": self.test_only_failures,
             "page_flips": self.flips,

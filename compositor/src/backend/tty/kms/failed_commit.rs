@@ -36,7 +36,16 @@ pub enum Attempt<'a> {
 pub fn is_transient(err: &std::io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::EBUSY | libc::EINTR | libc::EAGAIN | libc::EACCES | libc::EPERM)
+        Some(
+            libc::EBUSY
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+        )
     )
 }
 
