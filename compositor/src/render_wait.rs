@@ -16,8 +16,9 @@
 //! # fn demo(state: &mut syncbridge_compositor::state::State,
 //! #     sync: smithay::backend::renderer::sync::SyncPoint,
 //! #     sampled: &[syncbridge_protocols::BufferId]) {
-//! let held = state.sync_bridge.hold_readers(sampled);
-//! state.render_waits.wait(sync, held); // comes back as end_held_reads once reached
+//! // Reached: frame_rendered(None); exportable: frame_rendered(Some(fence)); otherwise the
+//! // sampled buffers are held (hold_readers), and end_held_reads runs once it is reached.
+//! state.report_render(sync, sampled);
 //! # }
 //! ```
 
