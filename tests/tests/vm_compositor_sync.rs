@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use syncbridge_bridge::{SyncFile, SyncobjDevice, Timeline};
 use syncbridge_protocols::SyncStats;
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
-use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
+use syncbridge_tests::client::harness::{virtio_render_node, virtio_syncobj_device, ClientId, Harness};
 use syncbridge_tests::compositor_bin::{
     self, eventually, runtime_dir, scratch, syncbridge_bin, Options, Running,
 };
@@ -95,17 +95,6 @@ fn mapped_surface(
         "an unfenced buffer is presented at the next frame"
     );
     (s, b, buf)
-}
-
-fn virtio_syncobj_device() -> SyncobjDevice {
-    let path = virtio_render_node();
-    let fd: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open virtio_gpu's render node")
-        .into();
-    SyncobjDevice::new(fd).expect("virtio_gpu has timeline syncobjs")
 }
 
 /// A vgem fence (on a scratch vgem buffer) and its sync_file: a real fence the test signals.

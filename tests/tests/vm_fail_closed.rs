@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use syncbridge_bridge::dmabuf::{export_sync_file, Access};
-use syncbridge_bridge::{SyncFile, SyncobjDevice, WaitMode};
+use syncbridge_bridge::{SyncFile, WaitMode};
 use syncbridge_protocols::SyncStats;
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
-use syncbridge_tests::client::harness::{virtio_render_node, Harness};
+use syncbridge_tests::client::harness::{virtio_syncobj_device, Harness};
 use syncbridge_tests::client::Commit;
 use syncbridge_tests::kernel::require_vm;
 use syncbridge_tests::kernel::vgem::VgemFence;
@@ -179,15 +179,7 @@ fn syncobj_release_point_out_of_fds_does_not_signal_before_the_readers() {
     require_vm();
     let mut h = Harness::vm();
     let c = h.add_client();
-    let dev = {
-        let fd: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(virtio_render_node())
-            .expect("open virtio_gpu's render node")
-            .into();
-        SyncobjDevice::new(fd).expect("virtio_gpu has timeline syncobjs")
-    };
+    let dev = virtio_syncobj_device();
     let vgem = Allocator::vgem();
     let acq = dev.create_timeline().expect("timeline");
     let rel = dev.create_timeline().expect("timeline");

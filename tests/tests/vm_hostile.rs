@@ -8,7 +8,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use syncbridge_bridge::{SyncobjDevice, Timeline};
 use syncbridge_protocols::{Limits, SyncStats};
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
-use syncbridge_tests::client::harness::{virtio_render_node, ClientId, Harness};
+use syncbridge_tests::client::harness::{
+    virtio_render_node, virtio_syncobj_device, ClientId, Harness,
+};
 use syncbridge_tests::client::{BufferId, Commit, Presentation, SurfaceId, TestClient};
 use syncbridge_tests::compositor_bin::{eventually, start_syncbridge, Options, Running};
 use syncbridge_tests::kernel::require_vm;
@@ -91,16 +93,6 @@ fn figures(test: &str, value: serde_json::Value) {
 
 fn sync_stats(h: &mut Harness) -> SyncStats {
     h.state().sync_bridge.stats()
-}
-
-fn virtio_syncobj_device() -> SyncobjDevice {
-    let fd: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(virtio_render_node())
-        .expect("open virtio_gpu's render node")
-        .into();
-    SyncobjDevice::new(fd).expect("virtio_gpu has timeline syncobjs")
 }
 
 fn set_limits(h: &mut Harness, f: impl FnOnce(&mut Limits)) {

@@ -18,7 +18,7 @@ use syncbridge_bridge::dmabuf::{export_sync_file, Access};
 use syncbridge_bridge::sync_file::monotonic_now_ns;
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::Commit;
-use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
+use syncbridge_tests::kernel::card::Card;
 use syncbridge_tests::kernel::require_vm;
 use syncbridge_tests::tty::*;
 
@@ -540,7 +540,7 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
     let size = mode_size(&card);
     // Timelines live on virtio_gpu's render node (VKMS has no syncobjs); the compositor
     // imports them on its timeline device, the out-fence comes from VKMS.
-    let dev = bridge_support_syncobj();
+    let dev = syncbridge_tests::client::harness::virtio_syncobj_device();
     let acq = dev.create_timeline().expect("acquire timeline");
     let rel = dev.create_timeline().expect("release timeline");
     let alloc = Allocator::vgem();
@@ -618,20 +618,6 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
         pending_when_available >= 1,
         "a release point was seen pending on the out-fence"
     );
-}
-
-fn bridge_support_syncobj() -> syncbridge_bridge::SyncobjDevice {
-    let path = find_nodes("virtio_gpu", NodeKind::Render)
-        .into_iter()
-        .next()
-        .expect("virtio_gpu render node");
-    let fd = rustix::fs::open(
-        &path,
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .expect("open the render node");
-    syncbridge_bridge::SyncobjDevice::new(fd).expect("timeline syncobjs on virtio_gpu")
 }
 
 // ------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use syncbridge_bridge::dmabuf::{export_sync_file, Access};
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
+use syncbridge_tests::client::harness::virtio_syncobj_device;
 use syncbridge_tests::client::Commit;
-use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::tty::without_private_dmabuf;
 use syncbridge_tests::tty::*;
 
@@ -212,20 +212,6 @@ fn vkms_refused_composited_commit_is_redrawn_before_its_feedback() {
 // Item 7: IN_FENCE_FD without dma-heap/udmabuf access
 // ------------------------------------------------------------------------------------
 
-fn virtio_syncobj_device() -> syncbridge_bridge::SyncobjDevice {
-    let path = find_nodes("virtio_gpu", NodeKind::Render)
-        .into_iter()
-        .next()
-        .expect("virtio_gpu render node");
-    let fd = rustix::fs::open(
-        &path,
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .expect("open the render node");
-    syncbridge_bridge::SyncobjDevice::new(fd).expect("timeline syncobjs on virtio_gpu")
-}
-
 /// Unprivileged (no dma-heap, no udmabuf), the compositor still sets IN_FENCE_FD, with a
 /// stub from its own KMS buffer. A linux-drm-syncobj-v1 client's buffer B carries an
 /// unsignalled implicit (vgem) write fence, which the protocol says to ignore: B goes on
@@ -342,9 +328,6 @@ const FD_LIMIT: usize = 160;
 /// back at the flip) instead of retrying a commit that cannot pass until fds come back.
 #[test]
 fn vkms_out_of_fds_commits_without_the_out_fence_and_keeps_presenting() {
-    use syncbridge_bridge::SyncobjDevice;
-    use syncbridge_tests::client::harness::virtio_render_node;
-
     let path = card_of("vkms");
     let limit = format!("--nofile={FD_LIMIT}:{FD_LIMIT}");
     let comp = Compositor::start_wrapped("out-of-fds", &path, &[], &["prlimit", &limit, "--"]);
@@ -381,13 +364,7 @@ fn vkms_out_of_fds_commits_without_the_out_fence_and_keeps_presenting() {
     );
 
     // The hostile client: syncobj waits that never materialize, one at a time.
-    let dev_fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(virtio_render_node())
-        .expect("virtio_gpu render node")
-        .into();
-    let dev = SyncobjDevice::new(dev_fd).expect("timeline syncobjs");
+    let dev = virtio_syncobj_device();
     let acquire = dev.create_timeline().expect("timeline");
     let release = dev.create_timeline().expect("timeline");
     let vgem = Allocator::vgem();

@@ -52,6 +52,18 @@ pub fn virtio_render_node() -> PathBuf {
         .expect("virtio_gpu render node in /dev/dri (run inside the test VM)")
 }
 
+/// virtio_gpu's render node as a timeline syncobj device (for clients' acquire and
+/// release timelines).
+pub fn virtio_syncobj_device() -> syncbridge_bridge::SyncobjDevice {
+    let fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(virtio_render_node())
+        .expect("open virtio_gpu's render node")
+        .into();
+    syncbridge_bridge::SyncobjDevice::new(fd).expect("virtio_gpu has timeline syncobjs")
+}
+
 impl Harness {
     /// A compositor whose DRM device is virtio_gpu's render node: linux-dmabuf,
     /// linux-drm-syncobj-v1 and explicit-sync-v1 advertised. One 640x480 output, manual
