@@ -19,30 +19,13 @@ use std::time::{Duration, Instant};
 
 use drm::control::Device as _;
 use syncbridge_tests::client::buffers::Allocator;
-use syncbridge_tests::client::{Commit, Presentation, Recorder, TestClient};
+use syncbridge_tests::client::{Commit, Presentation, TestClient};
 use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
 use syncbridge_tests::tty::*;
 use wayland_client::protocol::wl_shm::Format;
 
 /// wp_presentation_feedback kind: zero_copy.
 const ZERO_COPY: u32 = 0x8;
-
-fn wl_outputs(r: &Recorder) -> usize {
-    r.globals
-        .iter()
-        .filter(|g| g.interface == "wl_output")
-        .count()
-}
-
-/// CRTCs of `card` that are active with a mode.
-fn active_crtcs(card: &Card) -> usize {
-    let res = card.resource_handles().expect("resources");
-    res.crtcs()
-        .iter()
-        .filter_map(|c| card.get_crtc(*c).ok())
-        .filter(|info| info.mode().is_some())
-        .count()
-}
 
 /// Dispatch `c`'s events for `d` (nothing expected; counts are read afterwards).
 fn settle(c: &mut TestClient, d: Duration) {

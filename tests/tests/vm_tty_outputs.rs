@@ -12,9 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use drm::control::Device as _;
 use syncbridge_tests::client::buffers::Allocator;
-use syncbridge_tests::client::{Commit, Presentation, Recorder, TestClient};
+use syncbridge_tests::client::{Commit, Presentation, TestClient};
 use syncbridge_tests::kernel::card::Card;
 use syncbridge_tests::tty::*;
 use wayland_client::protocol::wl_shm::Format;
@@ -77,23 +76,6 @@ fn card_changed(card: &Path) {
         .expect("card name");
     std::fs::write(format!("/sys/class/drm/{name}/uevent"), "change")
         .expect("triggering a change uevent");
-}
-
-fn wl_outputs(r: &Recorder) -> usize {
-    r.globals
-        .iter()
-        .filter(|g| g.interface == "wl_output")
-        .count()
-}
-
-/// CRTCs of `card` that are active with a framebuffer on them.
-fn active_crtcs(card: &Card) -> usize {
-    let res = card.resource_handles().expect("resources");
-    res.crtcs()
-        .iter()
-        .filter_map(|c| card.get_crtc(*c).ok())
-        .filter(|info| info.mode().is_some())
-        .count()
 }
 
 /// Commit a `size` shm frame with presentation feedback and wait for its outcome.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use drm::control::Device as _;
 
 use crate::client::buffers::DmaBuffer;
-use crate::client::{Presentation, TestClient};
+use crate::client::{Presentation, Recorder, TestClient};
 use crate::kernel::card::Card;
 
 /// How long tests wait for something the compositor should do within a few frames.
@@ -219,4 +219,22 @@ pub fn presented_flags(c: &TestClient, commit: u64) -> Option<u32> {
         Some(Presentation::Presented { flags, .. }) => Some(flags),
         _ => None,
     }
+}
+
+/// How many `wl_output` globals are in the client's recorded global list.
+pub fn wl_outputs(r: &Recorder) -> usize {
+    r.globals
+        .iter()
+        .filter(|g| g.interface == "wl_output")
+        .count()
+}
+
+/// CRTCs of `card` that are active with a mode.
+pub fn active_crtcs(card: &Card) -> usize {
+    let res = card.resource_handles().expect("resources");
+    res.crtcs()
+        .iter()
+        .filter_map(|c| card.get_crtc(*c).ok())
+        .filter(|info| info.mode().is_some())
+        .count()
 }
