@@ -123,6 +123,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub drm_device: Option<PathBuf>,
 
+    /// Renderer of the tty backend: GLES on the KMS device's GPU when EGL runs on a
+    /// hardware driver there, else pixman (auto); or either by name.
+    #[arg(long, value_enum, default_value_t = crate::backend::gpu_renderer::RendererChoice::Auto)]
+    pub renderer: crate::backend::gpu_renderer::RendererChoice,
+
     /// tty backend: release scanned-out client buffers with the KMS out-fence before the
     /// page flip (early), at the page-flip event (flip), or early where supported (auto).
     #[arg(long, value_enum, default_value_t = crate::backend::tty::release::ReleaseMode::Auto)]
@@ -188,6 +193,7 @@ impl Cli {
             tty: crate::backend::tty::TtyConfig {
                 drm_device: self.drm_device.clone(),
                 release_mode: self.release_mode,
+                renderer: self.renderer,
                 inject_ebusy_every: self.kms_inject_ebusy_every,
                 inject_commit_faults: crate::backend::tty::commit_fault::CommitFaults {
                     client: self.kms_inject_client_commit_failure,

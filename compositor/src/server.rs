@@ -354,6 +354,13 @@ pub fn log_startup(state: &State) {
             "renderer: GLES in the nested window; its sync point goes to the bridge as the \
              render fence when EGL exports native fences, else releases are CPU releases"
         ),
+        crate::backend::Backend::Tty(_) if state.backend.renderer_name() == "gles" => {
+            tracing::info!(
+                renderer = "gles",
+                "renderer: GLES on the KMS device's GPU; each frame's render fence is IN_FENCE_FD \
+             of its commit and goes to the bridge for the buffers it sampled"
+            )
+        }
         _ => tracing::info!(
             renderer = state.backend.renderer_name(),
             "renderer: CPU compositing (no render fence: releases are CPU releases); \

@@ -258,7 +258,27 @@ impl State {
             });
         }
 
-        let render_device = crate::device::find_render_device(&config.render_device)?;
+        // The GPU that composites is the one clients should allocate for: with GLES on
+        // the tty backend it is the main device unless `--render-device` names another.
+        let composites_on = backend.render_node();
+        let selection = match (&config.render_device, &composites_on) {
+            (crate::config::RenderDeviceSelection::Auto, Some(node)) => {
+                crate::config::RenderDeviceSelection::Path(node.clone())
+            }
+            (selection, _) => selection.clone(),
+        };
+        let render_device = crate::device::find_render_device(&selection)?;
+        if let (Some(device), Some(node)) = (&render_device, &composites_on) {
+            if !same_node(&device.path, node) {
+                tracing::warn!(
+                    main_device = %device.path.display(),
+                    composites_on = %node.display(),
+                    "linux-dmabuf: the main device clients are told to allocate on is not the \
+                     GPU that composites: their buffers cross devices, and the feedback says \
+                     so only through its main device (--render-device)"
+                );
+            }
+        }
         let dmabuf = match &render_device {
             None => {
                 tracing::info!("linux-dmabuf: not advertised: no DRM device (shm clients only)");
@@ -318,5 +338,13 @@ impl State {
             child: None,
             config,
         })
+    }
+}
+
+/// Whether two paths name the same device node (symlinks such as /dev/dri/by-path).
+fn same_node(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }

@@ -4,6 +4,7 @@
 //! [`crate::State::present_frame`].
 
 pub mod cpu_renderer;
+pub mod gpu_renderer;
 pub mod headless;
 pub mod nested;
 pub mod tty;
@@ -73,6 +74,9 @@ pub enum BackendError {
     /// The renderer cannot use a client dma-buf.
     #[error("unusable dma-buf: {0}")]
     Dmabuf(#[from] cpu_renderer::DmabufCheckError),
+    /// GLES cannot import a client dma-buf.
+    #[error("GLES cannot import the dma-buf: {0}")]
+    GlesImport(#[source] smithay::backend::renderer::gles::GlesError),
     /// No output with this index.
     #[error("no output #{0}")]
     NoSuchOutput(usize),
@@ -277,7 +281,15 @@ impl Backend {
         match self {
             Backend::Headless(_) => "pixman",
             Backend::Nested(_) => "gles",
-            Backend::Tty(_) => "pixman",
+            Backend::Tty(b) => b.renderer.name(),
+        }
+    }
+
+    /// The render node of the GPU that composites, when one does (GLES on tty).
+    pub fn render_node(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Backend::Tty(b) => b.renderer.gpu_info().and_then(|g| g.render_node.clone()),
+            _ => None,
         }
     }
 

@@ -4,6 +4,11 @@
 //! so the kernel hands out its GEM handle), exported as a dma-buf and mapped read-only.
 //! That is the composited dumb buffer, or the client's own buffer during direct scanout:
 //! what the display showed, not a re-render. Overlay and cursor planes are not included.
+//!
+//! With pixman the dma-buf is mapped and read on the CPU. With GLES the buffer the plane
+//! shows (our slot, or the client's during direct scanout) is read back with GL instead: a
+//! GPU buffer's CPU mapping need not show what the GPU wrote (virgl keeps the pixels on
+//! the host until a transfer), and tiled layouts cannot be read linearly.
 
 use std::os::fd::AsFd;
 
@@ -12,7 +17,7 @@ use smithay::reexports::drm::{
     control::Device as ControlDevice,
 };
 
-use super::TtyBackend;
+use super::{kms::scanout::Shown, TtyBackend};
 use crate::screenshot::{PixelOrder, Screenshot, ScreenshotError};
 
 /// Closes GEM handles GETFB2 created, whatever happens.
@@ -31,12 +36,32 @@ impl Drop for GemHandles<'_> {
 
 impl TtyBackend {
     /// Reads back the primary plane of output `index` as a [`Screenshot`].
-    pub fn capture(&self, index: usize) -> Result<Screenshot, ScreenshotError> {
+    pub fn capture(&mut self, index: usize) -> Result<Screenshot, ScreenshotError> {
         let output = self
             .outputs
             .get(index)
             .filter(|o| o.alive)
             .ok_or(ScreenshotError::NoSuchOutput(index))?;
+        if self.renderer.gles().is_some() {
+            // The buffers are known: ours (a slot) or the client's (direct scanout). Read
+            // the one the plane shows with GL; a re-import of GETFB2's handles would be a
+            // new resource to virgl, without the pixels the host holds for the old one.
+            let dmabuf = match &output.shown {
+                Shown::Composited(i) => output.slots.get(*i).map(|s| s.dmabuf.clone()),
+                Shown::Client(c) => smithay::wayland::dmabuf::get_dmabuf(&c.buffer)
+                    .ok()
+                    .cloned(),
+                Shown::Nothing => None,
+            }
+            .ok_or(ScreenshotError::Readback(
+                "the primary plane shows nothing".into(),
+            ))?;
+            let gles = self
+                .renderer
+                .gles()
+                .ok_or(ScreenshotError::Readback("no GLES".into()))?;
+            return crate::backend::gpu_renderer::read_back(gles, dmabuf);
+        }
         let dev = &self.device.fd;
         let os = |what: &'static str| {
             move |e: std::io::Error| ScreenshotError::Readback(format!("{what}: {e}"))

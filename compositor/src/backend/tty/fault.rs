@@ -47,7 +47,7 @@ impl BusyInjector {
         let fb = match &out.shown {
             Shown::Client(c) => c.fb.fb,
             Shown::Composited(i) => match out.slots.get(*i) {
-                Some(slot) => *slot.fb.as_ref(),
+                Some(slot) => slot.fb.handle(),
                 None => return,
             },
             Shown::Nothing => return,

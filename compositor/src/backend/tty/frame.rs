@@ -437,7 +437,7 @@ impl State {
                 &res,
                 conn,
                 &used,
-                &mut tty.allocator,
+                &mut tty.renderer,
                 &dh,
                 x,
             ) {

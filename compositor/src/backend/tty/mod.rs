@@ -21,6 +21,7 @@ pub mod handover;
 pub mod input;
 pub mod kms;
 pub mod release;
+pub mod renderer;
 pub mod session;
 pub mod teardown;
 pub mod udev;
@@ -29,14 +30,12 @@ use std::{path::PathBuf, rc::Rc, time::Instant};
 
 use smithay::{
     backend::{
-        allocator::{dmabuf::Dmabuf, dumb::DumbAllocator, Format},
+        allocator::{dmabuf::Dmabuf, Format},
         renderer::{
-            damage::RenderOutputResult,
             element::{
                 Id, RenderElementPresentationState, RenderElementState, RenderElementStates,
             },
             sync::SyncPoint,
-            Bind, Renderer,
         },
         session::{libseat::LibSeatSession, Session},
     },
@@ -60,8 +59,9 @@ use self::{
         scanout::{ClientScanout, PendingFlip, ScanoutReport, Shown, TtyOutput},
     },
     release::{ActiveRelease, KmsStats, ReleaseMode},
+    renderer::TtyRenderer,
 };
-use super::{cpu_renderer::CpuRenderer, BackendError, RenderedFrame};
+use super::{gpu_renderer::RendererChoice, BackendError, RenderedFrame};
 
 /// Background of the outputs (dark grey, opaque).
 const CLEAR_COLOR: [f32; 4] = [0.1, 0.1, 0.12, 1.0];
@@ -73,6 +73,8 @@ pub struct TtyConfig {
     pub drm_device: Option<PathBuf>,
     /// When client buffers that were on a plane are released.
     pub release_mode: ReleaseMode,
+    /// Which renderer composites (`--renderer`).
+    pub renderer: RendererChoice,
     /// Testing: before every N-th frame commit, provoke a real EBUSY (see [`fault`]).
     pub inject_ebusy_every: Option<std::num::NonZeroU32>,
     /// Testing: real commits the kernel is made to refuse (see [`commit_fault`]).
@@ -132,9 +134,15 @@ pub enum TtyError {
     /// Making a framebuffer of a dumb buffer failed.
     #[error("framebuffer: {0}")]
     Framebuffer(String),
-    /// The renderer failed.
+    /// Creating the pixman renderer failed.
     #[error("pixman: {0}")]
     Pixman(String),
+    /// GLES was asked for by name and cannot run on this device.
+    #[error("GLES: {0}")]
+    Gles(#[source] super::gpu_renderer::GpuSetupError),
+    /// Compositing a frame failed.
+    #[error("render: {0}")]
+    Render(String),
     /// Registering an event source failed.
     #[error("event loop: {0}")]
     Source(String),
@@ -160,10 +168,10 @@ pub struct TtyBackend {
     notifier: Option<smithay::backend::session::libseat::LibSeatSessionNotifier>,
     /// The KMS device.
     pub device: KmsDevice,
-    renderer: CpuRenderer,
+    /// The renderer and the allocator of its composition buffers.
+    pub renderer: TtyRenderer,
     /// Outputs, in creation order (indices are stable; vanished ones stay, not alive).
     pub outputs: Vec<TtyOutput>,
-    allocator: DumbAllocator,
     fbs: ClientFbCache,
     /// Release mode in effect.
     pub release: ActiveRelease,
@@ -175,7 +183,7 @@ pub struct TtyBackend {
     pub stats: KmsStats,
     /// A compositor-made, already-signalled fence for IN_FENCE_FD (see [`kms::in_fence`]).
     in_fence_stub: Option<InFenceStub>,
-    /// Plane changes committed with and without IN_FENCE_FD.
+    /// Plane changes committed with and without IN_FENCE_FD (with: stub or render fence).
     in_fence_stats: InFenceStats,
     /// What refused real commits led to.
     failed_stats: FailedCommitStats,
@@ -215,12 +223,32 @@ impl TtyBackend {
                 path: path.display().to_string(),
                 source,
             })?;
-        let mut allocator = DumbAllocator::new(device.fd.clone());
+        let mut renderer = TtyRenderer::new(config.renderer, &device)?;
+        match renderer.gpu_info() {
+            Some(gpu) => tracing::info!(
+                renderer = "gles",
+                gl_renderer = %gpu.gl_renderer,
+                gl_version = %gpu.gl_version,
+                render_node = ?gpu.render_node,
+                native_fences = gpu.native_fences,
+                reason = %renderer.reason,
+                "tty: renderer: GLES on {}{}",
+                path.display(),
+                if gpu.native_fences {
+                    ": render fences go to IN_FENCE_FD and into the buffers each frame sampled"
+                } else {
+                    ": no EGL_ANDROID_native_fence_sync, sampled buffers are held until the render is done"
+                }
+            ),
+            None => {
+                tracing::info!(renderer = "pixman", reason = %renderer.reason, "tty: renderer: pixman (CPU)")
+            }
+        }
         let mut outputs: Vec<TtyOutput> = Vec::new();
         let mut x = 0;
         for conn in kms::scanout::connected(&device, &res) {
             let used: Vec<crtc::Handle> = outputs.iter().map(|o| o.crtc).collect();
-            match kms::scanout::create_output(&device, &res, &conn, &used, &mut allocator, dh, x) {
+            match kms::scanout::create_output(&device, &res, &conn, &used, &mut renderer, dh, x) {
                 Ok(out) => {
                     x += i32::try_from(out.size().0).unwrap_or(0);
                     outputs.push(out);
@@ -266,7 +294,6 @@ impl TtyBackend {
                 "tty: testing: provoking EBUSY before every {n}th frame commit"
             );
         }
-        let renderer = CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()))?;
         if let Some(stub) = &in_fence_stub {
             tracing::info!(
                 source = stub.source.name(),
@@ -295,7 +322,6 @@ impl TtyBackend {
             device,
             renderer,
             outputs,
-            allocator,
             fbs: ClientFbCache::default(),
             release,
             out_fences,
@@ -330,7 +356,7 @@ impl TtyBackend {
 
     /// Check a client dma-buf at creation (without mapping it).
     pub fn import_dmabuf(&mut self, dmabuf: &Dmabuf) -> Result<(), BackendError> {
-        Ok(self.renderer.check_dmabuf(dmabuf)?)
+        self.renderer.check_dmabuf(dmabuf)
     }
 
     /// The `kms` section of `--stats-json`.
@@ -348,6 +374,13 @@ impl TtyBackend {
             "stub": self.in_fence_stub.as_ref().map(|s| s.source.name()),
             "plane_commits_with_in_fence": self.in_fence_stats.with,
             "plane_commits_without_in_fence": self.in_fence_stats.without,
+            "plane_commits_with_render_fence": self.in_fence_stats.render_fences,
+        });
+        json["renderer"] = serde_json::json!({
+            "name": self.renderer.name(),
+            "reason": self.renderer.reason,
+            "gpu": self.renderer.gpu_info(),
+            "cpu_waits_before_commit": self.stats.render_cpu_waits,
         });
         json
     }
@@ -422,7 +455,9 @@ impl TtyBackend {
         }
 
         let mut states = RenderElementStates::default();
-        let sync = SyncPoint::signaled();
+        let mut sync = SyncPoint::signaled();
+        // A composited frame's render fence, for IN_FENCE_FD (GLES with native fences).
+        let mut render_fence: Option<SyncFile> = None;
         // A re-commit of the client buffer that stays on the plane: the plane reads this
         // attachment too, from now on (whether or not this cycle commits).
         let mut reread = None;
@@ -475,38 +510,28 @@ impl TtyBackend {
                 } else {
                     usize::try_from(render_count - slot.rendered_at).unwrap_or(0)
                 };
-                let name = out.output.name();
-                let mut target = renderer
-                    .pixman()
-                    .bind(&mut slot.dmabuf)
-                    .map_err(|e| TtyError::Pixman(format!("binding {name}: {e}")))?;
-                // Windows whose dma-bufs were fenced again after commit would block
-                // pixman's DMA_BUF_IOCTL_SYNC (and with it every output): they sit out.
-                let (elements, held_back) =
-                    super::cpu_renderer::ready_render_elements(renderer, space, &out.output);
-                if held_back > 0 {
-                    tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
-                }
-                let RenderOutputResult {
-                    damage,
-                    states: rendered,
-                    ..
-                } = out
-                    .damage_tracker
-                    .render_output(renderer, &mut target, age, &elements, CLEAR_COLOR)
-                    .map_err(|e| TtyError::Pixman(format!("rendering {name}: {e}")))?;
-                drop(target);
-                if let Err(err) = renderer.cleanup_texture_cache() {
-                    tracing::debug!(%err, "texture cache cleanup");
-                }
+                let composited = renderer.composite(
+                    &mut out.slots[slot_index].dmabuf,
+                    &mut out.damage_tracker,
+                    age,
+                    space,
+                    &out.output,
+                )?;
                 out.render_count = render_count;
                 out.slots[slot_index].rendered_at = render_count;
+                sync = composited.sync;
+                render_fence = composited.in_fence;
+                if composited.cpu_waited {
+                    stats.render_cpu_waits += 1;
+                }
+                let rendered = composited.states;
+                let damage = composited.damaged.then_some(());
                 states = rendered;
-                let damaged = damage.is_some_and(|d| !d.is_empty()) || on_screen.is_none();
+                let damaged = damage.is_some() || on_screen.is_none();
                 if damaged || modeset {
                     (
                         Some(Shown::Composited(slot_index)),
-                        Some(out.slots[slot_index].fb.as_ref().to_owned()),
+                        Some(out.slots[slot_index].fb.handle()),
                         damaged,
                     )
                 } else {
@@ -534,7 +559,10 @@ impl TtyBackend {
                 sync,
             });
         }
-        let mut req = match out.request(modeset_part, fb, true, signalled_stub) {
+        // The kernel waits for a composited frame's render (its fence as IN_FENCE_FD);
+        // otherwise the signalled stub makes it ignore client buffers' implicit fences.
+        let in_fence = render_fence.as_ref().or(signalled_stub);
+        let mut req = match out.request(modeset_part, fb, true, in_fence) {
             Ok(req) => req,
             Err(err) => {
                 // No commit; a re-committed buffer that stays on the plane is read still.
@@ -563,7 +591,7 @@ impl TtyBackend {
             // Commit without it rather than freeze the output until fds come back; this
             // frame's replaced buffer then goes back at the page-flip event (no fence).
             let _ = out.out_fence_slot.take();
-            if let Ok(req) = out.request(modeset_part, fb, false, signalled_stub) {
+            if let Ok(req) = out.request(modeset_part, fb, false, in_fence) {
                 stats.commits_without_out_fence += 1;
                 let times = stats.commits_without_out_fence;
                 // While fds stay exhausted this happens every frame: warn at 1, 2, 4, 8...
@@ -604,8 +632,11 @@ impl TtyBackend {
         }
         stats.commits += 1;
         if fb.is_some() {
-            if signalled_stub.is_some() && out.plane_props.in_fence_fd.is_some() {
+            if in_fence.is_some() && out.plane_props.in_fence_fd.is_some() {
                 in_fence_stats.with += 1;
+                if render_fence.is_some() {
+                    in_fence_stats.render_fences += 1;
+                }
             } else {
                 in_fence_stats.without += 1;
             }

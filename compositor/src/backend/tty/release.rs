@@ -166,6 +166,8 @@ pub struct KmsStats {
     /// refuses the whole commit when it cannot install the out-fence fd): their replaced
     /// buffers went back at the page-flip event.
     pub commits_without_out_fence: u64,
+    /// GLES renders without an exportable fence, waited for on the CPU before their commit.
+    pub render_cpu_waits: u64,
     /// Flips injected to provoke EBUSY (`--kms-inject-ebusy-every`).
     pub injected_busy_flips: u64,
     /// TEST_ONLY commits that refused a client buffer.

@@ -88,4 +88,6 @@ pub struct InFenceStats {
     pub with: u64,
     /// ... without it (no stub, or the plane has no such property).
     pub without: u64,
+    /// Of `with`: the fence was the composited frame's render fence (GLES).
+    pub render_fences: u64,
 }

@@ -4,12 +4,7 @@
 use std::{rc::Rc, time::Instant};
 
 use smithay::{
-    backend::{
-        allocator::dumb::DumbAllocator,
-        allocator::{dmabuf::Dmabuf, dumb::DumbBuffer, Allocator, Fourcc, Modifier},
-        drm::dumb::{framebuffer_from_dumb_buffer, DumbFramebuffer},
-        renderer::{damage::OutputDamageTracker, utils::Buffer},
-    },
+    backend::renderer::{damage::OutputDamageTracker, utils::Buffer},
     output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel},
     reexports::{
         drm::control::{
@@ -29,7 +24,11 @@ use super::{
     planes::ClientFb,
 };
 use crate::{
-    backend::tty::{handover::Handover, TtyError},
+    backend::tty::{
+        handover::Handover,
+        renderer::{Slot, TtyRenderer},
+        TtyError,
+    },
     frame_clock::FrameClock,
     state::State,
 };
@@ -68,19 +67,6 @@ impl PlaneProps {
             in_fence_fd: p.get("IN_FENCE_FD"),
         })
     }
-}
-
-/// One of our composition buffers.
-#[derive(Debug)]
-pub struct DumbSlot {
-    /// The framebuffer (destroyed before the buffer: field order).
-    pub fb: DumbFramebuffer,
-    /// The same memory as a dma-buf, for pixman to bind.
-    pub dmabuf: Dmabuf,
-    /// The buffer.
-    pub _buffer: DumbBuffer,
-    /// `render_count` of the output when last rendered into (0: never).
-    pub rendered_at: u64,
 }
 
 /// What a committed frame shows on the primary plane.
@@ -157,7 +143,7 @@ pub struct TtyOutput {
     pub plane_props: PlaneProps,
     pub mode: Mode,
     pub mode_blob: Option<u64>,
-    pub slots: Vec<DumbSlot>,
+    pub slots: Vec<Slot>,
     pub render_count: u64,
     pub damage_tracker: OutputDamageTracker,
     pub clock: FrameClock,
@@ -249,7 +235,7 @@ pub fn create_output(
     res: &ResourceHandles,
     conn: &connector::Info,
     used: &[crtc::Handle],
-    allocator: &mut DumbAllocator,
+    renderer: &mut TtyRenderer,
     dh: &DisplayHandle,
     x: i32,
 ) -> Result<TtyOutput, TtyError> {
@@ -289,24 +275,7 @@ pub fn create_output(
     let (w, h) = mode.size();
     let mut slots = Vec::with_capacity(2);
     for _ in 0..2 {
-        let buffer = allocator
-            .create_buffer(
-                u32::from(w),
-                u32::from(h),
-                Fourcc::Xrgb8888,
-                &[Modifier::Linear],
-            )
-            .map_err(kms("allocating a dumb buffer"))?;
-        let fb = framebuffer_from_dumb_buffer(&dev.fd, &buffer, true)
-            .map_err(|e| TtyError::Framebuffer(e.to_string()))?;
-        let dmabuf = smithay::backend::allocator::dmabuf::AsDmabuf::export(&buffer)
-            .map_err(kms("exporting a dumb buffer"))?;
-        slots.push(DumbSlot {
-            fb,
-            dmabuf,
-            _buffer: buffer,
-            rendered_at: 0,
-        });
+        slots.push(renderer.allocate_slot(dev, u32::from(w), u32::from(h))?);
     }
 
     let name = format!("{}-{}", conn.interface().as_str(), conn.interface_id());
