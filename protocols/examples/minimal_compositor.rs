@@ -12,8 +12,8 @@
 //! client buffers on planes reports each atomic commit's out-fence there (see the README
 //! and the reference compositor's tty backend).
 //!
-//! Every line that exists because of syncbridge sits between `// syncbridge {` and
-//! `// } syncbridge` markers; the rest is plain smithay.
+//! Every line that exists because of syncbridge sits inside a pair of `syncbridge {` /
+//! `} syncbridge` marker comments; the rest is plain smithay (the README counts both).
 //!
 //! ```sh
 //! cargo run -p syncbridge-protocols --example minimal_compositor -- \
@@ -236,8 +236,10 @@ fn render_fence(sync: SyncPoint) -> Option<SyncFile> {
     if let Some(fence) = sync.export().and_then(|fd| SyncFile::from_fd(fd).ok()) {
         return Some(fence);
     }
-    // Not exportable: the read has not ended, so wait for it before reporting it ended
-    // (the reference compositor hands this to a thread with `hold_readers` instead).
+    // Not exportable: the read has not ended, so wait (blocking) for it before reporting
+    // it ended; an interrupted wait is retried, since reporting early would release
+    // buffers the GPU still reads (the reference compositor hands this to a thread with
+    // `hold_readers`/`end_held_reads` instead of blocking).
     while sync.wait().is_err() {}
     None
 }
@@ -312,7 +314,8 @@ impl App {
         self.sync_bridge
             .frame_rendered(render_fence(sync), &sampled);
         // } syncbridge
-        self.frames_presented += u64::from(damaged);
+        // A frame that drew a client buffer (not just the background) was presented.
+        self.frames_presented += u64::from(damaged && !sampled.is_empty());
         let time = self.start.elapsed().as_millis() as u32;
         for toplevel in self.xdg_shell.toplevel_surfaces() {
             send_frame_callbacks(toplevel.wl_surface(), time);
@@ -440,9 +443,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         app.dh.flush_clients()?;
     }
 
-    // syncbridge {
+    // For the tests and logs, not part of the integration.
     let stats = app.sync_bridge.stats();
-    // } syncbridge
     println!(
         "minimal_compositor: frames_presented={} commits={} commits_waited_syncobj={} \
          commits_waited_implicit={} commits_waited_explicit={} buffers_released={} \
