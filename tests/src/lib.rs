@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod compositor_bin;
+pub mod example_bin;
 pub mod fixture;
 pub mod kernel;
 pub mod tty;

@@ -91,6 +91,11 @@ const REQUIREMENTS: &[Requirement] = &[
         "the benchmark peer and nested tests",
     ),
     req(Need::Cmd("weston-simple-dmabuf-egl"), "weston", CLIENTS),
+    req(
+        Need::Cmd("weston-simple-shm"),
+        "weston",
+        "the minimal_compositor example's host test",
+    ),
     req(Need::Cmd("wayland-info"), "wayland-utils", CLIENTS),
     req(
         Need::MultiarchFile("dri/kms_swrast_dri.so"),

@@ -47,7 +47,8 @@ pub fn run(args: TestArgs) -> Result<i32> {
 
     // Build everything first so the phases below time tests, not compilation.
     let t = Instant::now();
-    let built = run_cargo(&["build", "--workspace", "--bins"])
+    // --examples: protocols' minimal_compositor, which the tests run against real clients.
+    let built = run_cargo(&["build", "--workspace", "--bins", "--examples"])
         .and_then(|_| run_cargo(&["test", "--workspace", "--no-run"]))
         .and_then(|_| {
             if args.host_only {
@@ -201,7 +202,13 @@ const BENCH_SMOKE: &str = "bench_smoke";
 /// Runs every VM test binary in one boot. Returns counts, boot seconds, total seconds.
 fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64, f64)> {
     let syncbridge = target_dir().join("debug/syncbridge");
-    let mut script = format!("export SYNCBRIDGE_BIN={}\n", syncbridge.display());
+    let mut script = format!(
+        "export SYNCBRIDGE_BIN={}\nexport SYNCBRIDGE_MINIMAL_BIN={}\n",
+        syncbridge.display(),
+        target_dir()
+            .join("debug/examples/minimal_compositor")
+            .display()
+    );
     for (name, exe) in bins {
         script.push_str(&format!(
             "echo '=== VM test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
