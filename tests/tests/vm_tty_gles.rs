@@ -241,19 +241,33 @@ fn virgl_gles_composites_weston_simple_dmabuf_egl() {
 /// An implicit-sync client draws on its frame callback, which comes right after the
 /// render that sampled its buffer was submitted: by the time the client has the
 /// buffer's `wl_buffer.release`, the compositor's render fence must be in the dma-buf.
-/// A release without it (`frame_rendered` handed `None`) leaves the buffer's fences
-/// signalled in every round.
+/// The host renders natively while the guest is emulated, so the render is made slow
+/// enough to outlast the client's round trip: the window sits on top of many translucent
+/// full-size windows, all blended again wherever it changes. A release without the render
+/// fence (`frame_rendered` handed `None`) finds the buffer's fences signalled every time.
 #[test]
 fn virgl_gles_render_fence_is_in_the_released_buffer() {
+    const TRANSLUCENT_LAYERS: usize = 48;
     let card = virgl_card();
     let comp = Compositor::start("gles-release", &card, &[]);
     let display = Card::open(&card).expect("card");
     let size = mode_size(&display);
     let alloc = Allocator::Dumb(display);
     let mut c = comp.client();
-    let s = configured_surface(&mut c);
     // Smaller than the output: composited by GLES, never scanned out.
     let (w, h) = (size.0 - 32, size.1 - 32);
+    for _ in 0..TRANSLUCENT_LAYERS {
+        let layer = configured_surface(&mut c);
+        let shm = c.create_shm_buffer_filled(
+            i32::try_from(w).unwrap_or(0),
+            i32::try_from(h).unwrap_or(0),
+            wayland_client::protocol::wl_shm::Format::Argb8888,
+            0x4020_6080,
+        );
+        c.attach(layer, Some(shm));
+        c.commit(layer, Commit::default());
+    }
+    let s = configured_surface(&mut c);
     let bufs: Vec<DmaBuffer> = (0..2)
         .map(|_| alloc.allocate(w, h).expect("dumb"))
         .collect();
