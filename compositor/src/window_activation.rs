@@ -42,6 +42,12 @@ impl State {
             with_renderer_surface_state(surface, |s| s.buffer().is_some()).unwrap_or(false);
         if has_buffer && window.user_data().insert_if_missing(|| MappedOnce) {
             self.activate_window(&window);
+            // The mapped window's state is confirmed in a configure even when it did
+            // not change (a first configure may already have said `activated`):
+            // clients wait for that configure before taking the window as shown.
+            if let Some(toplevel) = window.toplevel() {
+                toplevel.send_configure();
+            }
         }
     }
 }

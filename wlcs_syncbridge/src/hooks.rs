@@ -172,6 +172,13 @@ impl PointerDevice {
     }
 }
 
+/// The position a WLCS touch hook receives. The C interface declares `wl_fixed_t`, but
+/// the runner (1.5 to 1.8 at least: `Touch::down_at` and `move_to` pass their `int`
+/// arguments straight through) sends whole pixels, so they are taken as such.
+fn touch_point(x: wl_fixed_t, y: wl_fixed_t) -> Point<f64, syncbridge_compositor::smithay::utils::Logical> {
+    Point::from((f64::from(x), f64::from(y)))
+}
+
 /// A WLCS touch device: one touch point (its own slot) of seat0's touch.
 #[derive(Debug)]
 pub struct TouchDevice {
@@ -183,14 +190,14 @@ impl wlcs::Touch for TouchDevice {
     fn touch_down(&mut self, x: wl_fixed_t, y: wl_fixed_t) {
         self.sender.call(Command::TouchDown {
             slot: self.slot,
-            location: point(x, y),
+            location: touch_point(x, y),
         });
     }
 
     fn touch_move(&mut self, x: wl_fixed_t, y: wl_fixed_t) {
         self.sender.call(Command::TouchMotion {
             slot: self.slot,
-            location: point(x, y),
+            location: touch_point(x, y),
         });
     }
 
