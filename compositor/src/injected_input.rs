@@ -48,6 +48,7 @@ impl State {
             return;
         };
         let focus = self.surface_at(location);
+        self.record_pointer_focus(focus.clone());
         let event = MotionEvent {
             location,
             serial: SERIAL_COUNTER.next_serial(),

@@ -16,7 +16,8 @@
 //! - [`stats`]: counters, the periodic log line and the `--stats-json` document;
 //! - [`injected_input`], [`window_position`]: pointer/touch input and window placement
 //!   from an embedder (the WLCS conformance integration);
-//! - [`window_activation`]: the active window (keyboard focus, xdg `activated`).
+//! - [`window_activation`]: the active window (keyboard focus, xdg `activated`);
+//! - [`pointer_refresh`]: the pointer focus follows surfaces that move under it.
 
 pub mod backend;
 pub mod child;
@@ -28,6 +29,7 @@ pub mod frame_clock;
 pub mod handlers;
 pub mod injected_input;
 pub mod listener;
+pub mod pointer_refresh;
 pub mod render;
 pub mod render_wait;
 pub mod screenshot;

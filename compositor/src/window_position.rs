@@ -22,6 +22,7 @@ impl State {
             return false;
         };
         self.space.map_element(window, location, false);
+        self.refresh_pointer_focus();
         self.request_redraw();
         true
     }

@@ -205,3 +205,15 @@ impl wlcs::Touch for TouchDevice {
         self.sender.call(Command::TouchUp { slot: self.slot });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn touch_positions_are_whole_pixels() {
+        // What WLCS's `Touch::down_at(91, 15)` hands the hook.
+        let p = touch_point(91, 15);
+        assert_eq!((p.x, p.y), (91.0, 15.0));
+    }
+}
