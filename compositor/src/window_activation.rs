@@ -4,8 +4,7 @@
 //! `injected_input`).
 
 use smithay::{
-    backend::renderer::utils::with_renderer_surface_state,
-    desktop::Window,
+    backend::renderer::utils::with_renderer_surface_state, desktop::Window,
     reexports::wayland_server::protocol::wl_surface::WlSurface,
 };
 

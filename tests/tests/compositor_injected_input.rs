@@ -9,7 +9,10 @@ use wayland_client::protocol::wl_seat::WlSeat;
 /// A client with a seat and a mapped 64x64 toplevel.
 fn mapped_window(h: &mut Harness) -> (usize, SurfaceId) {
     let c = h.add_client();
-    let _seat: WlSeat = h.client(c).bind(7).expect("the compositor announces wl_seat");
+    let _seat: WlSeat = h
+        .client(c)
+        .bind(7)
+        .expect("the compositor announces wl_seat");
     h.roundtrip(c);
     h.roundtrip(c);
     let s = h.create_toplevel(c);
@@ -68,4 +71,37 @@ fn injected_pointer_enters_a_positioned_window_at_surface_local_coordinates() {
             _ => None,
         });
     assert_eq!(enter, Some((10.0, 20.0)));
+}
+
+#[test]
+fn a_window_moved_under_a_still_pointer_gets_the_pointer() {
+    let mut h = Harness::new();
+    let (c, s) = mapped_window(&mut h);
+    let surface = h
+        .state()
+        .space
+        .elements()
+        .find_map(|w| w.toplevel().map(|t| t.wl_surface().clone()))
+        .expect("the window is mapped");
+    h.state().inject_pointer_motion(Point::from((310.0, 220.0)));
+    h.roundtrip(c);
+    assert_eq!(h.client(c).rec.input.pointer_focus(), None);
+
+    // No pointer motion: the window comes to the pointer.
+    assert!(h.state().position_window(&surface, Point::from((300, 200))));
+    h.roundtrip(c);
+    let wl = h.client(c).surfaces[s].wl.clone();
+    assert_eq!(h.client(c).rec.input.pointer_focus(), Some(&wl));
+    let last_enter = h
+        .client(c)
+        .rec
+        .input
+        .pointer_events
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            PointerEvent::Enter { x, y, .. } => Some((*x, *y)),
+            _ => None,
+        });
+    assert_eq!(last_enter, Some((10.0, 20.0)));
 }

@@ -45,7 +45,10 @@ fn init_logging() {
         .try_init();
 }
 
-fn point(x: wl_fixed_t, y: wl_fixed_t) -> Point<f64, syncbridge_compositor::smithay::utils::Logical> {
+fn point(
+    x: wl_fixed_t,
+    y: wl_fixed_t,
+) -> Point<f64, syncbridge_compositor::smithay::utils::Logical> {
     Point::from((wl_fixed_to_double(x), wl_fixed_to_double(y)))
 }
 
@@ -108,10 +111,12 @@ impl Wlcs for SyncbridgeWlcs {
         // SAFETY: WLCS passes the live wl_display of one of its clients (connected to
         // an fd from create_client_socket) for the duration of this call; reading its
         // fd does not change it.
-        let client_fd = unsafe { ffi_dispatch!(wayland_client_handle(), wl_display_get_fd, display) };
+        let client_fd =
+            unsafe { ffi_dispatch!(wayland_client_handle(), wl_display_get_fd, display) };
         // SAFETY: `surface` is a live wl_surface proxy of that client for the duration
         // of this call; reading its id does not change it.
-        let surface_id = unsafe { ffi_dispatch!(wayland_client_handle(), wl_proxy_get_id, surface) };
+        let surface_id =
+            unsafe { ffi_dispatch!(wayland_client_handle(), wl_proxy_get_id, surface) };
         sender.call(Command::PositionWindow {
             client_fd,
             surface_id,
@@ -175,7 +180,10 @@ impl PointerDevice {
 /// The position a WLCS touch hook receives. The C interface declares `wl_fixed_t`, but
 /// the runner (1.5 to 1.8 at least: `Touch::down_at` and `move_to` pass their `int`
 /// arguments straight through) sends whole pixels, so they are taken as such.
-fn touch_point(x: wl_fixed_t, y: wl_fixed_t) -> Point<f64, syncbridge_compositor::smithay::utils::Logical> {
+fn touch_point(
+    x: wl_fixed_t,
+    y: wl_fixed_t,
+) -> Point<f64, syncbridge_compositor::smithay::utils::Logical> {
     Point::from((f64::from(x), f64::from(y)))
 }
 

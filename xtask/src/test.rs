@@ -168,9 +168,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
     );
     println!(
         "xtask: WLCS: {} passed, {} unexpected failures, {} skipped or expected to fail",
-        wlcs_counts.passed,
-        wlcs_counts.failed,
-        wlcs_counts.ignored
+        wlcs_counts.passed, wlcs_counts.failed, wlcs_counts.ignored
     );
     if let Some(e) = &vm_error {
         println!("xtask: VM SUITE FAILED: {e}");
@@ -182,11 +180,13 @@ pub fn run(args: TestArgs) -> Result<i32> {
     total.merge(vm_counts);
     total.merge(wlcs_counts);
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 && host_ok && vm_error.is_none() && wlcs_error.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if total.failed == 0 && host_ok && vm_error.is_none() && wlcs_error.is_none() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn run_cargo(args: &[&str]) -> Result<()> {

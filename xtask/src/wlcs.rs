@@ -100,12 +100,14 @@ pub fn module() -> PathBuf {
 /// Runs the suite (or the tests matching the gtest `filter`) and judges the result
 /// against the expected-failure list. Prints the table.
 pub fn run(filter: Option<&str>) -> Result<Outcome> {
-    let runner = runner().with_context(|| {
-        format!("no /usr/lib/<arch>/{RUNNER_IN_LIBDIR} (Debian package wlcs)")
-    })?;
+    let runner = runner()
+        .with_context(|| format!("no /usr/lib/<arch>/{RUNNER_IN_LIBDIR} (Debian package wlcs)"))?;
     let module = module();
     if !module.is_file() {
-        bail!("{} is missing (cargo build -p wlcs_syncbridge)", module.display());
+        bail!(
+            "{} is missing (cargo build -p wlcs_syncbridge)",
+            module.display()
+        );
     }
     let dir = target_dir().join("wlcs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -117,7 +119,9 @@ pub fn run(filter: Option<&str>) -> Result<Outcome> {
         "xtask: test: WLCS ({} {}{}), log in {}",
         runner.display(),
         module.display(),
-        filter.map(|f| format!(" --gtest_filter={f}")).unwrap_or_default(),
+        filter
+            .map(|f| format!(" --gtest_filter={f}"))
+            .unwrap_or_default(),
         log.display()
     );
     let t = Instant::now();
@@ -239,7 +243,11 @@ fn judge(results: &[(String, String, Verdict)], expected: &[(String, String)]) -
     let mut outcome = Outcome::default();
     let mut used = vec![false; expected.len()];
     for (suite, name, verdict) in results {
-        outcome.groups.entry(suite.clone()).or_default().add(*verdict);
+        outcome
+            .groups
+            .entry(suite.clone())
+            .or_default()
+            .add(*verdict);
         let listed = expected
             .iter()
             .position(|(pattern, _)| glob_match(pattern, name));
@@ -291,7 +299,9 @@ fn print(outcome: &Outcome) {
         println!("xtask: WLCS: note: expected failure now passes: {name} (remove it from {EXPECTED_FAILURES})");
     }
     for pattern in &outcome.stale {
-        println!("xtask: WLCS: note: {EXPECTED_FAILURES} entry matches no test that ran: {pattern}");
+        println!(
+            "xtask: WLCS: note: {EXPECTED_FAILURES} entry matches no test that ran: {pattern}"
+        );
     }
     println!(
         "xtask: WLCS: {} passed, {} failed ({} expected, {} unexpected), {} skipped in {:.1}s",
