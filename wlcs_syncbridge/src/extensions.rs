@@ -5,7 +5,8 @@
 //! ("expectedly not supported"), one absent although listed fails. So the list is the
 //! compositor's globals as they are with the configuration of
 //! [`compositor_thread`](crate::compositor_thread) (no DRM device, hence no
-//! linux-dmabuf and no syncobj global); a test below compares the two.
+//! linux-dmabuf and no syncobj global); the tests below check the C list against
+//! [`GLOBALS`] and [`GLOBALS`] against what a client of the running compositor sees.
 
 use wlcs::{
     extension_list,
@@ -25,6 +26,7 @@ pub const GLOBALS: &[(&str, u32)] = &[
     ("wp_viewporter", 1),
     ("wp_fifo_manager_v1", 1),
     ("wp_commit_timing_manager_v1", 1),
+    ("zwp_linux_explicit_synchronization_v1", 2),
 ];
 
 /// [`GLOBALS`] in WLCS's C layout (the macro needs literals, hence the repetition;
@@ -41,6 +43,7 @@ static SUPPORTED: &[WlcsExtensionDescriptor] = extension_list!(
     ("wp_viewporter", 1),
     ("wp_fifo_manager_v1", 1),
     ("wp_commit_timing_manager_v1", 1),
+    ("zwp_linux_explicit_synchronization_v1", 2),
 );
 
 /// What `get_descriptor` returns.
@@ -71,5 +74,59 @@ mod tests {
             GLOBALS.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         assert_eq!(listed, globals);
         assert_eq!(DESCRIPTOR.num_extensions, GLOBALS.len());
+    }
+}
+
+#[cfg(test)]
+mod compositor_globals {
+    use std::os::{fd::AsRawFd, unix::net::UnixStream};
+
+    use wayland_client::{
+        globals::{registry_queue_init, GlobalListContents},
+        protocol::wl_registry::WlRegistry,
+        Connection, Dispatch, QueueHandle,
+    };
+
+    use super::GLOBALS;
+    use crate::compositor_thread::{Command, CompositorThread};
+
+    struct Registry;
+
+    impl Dispatch<WlRegistry, GlobalListContents> for Registry {
+        fn event(
+            _: &mut Self,
+            _: &WlRegistry,
+            _: <WlRegistry as wayland_client::Proxy>::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    #[test]
+    fn the_compositor_advertises_exactly_the_listed_globals() {
+        let compositor = CompositorThread::start().expect("the compositor starts");
+        let (client, server) = UnixStream::pair().expect("socketpair");
+        let client_fd = client.as_raw_fd();
+        assert!(compositor.sender().call(Command::NewClient {
+            stream: server,
+            client_fd
+        }));
+        let conn = Connection::from_socket(client).expect("a connection");
+        let (globals, _queue) = registry_queue_init::<Registry>(&conn).expect("the registry");
+        let mut advertised: Vec<(String, u32)> = globals
+            .contents()
+            .clone_list()
+            .into_iter()
+            .map(|g| (g.interface, g.version))
+            .collect();
+        advertised.sort();
+        let mut listed: Vec<(String, u32)> =
+            GLOBALS.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        listed.sort();
+        drop(conn);
+        compositor.stop();
+        assert_eq!(advertised, listed);
     }
 }
