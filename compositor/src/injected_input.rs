@@ -11,7 +11,7 @@ use smithay::{
     backend::input::{ButtonState, TouchSlot},
     desktop::WindowSurfaceType,
     input::{
-        pointer::{ButtonEvent, MotionEvent},
+        pointer::{ButtonEvent, MotionEvent, RelativeMotionEvent},
         touch::{DownEvent, MotionEvent as TouchMotionEvent, UpEvent},
     },
     reexports::wayland_server::protocol::wl_surface::WlSurface,
@@ -58,12 +58,29 @@ impl State {
         pointer.frame(self);
     }
 
-    /// Move the pointer by `delta` from where it is.
+    /// Move the pointer by `delta` from where it is: the motion, and the same delta as
+    /// relative motion (zwp_relative_pointer_v1), in one wl_pointer frame.
     pub fn inject_pointer_motion_relative(&mut self, delta: Point<f64, Logical>) {
         let Some(pointer) = self.seat.get_pointer() else {
             return;
         };
-        self.inject_pointer_motion(pointer.current_location() + delta);
+        let location = pointer.current_location() + delta;
+        let focus = self.surface_at(location);
+        self.record_pointer_focus(focus.clone());
+        let event = MotionEvent {
+            location,
+            serial: SERIAL_COUNTER.next_serial(),
+            time: self.input_time_msec(),
+        };
+        pointer.motion(self, focus.clone(), &event);
+        let now: std::time::Duration = self.clock.now().into();
+        let relative = RelativeMotionEvent {
+            delta,
+            delta_unaccel: delta,
+            utime: u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
+        };
+        pointer.relative_motion(self, focus, &relative);
+        pointer.frame(self);
     }
 
     /// Press or release button `button` (a Linux input event code, e.g. BTN_LEFT).

@@ -202,6 +202,8 @@ fn run(channel: Channel<Request>, ready: mpsc::SyncSender<Result<(), String>>) {
     // WLCS's clients take wl_touch when they bind wl_seat, before any touch device is
     // created: seat0 has touch from the start.
     server.state.enable_touch();
+    // WLCS moves its pointers by deltas too: relative motion is sent for those.
+    server.state.enable_relative_pointer();
     // WLCS names clients by the fd of their end of the socket pair.
     let mut clients: HashMap<RawFd, ClientId> = HashMap::new();
     let inserted = server

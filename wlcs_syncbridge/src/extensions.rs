@@ -27,6 +27,7 @@ pub const GLOBALS: &[(&str, u32)] = &[
     ("wp_fifo_manager_v1", 1),
     ("wp_commit_timing_manager_v1", 1),
     ("zwp_linux_explicit_synchronization_v1", 2),
+    ("zwp_relative_pointer_manager_v1", 1),
 ];
 
 /// [`GLOBALS`] in WLCS's C layout (the macro needs literals, hence the repetition;
@@ -44,6 +45,7 @@ static SUPPORTED: &[WlcsExtensionDescriptor] = extension_list!(
     ("wp_fifo_manager_v1", 1),
     ("wp_commit_timing_manager_v1", 1),
     ("zwp_linux_explicit_synchronization_v1", 2),
+    ("zwp_relative_pointer_manager_v1", 1),
 );
 
 /// What `get_descriptor` returns.
