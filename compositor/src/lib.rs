@@ -13,7 +13,11 @@
 //! - [`backend`]: where frames go (`headless` today; `tty` and `nested` later);
 //! - [`screenshot`]: PNG captures of an output (`--screenshot`, SIGUSR1);
 //! - [`render`]: backend-independent frame composition and post-frame protocol work;
-//! - [`stats`]: counters, the periodic log line and the `--stats-json` document.
+//! - [`stats`]: counters, the periodic log line and the `--stats-json` document;
+//! - [`injected_input`], [`window_position`]: pointer/touch input and window placement
+//!   from an embedder (the WLCS conformance integration);
+//! - [`window_activation`]: the active window (keyboard focus, xdg `activated`);
+//! - [`pointer_refresh`]: the pointer focus follows surfaces that move under it.
 
 pub mod backend;
 pub mod child;
@@ -23,13 +27,17 @@ pub mod device;
 pub mod fd_limit;
 pub mod frame_clock;
 pub mod handlers;
+pub mod injected_input;
 pub mod listener;
+pub mod pointer_refresh;
 pub mod render;
 pub mod render_wait;
 pub mod screenshot;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod window_activation;
+pub mod window_position;
 
 pub use config::CompositorConfig;
 pub use server::Server;

@@ -95,6 +95,8 @@ pub struct State {
     pub space: Space<Window>,
     /// xdg popups.
     pub popups: PopupManager,
+    /// zwp_relative_pointer_manager_v1, once an embedder enabled it.
+    pub relative_pointer: Option<smithay::wayland::relative_pointer::RelativePointerManagerState>,
     /// Where frames go.
     pub backend: Backend,
     /// The DRM device advertised for dma-buf feedback, if any.
@@ -327,6 +329,7 @@ impl State {
             seat,
             space,
             popups: PopupManager::default(),
+            relative_pointer: None,
             backend,
             render_device,
             sync_bridge,

@@ -74,6 +74,9 @@ const RUNTIME: &[&str] = &[
     "libxrandr2",
     "libxi6",
     "libxkbcommon-x11-0",
+    // WLCS, the Wayland conformance suite's runner (the compositor side is
+    // wlcs_syncbridge).
+    "wlcs",
 ];
 
 /// The virtme-ng release the VM is known to boot with (tested on Debian 12 and 13).

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's set-up, test, VM and run commands.
 //!
-//! - `cargo xtask test`: installs what is missing, runs every host test, boots the
-//!   real-kernel VM and runs the VM suite there, then prints `N passed, N failed`.
+//! - `cargo xtask test`: installs what is missing, runs every host test and WLCS (the
+//!   Wayland conformance suite), boots the real-kernel VM and runs the VM suite there,
+//!   then prints `N passed, N failed`.
 //! - `cargo xtask vm --exec "CMD"`: boots Debian's 6.12 kernel under QEMU with
 //!   virtio-gpu, vgem, vivid and VKMS, runs CMD as root inside, exits with its status.
 //! - `cargo xtask run`: the README's run command.
@@ -18,6 +19,7 @@ mod run;
 mod summary;
 mod test;
 mod vm;
+mod wlcs;
 
 use clap::{Parser, Subcommand};
 

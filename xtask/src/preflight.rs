@@ -121,6 +121,11 @@ const REQUIREMENTS: &[Requirement] = &[
         "libxkbcommon-x11-0",
         NESTED,
     ),
+    req(
+        Need::MultiarchFile(crate::wlcs::RUNNER_IN_LIBDIR),
+        "wlcs",
+        "the WLCS conformance run",
+    ),
 ];
 
 /// Checks every requirement (plus the VM kernel's compiler, `compiler`, e.g. `gcc-12`,

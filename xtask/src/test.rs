@@ -1,5 +1,5 @@
-//! `cargo xtask test`: THE test command. Host tests, then the VM suite on a real kernel,
-//! then one summary line over both.
+//! `cargo xtask test`: THE test command. WLCS and the host tests, then the VM suite on a
+//! real kernel, then one summary line over all.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,6 +12,7 @@ use crate::cmd::{output_of, run_streaming, target_dir, workspace_root};
 use crate::install;
 use crate::summary::Counts;
 use crate::vm::{self, VmArgs};
+use crate::wlcs;
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
@@ -24,6 +25,12 @@ pub struct TestArgs {
     /// Only run VM test binaries whose name contains this (e.g. `vm_platform`).
     #[arg(long)]
     pub vm_filter: Option<String>,
+    /// Only WLCS (the Wayland conformance suite): no other host test, no VM.
+    #[arg(long)]
+    pub wlcs_only: bool,
+    /// Only the WLCS tests matching this gtest filter (e.g. `XdgToplevelStable*`).
+    #[arg(long)]
+    pub wlcs_filter: Option<String>,
 }
 
 struct Phase {
@@ -49,9 +56,17 @@ pub fn run(args: TestArgs) -> Result<i32> {
     let t = Instant::now();
     // --examples: protocols' minimal_compositor, which the tests run against real clients.
     let built = run_cargo(&["build", "--workspace", "--bins", "--examples"])
-        .and_then(|_| run_cargo(&["test", "--workspace", "--no-run"]))
+        // The WLCS module is a cdylib, which `--bins` leaves out.
+        .and_then(|_| run_cargo(&["build", "-p", "wlcs_syncbridge"]))
         .and_then(|_| {
-            if args.host_only {
+            if args.wlcs_only {
+                Ok(())
+            } else {
+                run_cargo(&["test", "--workspace", "--no-run"])
+            }
+        })
+        .and_then(|_| {
+            if args.host_only || args.wlcs_only {
                 Ok(vec![])
             } else {
                 build_vm_tests(args.vm_filter.as_deref())
@@ -70,7 +85,31 @@ pub fn run(args: TestArgs) -> Result<i32> {
         }
     };
 
+    let mut wlcs_counts = Counts::default();
+    let mut wlcs_error: Option<String> = None;
     if !args.vm_only {
+        let t = Instant::now();
+        match wlcs::run(args.wlcs_filter.as_deref()) {
+            Ok(outcome) => {
+                let total = outcome.total();
+                wlcs_counts.passed = total.passed;
+                wlcs_counts.ignored =
+                    total.skipped + total.failed - outcome.unexpected.len() as u64;
+                // Listed failures are known and explained; only the others fail the step.
+                wlcs_counts.failed = outcome.unexpected.len() as u64;
+            }
+            Err(e) => {
+                wlcs_error = Some(format!("{e:#}"));
+                wlcs_counts.failed += 1;
+            }
+        }
+        phases.push(Phase {
+            name: "WLCS",
+            secs: t.elapsed().as_secs_f64(),
+        });
+    }
+
+    if !args.vm_only && !args.wlcs_only {
         let t = Instant::now();
         println!("xtask: test: host tests (cargo test --workspace)");
         let mut cmd = Command::new(env!("CARGO"));
@@ -90,7 +129,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
         });
     }
 
-    if !args.host_only {
+    if !args.host_only && !args.wlcs_only {
         // The bench smoke runs unless a filter excludes it.
         let smoke = args
             .vm_filter
@@ -128,17 +167,27 @@ pub fn run(args: TestArgs) -> Result<i32> {
         "xtask: host: {} passed, {} failed, {} ignored; VM: {} passed, {} failed",
         host.passed, host.failed, host.ignored, vm_counts.passed, vm_counts.failed
     );
+    println!(
+        "xtask: WLCS: {} passed, {} unexpected failures, {} skipped or expected to fail",
+        wlcs_counts.passed, wlcs_counts.failed, wlcs_counts.ignored
+    );
     if let Some(e) = &vm_error {
         println!("xtask: VM SUITE FAILED: {e}");
     }
+    if let Some(e) = &wlcs_error {
+        println!("xtask: WLCS FAILED: {e}");
+    }
     let mut total = host;
     total.merge(vm_counts);
+    total.merge(wlcs_counts);
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 && host_ok && vm_error.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if total.failed == 0 && host_ok && vm_error.is_none() && wlcs_error.is_none() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn run_cargo(args: &[&str]) -> Result<()> {

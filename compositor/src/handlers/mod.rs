@@ -5,6 +5,7 @@ pub mod dmabuf;
 pub mod output;
 pub mod pacing;
 pub mod presentation;
+pub mod relative_pointer;
 pub mod seat;
 pub mod shm;
 pub mod sync;
