@@ -11,7 +11,7 @@ use syncbridge_bridge::dmabuf::{self, Access};
 use syncbridge_bridge::{SyncFile, SyncobjDevice};
 use syncbridge_tests::kernel::card::find_nodes;
 use syncbridge_tests::kernel::vgem::{FenceAccess, Vgem, VgemBuffer, VgemFence};
-use syncbridge_tests::kernel::NodeKind;
+use syncbridge_tests::kernel::{virtio_gpu_node, NodeKind, VirtioGpu};
 
 /// Opens the first node of `kind` driven by `driver` as a plain `OwnedFd`.
 pub fn open_node(driver: &str, kind: NodeKind) -> OwnedFd {
@@ -19,17 +19,28 @@ pub fn open_node(driver: &str, kind: NodeKind) -> OwnedFd {
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no {kind:?} node for driver {driver:?} in /dev/dri"));
+    open_path(&path)
+}
+
+/// Opens the `kind` node of the 2D (non-virgl) virtio_gpu card as a plain `OwnedFd`.
+pub fn open_virtio_node(kind: NodeKind) -> OwnedFd {
+    open_path(&virtio_gpu_node(VirtioGpu::Plain, kind))
+}
+
+/// Opens the DRM node at `path` read-write as a plain `OwnedFd`.
+pub fn open_path(path: &std::path::Path) -> OwnedFd {
     rustix::fs::open(
-        &path,
+        path,
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-/// The virtio_gpu render node as a `SyncobjDevice` (virtio_gpu has timeline syncobjs).
+/// The 2D virtio_gpu card's render node as a `SyncobjDevice` (virtio_gpu has timeline
+/// syncobjs).
 pub fn virtio_syncobj_device() -> SyncobjDevice {
-    let fd = open_node("virtio_gpu", NodeKind::Render);
+    let fd = open_virtio_node(NodeKind::Render);
     SyncobjDevice::new(fd).expect("virtio_gpu render node with timeline syncobjs")
 }
 

@@ -3,27 +3,17 @@
 //! `vm_compositor_sync`; this covers a client that fences a buffer *after* the
 //! compositor applied it, which would make pixman's `DMA_BUF_IOCTL_SYNC` block.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use syncbridge_compositor::{backend::Backend, config::RenderDeviceSelection, CompositorConfig};
 use syncbridge_tests::{
     client::{buffers::Allocator, harness::Harness, Commit, Presentation, TestClient},
-    kernel::{card::find_nodes, require_vm, NodeKind},
+    kernel::{require_vm, virtio_gpu_node, NodeKind, VirtioGpu},
 };
 use wayland_client::protocol::wl_shm::Format::Argb8888;
 
 /// A frame that waited for the vgem fence would take up to its 10 s kernel timeout.
 const FRAME_LIMIT: Duration = Duration::from_millis(500);
-
-fn node(driver: &str, kind: NodeKind) -> PathBuf {
-    find_nodes(driver, kind)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no {kind:?} node of {driver} in the VM"))
-}
 
 fn presented(client: &TestClient) -> usize {
     client
@@ -46,7 +36,8 @@ fn held_back_frames(f: &mut Harness) -> u64 {
 fn a_fence_added_after_commit_holds_back_only_that_window_and_never_blocks_a_frame() {
     require_vm();
     let mut config = CompositorConfig::for_tests();
-    config.render_device = RenderDeviceSelection::Path(node("virtio_gpu", NodeKind::Render));
+    config.render_device =
+        RenderDeviceSelection::Path(virtio_gpu_node(VirtioGpu::Plain, NodeKind::Render));
     let mut f = Harness::with_config(config);
     let vgem = Allocator::vgem();
 

@@ -23,7 +23,8 @@ use syncbridge_bridge::{
 };
 use syncbridge_tests::kernel::proc_stats::{open_fds, rss_kib};
 use syncbridge_tests::kernel::vgem::{FenceAccess, Vgem};
-use syncbridge_tests::kernel::{require_vm, NodeKind};
+use syncbridge_tests::kernel::virtio_gpu::open_virtio_gpu;
+use syncbridge_tests::kernel::{require_vm, NodeKind, VirtioGpu};
 
 const SHORT: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(5);
@@ -784,7 +785,7 @@ fn bad_input_sync_file() {
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd"),
         ),
         ("dma-buf", buf.dmabuf.try_clone().expect("dup")),
-        ("drm render node", open_node("virtio_gpu", NodeKind::Render)),
+        ("drm render node", open_virtio_node(NodeKind::Render)),
         ("vgem card", open_node("vgem", NodeKind::Primary)),
         ("syncobj fd", tl.export_fd().expect("syncobj fd")),
     ];
@@ -824,7 +825,7 @@ fn bad_input_dmabuf() {
     let buf = vgem.create_buffer(8, 8).expect("buffer");
     let sf = dmabuf::export_sync_file(buf.dmabuf.as_fd(), Access::Read).expect("export");
     let (pipe_r, _w) = rustix::pipe::pipe().expect("pipe");
-    let render = open_node("virtio_gpu", NodeKind::Render);
+    let render = open_virtio_node(NodeKind::Render);
     let wrong = [
         ("pipe", pipe_r.as_fd()),
         ("sync_file", sf.as_fd()),
@@ -905,7 +906,7 @@ fn bad_input_syncobj() {
             "eventfd",
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd"),
         ),
-        ("drm node", open_node("virtio_gpu", NodeKind::Render)),
+        ("drm node", open_virtio_node(NodeKind::Render)),
     ];
     for (what, fd) in wrong {
         let e = dev.import_timeline(fd).expect_err(what);
@@ -984,7 +985,7 @@ fn kms_out_fence_slot_and_in_fence_policy_on_virtio_gpu() {
     use syncbridge_bridge::kms::{in_fence_value, FenceOrigin, OutFenceSlot};
     use syncbridge_tests::kernel::kms::KmsPipe;
     require_vm();
-    let pipe = KmsPipe::open("virtio_gpu");
+    let pipe = KmsPipe::on_card(open_virtio_gpu(VirtioGpu::Plain, NodeKind::Primary));
     let (card, crtc, primary) = (&pipe.card, pipe.crtc, pipe.primary);
     let fbs = [pipe.dumb_fb(), pipe.dumb_fb()];
     let out_fence_prop = pipe.prop(crtc, "OUT_FENCE_PTR");

@@ -24,7 +24,7 @@ use syncbridge_tests::client::{
     globals_by_name, BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
 };
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
-use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::kernel::{require_vm, virtio_gpu_node, VirtioGpu};
 use syncbridge_tests::kernel::vgem::VgemFence;
 use wayland_protocols::wp::linux_drm_syncobj::v1::client::wp_linux_drm_syncobj_surface_v1::Error as SyncobjError;
 use wayland_protocols::wp::linux_explicit_synchronization::zv1::client::zwp_linux_surface_synchronization_v1::Error as ExplicitError;
@@ -1847,8 +1847,8 @@ fn weston_figures(stats: &serde_json::Value) -> serde_json::Value {
 #[test]
 fn weston_simple_dmabuf_egl_presents_frames_without_protocol_errors() {
     require_vm();
-    // kms_swrast allocates dumb buffers: on virtio_gpu's primary node.
-    let card = node("virtio_gpu", NodeKind::Primary);
+    // kms_swrast allocates dumb buffers: on the 2D virtio_gpu card's primary node.
+    let card = virtio_gpu_node(VirtioGpu::Plain, NodeKind::Primary);
     let card = card.to_str().expect("utf-8 path");
     // Runs until 120 frames with new content were presented (several seconds of the
     // client's animation); then syncbridge stops it and exits 0.

@@ -12,7 +12,8 @@ use syncbridge_bridge::dmabuf::{export_sync_file, import_sync_file, Access};
 use syncbridge_bridge::kms::OutFenceSlot;
 use syncbridge_tests::kernel::kms::KmsPipe;
 use syncbridge_tests::kernel::vgem::{FenceAccess, Vgem};
-use syncbridge_tests::kernel::{dma_heap, open_card_by_driver, require_vm, udmabuf, NodeKind};
+use syncbridge_tests::kernel::virtio_gpu::open_virtio_gpu;
+use syncbridge_tests::kernel::{dma_heap, require_vm, udmabuf, NodeKind, VirtioGpu};
 
 fn ready(dmabuf: std::os::fd::BorrowedFd<'_>, access: Access) -> bool {
     export_sync_file(dmabuf, access)
@@ -61,7 +62,7 @@ fn vgem_read_fences_stack_and_only_delay_writers() {
 #[test]
 fn virtio_gpu_reports_timeline_syncobjs() {
     require_vm();
-    let card = open_card_by_driver("virtio_gpu", NodeKind::Render);
+    let card = open_virtio_gpu(VirtioGpu::Plain, NodeKind::Render);
     assert_eq!(
         card.get_driver_capability(DriverCapability::SyncObj)
             .expect("cap"),

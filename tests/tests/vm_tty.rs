@@ -183,7 +183,7 @@ fn vkms_flip_fallback_releases_at_the_flip() {
 
 #[test]
 fn virtio_gpu_direct_scanout_releases_before_the_flip() {
-    let path = card_of("virtio_gpu");
+    let path = virtio_card();
     let comp = Compositor::start("virtio", &path, &[]);
     // Opened after the compositor: the first opener of a card becomes its DRM master.
     let card = open_display(&path);
@@ -306,14 +306,19 @@ fn vkms_composited_window_shows_the_client_colours() {
 
 #[test]
 fn vkms_redraw_on_release_never_shows_a_half_drawn_frame() {
-    redraw_on_release("tearing", "vkms", Allocator::vgem, &[]);
+    redraw_on_release("tearing", &card_of("vkms"), Allocator::vgem, &[]);
 }
 
 /// The same on virtio-gpu (its own dumb buffers, scanned out directly): also the
 /// release lead time / out-fence delay measurement on that driver.
 #[test]
 fn virtio_gpu_redraw_on_release_never_shows_a_half_drawn_frame() {
-    redraw_on_release("tearing-virtio", "virtio_gpu", Allocator::virtio_dumb, &[]);
+    redraw_on_release(
+        "tearing-virtio",
+        &virtio_card(),
+        Allocator::virtio_dumb,
+        &[],
+    );
 }
 
 /// EBUSY from the kernel: before every 5th frame commit the compositor is made to submit
@@ -326,7 +331,7 @@ fn vkms_ebusy_from_the_kernel_is_survived() {
     let driver = "vkms";
     let k = redraw_on_release(
         "ebusy",
-        driver,
+        &card_of(driver),
         Allocator::vgem,
         &["--kms-inject-ebusy-every", "5"],
     );
@@ -351,13 +356,12 @@ fn vkms_ebusy_from_the_kernel_is_survived() {
 /// a half-drawn buffer.
 fn redraw_on_release(
     name: &str,
-    driver: &str,
+    path: &Path,
     allocator: fn() -> Allocator,
     extra: &[&str],
 ) -> serde_json::Value {
-    let path = card_of(driver);
-    let comp = Compositor::start(name, &path, extra);
-    let card = open_display(&path);
+    let comp = Compositor::start(name, path, extra);
+    let card = open_display(path);
     let size = mode_size(&card);
     // After the compositor: the allocator may open the display card too.
     let alloc = allocator();
@@ -509,7 +513,7 @@ fn vkms_weston_simple_dmabuf_egl_presents_frames() {
     // The display is VKMS; Mesa (kms_swrast) allocates the client's dumb buffers on
     // virtio_gpu's primary node, which the compositor does not hold.
     let card = card_of("vkms");
-    let alloc_card = card_of("virtio_gpu").display().to_string();
+    let alloc_card = virtio_card().display().to_string();
     let stats = run_client_on(
         "simple-dmabuf-egl",
         &card,

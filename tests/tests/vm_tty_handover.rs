@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use drm::control::Device as _;
 use syncbridge_tests::client::buffers::Allocator;
 use syncbridge_tests::client::{Commit, Presentation, TestClient};
-use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
+use syncbridge_tests::kernel::card::{Card, NodeKind};
+use syncbridge_tests::kernel::virtio_gpu::{find_virtio_gpu_nodes, VirtioGpu};
 use syncbridge_tests::tty::*;
 use wayland_client::protocol::wl_shm::Format;
 
@@ -128,12 +129,12 @@ impl Drop for RescanPci {
     fn drop(&mut self) {
         let _ = std::fs::write("/sys/bus/pci/rescan", "1");
         let start = Instant::now();
-        while find_nodes("virtio_gpu", NodeKind::Primary).is_empty()
-            && start.elapsed() < Duration::from_secs(30)
-        {
+        // The 2D card by its feature, not just the driver: the virgl card stays throughout.
+        let back = || !find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Primary).is_empty();
+        while !back() && start.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if find_nodes("virtio_gpu", NodeKind::Primary).is_empty() {
+        if !back() {
             eprintln!(
                 "vm_tty_handover: the virtio-gpu card did not come back after the PCI rescan"
             );
@@ -146,7 +147,7 @@ impl Drop for RescanPci {
 /// released, exactly once, the wl_output goes away, and the compositor keeps serving.
 #[test]
 fn virtio_gpu_removed_releases_the_scanned_out_buffer_once() {
-    let path = card_of("virtio_gpu");
+    let path = virtio_card();
     let pci = pci_device_of(&path);
     let comp = Compositor::start("removed", &path, &[]);
     let card = open_display(&path);

@@ -131,7 +131,7 @@ impl Drop for RestoreConnectors {
 /// When it comes back, it gets an output again.
 #[test]
 fn virtio_gpu_two_outputs_one_vanishes_and_returns() {
-    let path = card_of("virtio_gpu");
+    let path = virtio_card();
     let _restore = RestoreConnectors(path.clone());
     let connectors = SysfsConnector::of_card(&path);
     assert_eq!(

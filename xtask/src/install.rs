@@ -36,11 +36,14 @@ const BUILD: &[&str] = &[
 /// virtme-ng; `file` and `strings` (binutils), which virtme-ng runs on the kernel;
 /// udev, because the guest's root is the host's and virtme-ng's init starts the host's
 /// systemd-udevd, which loads virtio_console (without it vng has no script I/O and
-/// exits 255). The compiler the kernel was built with (gcc-12 for Debian 12's kernel)
+/// exits 255); qemu-system-gui for the virgl card (`virtio-gpu-gl-pci` and the gtk
+/// display with GL that it renders through; Debian 13 moves the GL modules into
+/// qemu-system-modules-opengl, see `VM_WHERE_AVAILABLE`). The compiler the kernel was built with (gcc-12 for Debian 12's kernel)
 /// is added by `install_all`, read from the headers package. The kernel itself is
 /// downloaded and extracted into the cache, not installed (see `kernel.rs`).
 const VM: &[&str] = &[
     "qemu-system-x86",
+    "qemu-system-gui",
     "busybox-static",
     "kmod",
     "make",
@@ -52,9 +55,15 @@ const VM: &[&str] = &[
     "udev",
 ];
 
+/// VM packages that only some suites have: Debian 13 splits QEMU's GL modules
+/// (`virtio-gpu-gl-pci`, the GL displays) out of qemu-system-gui. Installed where apt
+/// has them; the preflight checks the module file itself either way.
+const VM_WHERE_AVAILABLE: &[&str] = &["qemu-system-modules-opengl"];
+
 /// Real clients and runtime pieces the tests use: seatd for a seat on VKMS, weston's
 /// demo clients (and Weston itself, the benchmark peer and a nested-backend host),
-/// wayland-info, Mesa (kms_swrast in the VM), Xvfb for the nested backend, python3 with
+/// wayland-info, Mesa (kms_swrast and virgl in the VM), mesa-utils (eglinfo in the VM),
+/// Xvfb for the nested backend and the VM's GL display, python3 with
 /// libXtst to drive Xvfb's fake input in the nested input test, and the X11 client
 /// libraries winit loads at run time (dlopen, so nothing links against them).
 const RUNTIME: &[&str] = &[
@@ -64,6 +73,7 @@ const RUNTIME: &[&str] = &[
     "libgl1-mesa-dri",
     "libegl-mesa0",
     "libegl1",
+    "mesa-utils",
     "xvfb",
     "python3",
     "libxtst6",
@@ -103,6 +113,12 @@ pub fn install_all() -> Result<()> {
     let mut all: Vec<String> = listed_packages().iter().map(|s| s.to_string()).collect();
     all.extend(compiler.clone());
     if debian {
+        let optional: Vec<String> = VM_WHERE_AVAILABLE.iter().map(|s| s.to_string()).collect();
+        if optional.iter().any(|p| !is_installed(p)) {
+            apt_update()?;
+            let unknown = without_candidate(&optional);
+            all.extend(optional.into_iter().filter(|p| !unknown.contains(p)));
+        }
         apt_install(&all)?;
         ensure_virtme_ng()?;
     } else {

@@ -4,7 +4,8 @@
 //!   Wayland conformance suite), boots the real-kernel VM and runs the VM suite there,
 //!   then prints `N passed, N failed`.
 //! - `cargo xtask vm --exec "CMD"`: boots Debian's 6.12 kernel under QEMU with
-//!   virtio-gpu, vgem, vivid and VKMS, runs CMD as root inside, exits with its status.
+//!   virtio-gpu (a 2D card and a virgl card), vgem, vivid and VKMS, runs CMD as root
+//!   inside, exits with its status.
 //! - `cargo xtask run`: the README's run command.
 //! - `cargo xtask install`: only the installation step.
 //! - `cargo xtask clean-room -- test`: any of these in a fresh Debian root (CI's way).
@@ -12,6 +13,7 @@
 mod bench;
 mod clean_room;
 mod cmd;
+mod gl_display;
 mod install;
 mod kernel;
 mod preflight;

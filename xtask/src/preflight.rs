@@ -52,6 +52,7 @@ const VKMS: &str = "the VKMS module build";
 const VNG: &str = "booting the VM (virtme-ng)";
 const CLIENTS: &str = "the tests' clients";
 const NESTED: &str = "the nested backend (winit under Xvfb)";
+const VIRGL: &str = "the VM's virgl card (QEMU's gtk GL display on Xvfb)";
 
 const REQUIREMENTS: &[Requirement] = &[
     req(Need::Cmd("pkg-config"), "pkg-config", BUILD),
@@ -70,6 +71,24 @@ const REQUIREMENTS: &[Requirement] = &[
     req(Need::Cmd("depmod"), "kmod", VKMS),
     req(Need::Cmd("xz"), "xz-utils", VKMS),
     req(Need::Cmd("qemu-system-x86_64"), "qemu-system-x86", VNG),
+    req(
+        Need::MultiarchFile("qemu/ui-gtk.so"),
+        "qemu-system-gui",
+        VIRGL,
+    ),
+    // Debian 12: in qemu-system-gui; Debian 13: in qemu-system-modules-opengl (installed
+    // where apt has it).
+    req(
+        Need::MultiarchFile("qemu/hw-display-virtio-gpu-gl.so"),
+        "qemu-system-gui",
+        VIRGL,
+    ),
+    req(Need::Cmd("Xvfb"), "xvfb", VIRGL),
+    req(
+        Need::MultiarchFile("dri/swrast_dri.so"),
+        "libgl1-mesa-dri",
+        "Xvfb's GLX and QEMU's GL display (Mesa llvmpipe)",
+    ),
     req(Need::Cmd("busybox"), "busybox-static", VNG),
     req(Need::Cmd("file"), "file", VNG),
     req(Need::Cmd("strings"), "binutils", VNG),
@@ -97,6 +116,16 @@ const REQUIREMENTS: &[Requirement] = &[
         "the minimal_compositor example's host test",
     ),
     req(Need::Cmd("wayland-info"), "wayland-utils", CLIENTS),
+    req(
+        Need::Cmd("eglinfo"),
+        "mesa-utils",
+        "the guest's EGL listing (vm_virgl)",
+    ),
+    req(
+        Need::MultiarchFile("dri/virtio_gpu_dri.so"),
+        "libgl1-mesa-dri",
+        "GL clients on the VM's virgl card (Mesa virgl)",
+    ),
     req(
         Need::MultiarchFile("dri/kms_swrast_dri.so"),
         "libgl1-mesa-dri",

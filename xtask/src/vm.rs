@@ -1,7 +1,8 @@
 //! Booting the real-kernel test VM with virtme-ng: Debian's 6.12 kernel under QEMU
-//! (software emulation: no KVM on these machines), virtio-gpu, vgem, vivid and VKMS
-//! (cursor, overlay and writeback on), the host root shared read-only, and
-//! `target/vm-scratch` shared read-write.
+//! (software emulation: no KVM on these machines), two virtio-gpu cards (a 2D one with two
+//! heads, and a virgl one whose GL runs on the host's Mesa through QEMU's gtk display on a
+//! private Xvfb, see `gl_display.rs`), vgem, vivid and VKMS (cursor, overlay and writeback
+//! on), the host root shared read-only, and `target/vm-scratch` shared read-write.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,10 +12,20 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::cmd::{run_streaming, target_dir, workspace_root};
+use crate::gl_display::{self, GlDisplay};
 use crate::{install, kernel};
 
 /// Printed by the guest once it is up; its absence means the VM did not boot.
 pub const BOOT_MARKER: &str = "SYNCBRIDGE-VM: booted, guest kernel";
+
+/// The guest's DRM cards: virtio-gpu (2D, two heads), virtio-gpu with virgl, vgem, VKMS.
+const GUEST_CARDS: u32 = 4;
+
+/// The VM's two virtio-gpu devices, in this order (the 2D one first, so it keeps the lower
+/// PCI slot). The virgl one needs a GL display: QEMU's gtk display with GL, on the X
+/// server of [`GlDisplay`] (QEMU's sdl display finds no current GL context there).
+const QEMU_GPUS: &str =
+    "-device virtio-gpu-pci,max_outputs=2 -device virtio-gpu-gl-pci -display gtk,gl=on";
 
 #[derive(Args, Debug, Clone)]
 pub struct VmArgs {
@@ -67,9 +78,10 @@ for m in virtio_gpu vgem vivid; do
     modprobe "$m" || echo "SYNCBRIDGE-VM: warning: modprobe $m failed"
 done
 modprobe vkms enable_cursor=1 enable_overlay=1 enable_writeback=1 || echo "SYNCBRIDGE-VM: warning: modprobe vkms failed"
-# Device nodes appear asynchronously; wait (bounded) for the three DRM cards.
+# Device nodes appear asynchronously; wait (bounded) for the {GUEST_CARDS} DRM cards.
 i=0
-while [ "$(ls /dev/dri 2>/dev/null | grep -c '^card')" -lt 3 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+while [ "$(ls /dev/dri 2>/dev/null | grep -c '^card')" -lt {GUEST_CARDS} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+[ "$(ls /dev/dri 2>/dev/null | grep -c '^card')" -ge {GUEST_CARDS} ] || echo "SYNCBRIDGE-VM: warning: fewer than {GUEST_CARDS} DRM cards: $(ls /dev/dri 2>/dev/null | tr '\n' ' ')"
 [ -x "{cards}" ] && "{cards}"
 export SYNCBRIDGE_IN_VM=1
 export SYNCBRIDGE_SCRATCH="{scratch}"
@@ -109,13 +121,20 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     let script = scratch.join(format!("guest-{}.sh", std::process::id()));
     std::fs::write(&script, guest_script(&args.exec))?;
 
-    let mut qemu_opts = vec!["-device virtio-gpu-pci,max_outputs=2".to_string()];
+    // The virgl card's GL display: a private Xvfb, killed when `display` drops (every
+    // return below, error or not).
+    let display = GlDisplay::start(scratch.join(format!("xvfb-{}.log", std::process::id())))?;
+    let mut qemu_opts = vec![QEMU_GPUS.to_string()];
     qemu_opts.extend(args.qemu_opts.iter().cloned());
     let mut cmd = Command::new("timeout");
     cmd.arg("--kill-after=10")
         .arg(args.timeout.to_string())
         .arg(install::vng_path())
         .env("PATH", install::vng_search_path())
+        .env("DISPLAY", display.display())
+        // gtk must use X11 (the Xvfb), not a Wayland session the caller may have.
+        .env("GDK_BACKEND", "x11")
+        .env_remove("WAYLAND_DISPLAY")
         .arg("--run")
         .arg(&kernel.vmlinuz)
         .args(["--disable-kvm", "--disable-microvm"])
@@ -128,7 +147,12 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
         .current_dir(workspace_root())
         .stdin(std::process::Stdio::null());
 
-    println!("xtask: vm: booting Linux {} (QEMU, no KVM)", kernel.kver);
+    println!(
+        "xtask: vm: booting Linux {} (QEMU, no KVM; GL display on Xvfb {})",
+        kernel.kver,
+        display.display()
+    );
+    let cpu_before = gl_display::children_cpu_time();
     let start = Instant::now();
     let mut boot_time = None;
     let mut tail: Vec<String> = Vec::new();
@@ -144,10 +168,22 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     })?;
     let total_time = start.elapsed();
     let _ = std::fs::remove_file(&script);
+    // What the VM cost the host: QEMU (with its gtk GL display) and vng, then Xvfb.
+    if let (Some(before), Some(after)) = (cpu_before, gl_display::children_cpu_time()) {
+        println!(
+            "xtask: vm: host CPU: QEMU+vng {:.1}s, Xvfb {:.1}s over {:.1}s",
+            after.saturating_sub(before).as_secs_f64(),
+            display.cpu_time().unwrap_or_default().as_secs_f64(),
+            total_time.as_secs_f64()
+        );
+    }
     if boot_time.is_none() {
         bail!(
-            "the VM did not boot (vng/QEMU exited with {code} after {:.1}s, no boot marker). Last output:\n{}",
+            "the VM did not boot (vng/QEMU exited with {code} after {:.1}s, no boot marker). \
+             QEMU runs with `{QEMU_GPUS}` on Xvfb {} (the virgl card's GL display: a GL or gtk \
+             error above comes from there). Last output:\n{}",
             total_time.as_secs_f64(),
+            display.display(),
             tail.join("\n")
         );
     }

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
+use syncbridge_tests::kernel::virtio_gpu::{find_virtio_gpu_nodes, VirtioGpu};
 
 type Res<T> = Result<T, String>;
 
@@ -319,7 +320,7 @@ fn run() -> Res<u32> {
         Err(_) => (syncbridge, client),
     };
     let manifest = std::fs::File::create(out.join("manifest.tsv")).map_err(|e| e.to_string())?;
-    let render_node = find_nodes("virtio_gpu", NodeKind::Render)
+    let render_node = find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Render)
         .into_iter()
         .next();
     let vkms = find_nodes("vkms", NodeKind::Primary).into_iter().next();

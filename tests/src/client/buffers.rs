@@ -16,9 +16,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use drm::buffer::{Buffer as _, DrmFourcc};
 use drm::control::Device as _;
 
-use crate::kernel::card::{open_card_by_driver, Card, NodeKind};
+use crate::kernel::card::{Card, NodeKind};
 use crate::kernel::udmabuf;
 use crate::kernel::vgem::{FenceAccess, Vgem, VgemBuffer, VgemFence};
+use crate::kernel::virtio_gpu::{open_virtio_gpu, VirtioGpu};
 
 /// Where a buffer's memory comes from.
 #[derive(Debug)]
@@ -54,7 +55,7 @@ impl Allocator {
 
     /// Dumb buffers on virtio_gpu's primary node.
     pub fn virtio_dumb() -> Self {
-        Allocator::Dumb(open_card_by_driver("virtio_gpu", NodeKind::Primary))
+        Allocator::Dumb(open_virtio_gpu(VirtioGpu::Plain, NodeKind::Primary))
     }
 
     /// udmabuf.

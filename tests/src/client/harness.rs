@@ -21,7 +21,8 @@ use syncbridge_compositor::{
 
 use super::{SurfaceId, TestClient};
 use crate::fixture::Fixture;
-use crate::kernel::card::{find_nodes, NodeKind};
+use crate::kernel::card::NodeKind;
+use crate::kernel::virtio_gpu::{virtio_gpu_node, VirtioGpu};
 
 /// How many dispatch rounds a roundtrip may take.
 const MAX_ROUNDS: usize = 200;
@@ -44,15 +45,13 @@ impl Default for Harness {
     }
 }
 
-/// virtio_gpu's render node (timeline syncobjs; the compositor's dma-buf main device).
+/// The 2D (non-virgl) virtio_gpu card's render node (timeline syncobjs; the compositor's
+/// dma-buf main device).
 pub fn virtio_render_node() -> PathBuf {
-    find_nodes("virtio_gpu", NodeKind::Render)
-        .into_iter()
-        .next()
-        .expect("virtio_gpu render node in /dev/dri (run inside the test VM)")
+    virtio_gpu_node(VirtioGpu::Plain, NodeKind::Render)
 }
 
-/// virtio_gpu's render node as a timeline syncobj device (for clients' acquire and
+/// The 2D virtio_gpu card's render node as a timeline syncobj device (for clients' acquire and
 /// release timelines).
 pub fn virtio_syncobj_device() -> syncbridge_bridge::SyncobjDevice {
     let fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()

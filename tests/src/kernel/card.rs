@@ -45,7 +45,8 @@ impl Card {
     }
 }
 
-/// All DRM nodes of `kind` whose driver is `driver` (e.g. "vgem", "vkms", "virtio_gpu").
+/// All DRM nodes of `kind` whose driver is `driver` (e.g. "vgem", "vkms"). The VM has two
+/// virtio_gpu cards: to get one of them, use [`super::virtio_gpu`], which says which.
 pub fn find_nodes(driver: &str, kind: NodeKind) -> Vec<PathBuf> {
     let prefix = match kind {
         NodeKind::Primary => "card",
@@ -79,20 +80,36 @@ pub fn find_nodes(driver: &str, kind: NodeKind) -> Vec<PathBuf> {
 /// exists if there is none (a VM test must fail loudly, not skip).
 pub fn open_card_by_driver(driver: &str, kind: NodeKind) -> Card {
     let Some(path) = find_nodes(driver, kind).into_iter().next() else {
-        let listing: Vec<String> = std::fs::read_dir("/dev/dri")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| {
-                        let p = e.path();
-                        let drv = Card::open(&p)
-                            .map(|c| c.driver)
-                            .unwrap_or_else(|e| format!("({e})"));
-                        format!("{}={}", p.display(), drv)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        panic!("no {kind:?} DRM node with driver {driver:?}; /dev/dri has: {listing:?}");
+        panic!(
+            "no {kind:?} DRM node with driver {driver:?}; /dev/dri has: {:?}",
+            listing()
+        );
     };
     Card::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Every node of `/dev/dri` with its driver (and, for virtio_gpu, whether it has virgl),
+/// for failure messages.
+pub fn listing() -> Vec<String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .map(|p| {
+            let drv = match Card::open(&p) {
+                Ok(c) if c.driver == super::virtio_gpu::DRIVER => {
+                    match super::virtio_gpu::path_has_virgl(&p) {
+                        Ok(v) => format!("{} virgl={v}", c.driver),
+                        Err(e) => format!("{} virgl=({e})", c.driver),
+                    }
+                }
+                Ok(c) => c.driver,
+                Err(e) => format!("({e})"),
+            };
+            format!("{}={}", p.display(), drv)
+        })
+        .collect()
 }

@@ -32,7 +32,13 @@ impl KmsPipe {
     /// Opens the primary node of `driver` and picks its first connected connector, the
     /// first CRTC and that CRTC's primary plane. Panics (test scaffolding) when missing.
     pub fn open(driver: &str) -> KmsPipe {
-        let card = open_card_by_driver(driver, NodeKind::Primary);
+        Self::on_card(open_card_by_driver(driver, NodeKind::Primary))
+    }
+
+    /// [`KmsPipe::open`] on an already opened primary node (e.g. one of the two
+    /// virtio_gpu cards, see [`super::virtio_gpu`]).
+    pub fn on_card(card: Card) -> KmsPipe {
+        let driver = card.driver.clone();
         card.set_client_capability(ClientCapability::UniversalPlanes, true)
             .expect("universal planes");
         card.set_client_capability(ClientCapability::Atomic, true)

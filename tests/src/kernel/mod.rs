@@ -1,6 +1,7 @@
 //! Helpers for tests that run on a real kernel inside the VM (`cargo xtask vm`).
 //!
-//! These talk to the devices the VM provides: virtio-gpu (KMS + timeline syncobjs),
+//! These talk to the devices the VM provides: virtio-gpu (two cards: a 2D one with KMS +
+//! timeline syncobjs, and a virgl one for GL; see [`virtio_gpu`]),
 //! vgem (dma-bufs with controllable fences), VKMS (KMS with a real vblank timer),
 //! udmabuf and the `system` dma-heap. They are test scaffolding, not product code:
 //! they panic with a clear message when the environment is wrong, so a VM test can
@@ -13,8 +14,10 @@ pub mod proc_stats;
 pub mod udmabuf;
 pub mod uinput;
 pub mod vgem;
+pub mod virtio_gpu;
 
 pub use card::{open_card_by_driver, Card, NodeKind};
+pub use virtio_gpu::{virtio_gpu_node, VirtioGpu};
 
 /// Panics unless we are inside the test VM (a DRM device is present). VM suites call
 /// this first so that running them on a host fails loudly instead of skipping.

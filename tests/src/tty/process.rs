@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::client::TestClient;
 use crate::kernel::card::{find_nodes, NodeKind};
 use crate::kernel::require_vm;
+use crate::kernel::virtio_gpu::{self, virtio_gpu_node, VirtioGpu};
 
 pub fn syncbridge_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SYNCBRIDGE_BIN") {
@@ -30,11 +31,24 @@ pub fn scratch() -> PathBuf {
     dir
 }
 
+/// The first card of `driver` (e.g. "vkms"). The VM has two virtio_gpu cards: say which
+/// with [`virtio_card`] (panics here for "virtio_gpu", so no test gets one by probe order).
 pub fn card_of(driver: &str) -> PathBuf {
+    assert_ne!(
+        driver,
+        virtio_gpu::DRIVER,
+        "the VM has two virtio_gpu cards: use virtio_card() (the 2D one) or kernel::virtio_gpu::virgl()"
+    );
     find_nodes(driver, NodeKind::Primary)
         .into_iter()
         .next()
         .unwrap_or_else(|| panic!("no {driver} card in this VM"))
+}
+
+/// The 2D (non-virgl) virtio_gpu card: two heads, dumb buffers, the card every tty test
+/// on virtio-gpu uses.
+pub fn virtio_card() -> PathBuf {
+    virtio_gpu_node(VirtioGpu::Plain, NodeKind::Primary)
 }
 
 #[derive(Debug)]

@@ -1,0 +1,175 @@
+//! The test VM's two virtio_gpu cards, told apart by what their device can do.
+//!
+//! The VM has a 2D virtio-gpu (`virtio-gpu-pci,max_outputs=2`: two heads, no 3D) and a
+//! virgl one (`virtio-gpu-gl-pci`: 3D through the host's Mesa). Both report the driver
+//! name `virtio_gpu`, and card numbers follow probe order, so a test names the card it
+//! means with [`VirtioGpu`] and the lookup asks the kernel, with the virtio-gpu
+//! `GETPARAM` ioctl (`VIRTGPU_PARAM_3D_FEATURES`), whether the device has virgl.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::ioctl::{ioctl, opcode, Updater};
+
+use super::card::{find_nodes, listing, Card, NodeKind};
+
+/// The driver name both virtio-gpu cards report.
+pub const DRIVER: &str = "virtio_gpu";
+
+/// Which of the VM's virtio_gpu cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioGpu {
+    /// The 2D card: no virgl, two heads (`max_outputs=2`), timeline syncobjs. Every test
+    /// written before the virgl card existed uses this one.
+    Plain,
+    /// The virgl card: its GL runs on the host's Mesa (llvmpipe), so its render node gives
+    /// clients a real GL driver (Mesa's virgl) with real fences.
+    Virgl,
+}
+
+// The virtio-gpu uAPI (include/uapi/drm/virtgpu_drm.h). No maintained crate carries the
+// driver-specific virtio-gpu ioctls (drm-ffi has only the core DRM ones), so the one
+// needed here is written out by hand.
+
+/// `struct drm_virtgpu_getparam`: the kernel writes one `int` to the address in `value`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct DrmVirtgpuGetparam {
+    param: u64,
+    value: u64,
+}
+
+const DRM_COMMAND_BASE: u8 = 0x40;
+/// `DRM_VIRTGPU_GETPARAM`.
+const DRM_VIRTGPU_GETPARAM: u8 = 0x03;
+/// `VIRTGPU_PARAM_3D_FEATURES`: 1 when the device has virgl 3D.
+const VIRTGPU_PARAM_3D_FEATURES: u64 = 1;
+
+/// Whether the virtio_gpu device behind `fd` (a card or render node) has virgl 3D,
+/// from `DRM_IOCTL_VIRTGPU_GETPARAM(VIRTGPU_PARAM_3D_FEATURES)`. Fails (e.g. EINVAL,
+/// ENOTTY) on a node of another driver.
+pub fn has_virgl(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut value: i32 = 0;
+    let mut param = DrmVirtgpuGetparam {
+        param: VIRTGPU_PARAM_3D_FEATURES,
+        value: std::ptr::addr_of_mut!(value) as u64,
+    };
+    // SAFETY: the opcode is DRM_IOWR(DRM_COMMAND_BASE + DRM_VIRTGPU_GETPARAM, struct
+    // drm_virtgpu_getparam), whose layout `DrmVirtgpuGetparam` repeats (two u64, 16
+    // bytes); `param` outlives the call. The kernel writes sizeof(int) bytes to
+    // `param.value`, the address of `value`, a live i32 on this stack frame that nothing
+    // else touches during the call.
+    unsafe {
+        let ctl = Updater::<
+            {
+                opcode::read_write::<DrmVirtgpuGetparam>(
+                    b'd',
+                    DRM_COMMAND_BASE + DRM_VIRTGPU_GETPARAM,
+                )
+            },
+            DrmVirtgpuGetparam,
+        >::new(&mut param);
+        ioctl(fd, ctl)?;
+    }
+    Ok(value != 0)
+}
+
+/// [`has_virgl`] for a node path. Asks on the device's render node when it has one (any
+/// process may use a render node; a card node's GETPARAM needs an authenticated or
+/// root client).
+pub fn path_has_virgl(path: &Path) -> io::Result<bool> {
+    let node = sibling(path, NodeKind::Render).unwrap_or_else(|| path.to_path_buf());
+    let card = Card::open(&node)?;
+    has_virgl(card.as_fd())
+}
+
+/// Which virtio_gpu card the node at `path` belongs to (`None`: not virtio_gpu, or the
+/// kernel would not say).
+pub fn which(path: &Path) -> Option<VirtioGpu> {
+    let card = Card::open(path).ok()?;
+    if card.driver != DRIVER {
+        return None;
+    }
+    match path_has_virgl(path).ok()? {
+        true => Some(VirtioGpu::Virgl),
+        false => Some(VirtioGpu::Plain),
+    }
+}
+
+/// All `kind` nodes of the `which` virtio_gpu card(s), sorted by path.
+pub fn find_virtio_gpu_nodes(which_card: VirtioGpu, kind: NodeKind) -> Vec<PathBuf> {
+    find_nodes(DRIVER, kind)
+        .into_iter()
+        .filter(|p| which(p) == Some(which_card))
+        .collect()
+}
+
+/// The `kind` node of the `which` virtio_gpu card, panicking with what `/dev/dri` has
+/// when there is none (a VM test must fail loudly, not skip).
+pub fn virtio_gpu_node(which_card: VirtioGpu, kind: NodeKind) -> PathBuf {
+    find_virtio_gpu_nodes(which_card, kind)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            panic!(
+                "no {kind:?} node of the {which_card:?} virtio_gpu card; /dev/dri has: {:?}",
+                listing()
+            )
+        })
+}
+
+/// Opens the `kind` node of the `which` virtio_gpu card (see [`virtio_gpu_node`]).
+pub fn open_virtio_gpu(which_card: VirtioGpu, kind: NodeKind) -> Card {
+    let path = virtio_gpu_node(which_card, kind);
+    Card::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// The virgl card's two nodes: the card (KMS) and the render node (GL clients, EGL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirglNodes {
+    pub card: PathBuf,
+    pub render: PathBuf,
+}
+
+/// The virgl card, found by driver name plus the virgl feature, with its render node
+/// (the same device's, from sysfs); `None` when the VM has none.
+pub fn find_virgl() -> Option<VirglNodes> {
+    find_virtio_gpu_nodes(VirtioGpu::Virgl, NodeKind::Primary)
+        .into_iter()
+        .find_map(|card| {
+            let render = sibling(&card, NodeKind::Render)?;
+            Some(VirglNodes { card, render })
+        })
+}
+
+/// [`find_virgl`], panicking with what `/dev/dri` has when the VM has no virgl card.
+pub fn virgl() -> VirglNodes {
+    find_virgl().unwrap_or_else(|| {
+        panic!(
+            "no virtio_gpu card with virgl (VIRTGPU_PARAM_3D_FEATURES) in this VM; /dev/dri has: {:?}",
+            listing()
+        )
+    })
+}
+
+/// The node of `kind` of the same device as the node at `path`: sysfs lists a device's
+/// DRM nodes under `/sys/class/drm/<node>/device/drm/`.
+pub fn sibling(path: &Path, kind: NodeKind) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let prefix = match kind {
+        NodeKind::Primary => "card",
+        NodeKind::Render => "renderD",
+    };
+    let dir = std::fs::read_dir(format!("/sys/class/drm/{name}/device/drm")).ok()?;
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .next()
+        .map(|n| Path::new("/dev/dri").join(n))
+}
