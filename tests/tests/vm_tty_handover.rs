@@ -138,6 +138,8 @@ impl Drop for RescanPci {
             eprintln!(
                 "vm_tty_handover: the virtio-gpu card did not come back after the PCI rescan"
             );
+        } else if let Err(e) = syncbridge_tests::kernel::virtio_gpu::single_head_plain() {
+            eprintln!("vm_tty_handover: the 2D card's second head after the rescan: {e}");
         }
     }
 }

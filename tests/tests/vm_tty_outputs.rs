@@ -122,6 +122,10 @@ impl Drop for RestoreConnectors {
         for c in SysfsConnector::of_card(&self.0) {
             let _ = std::fs::write(c.0.join("status"), "detect");
         }
+        // The 2D card's second head rests off (QEMU's gtk display reports it connected).
+        if let Err(e) = syncbridge_tests::kernel::virtio_gpu::single_head_plain() {
+            eprintln!("vm_tty_outputs: the 2D card's second head: {e}");
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! which (card numbers are not stable, vgem/vkms have no sysfs driver link, and the VM
 //! has two virtio_gpu cards).
 //!
+//! `drm-cards --single-head` forces the 2D virtio-gpu card's second head off (see
+//! [`virtio_gpu::single_head_plain`]).
 //! `drm-cards --find DRIVER [--render] [--virgl | --no-virgl]` prints just the path of
 //! the first primary (or render) node of DRIVER, for scripts; for virtio_gpu, `--virgl`
 //! or `--no-virgl` picks the virgl or the 2D card. It exits 1 when there is none.
@@ -17,6 +19,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--find") {
         find(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--single-head") {
+        if let Err(e) = virtio_gpu::single_head_plain() {
+            eprintln!("drm-cards: switching off the 2D card's second head: {e}");
+            std::process::exit(1);
+        }
         return;
     }
     let mut nodes: Vec<_> = match std::fs::read_dir("/dev/dri") {

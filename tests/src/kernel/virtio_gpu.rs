@@ -173,3 +173,45 @@ pub fn sibling(path: &Path, kind: NodeKind) -> Option<PathBuf> {
         .next()
         .map(|n| Path::new("/dev/dri").join(n))
 }
+
+/// The 2D card's connectors (`/sys/class/drm/cardN-Virtual-M`), in connector order.
+fn plain_connectors() -> Vec<PathBuf> {
+    let Some(card) = find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Primary)
+        .into_iter()
+        .next()
+    else {
+        return Vec::new();
+    };
+    let name = card
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let prefix = format!("{name}-");
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/sys/class/drm")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rest = n.strip_prefix(&prefix)?;
+            // "Virtual-2": the number after the last dash orders the connectors.
+            let index = rest.rsplit('-').next()?.parse().ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The 2D card single-headed, as the suites expect it: QEMU's gtk display (which the
+/// virgl card needs) reports every head of the 2D card connected, where `-display none`
+/// reported only the first. Forces every connector but the first `off`. Run at guest
+/// start-up (`drm-cards --single-head`), after a PCI rescan brings the card back, and by
+/// tests that lit the second head, when they end. Errors are returned, not hidden.
+pub fn single_head_plain() -> io::Result<()> {
+    for connector in plain_connectors().iter().skip(1) {
+        std::fs::write(connector.join("status"), "off")?;
+    }
+    Ok(())
+}
