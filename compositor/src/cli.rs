@@ -123,8 +123,9 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub drm_device: Option<PathBuf>,
 
-    /// Renderer of the tty backend: GLES on the KMS device's GPU when EGL runs on a
-    /// hardware driver there, else pixman (auto); or either by name.
+    /// Renderer of the tty and headless backends: GLES on the KMS device's GPU (tty) or
+    /// the render device (headless) when EGL runs on a hardware driver there, else pixman
+    /// (auto); or either by name.
     #[arg(long, value_enum, default_value_t = crate::backend::gpu_renderer::RendererChoice::Auto)]
     pub renderer: crate::backend::gpu_renderer::RendererChoice,
 

@@ -2,8 +2,8 @@
 //! tests that check what the compositor showed.
 //!
 //! Each backend reads its output back into a [`Screenshot`] (8-bit RGBA, top row
-//! first): the headless backend from its pixman offscreen image, the nested backend
-//! from the GLES framebuffer. This module converts and encodes; it knows no renderer.
+//! first): the headless backend from its pixman offscreen image or (GLES) its GBM
+//! buffer through GL, the nested backend from the GLES framebuffer. This module converts and encodes; it knows no renderer.
 
 use std::{
     fs::File,
@@ -189,14 +189,26 @@ impl Screenshot {
 }
 
 /// Read back output `index` of the headless backend: its pixman image holds the last
-/// rendered frame.
+/// rendered frame, or (GLES) its GBM buffer, read back through GL (a GPU buffer's CPU
+/// mapping need not show what the GPU wrote, and its layout may be tiled).
 pub fn capture_headless(
-    backend: &crate::backend::HeadlessBackend,
+    backend: &mut crate::backend::HeadlessBackend,
     index: usize,
 ) -> Result<Screenshot, ScreenshotError> {
-    let image = backend
+    use crate::backend::headless::HeadlessTarget;
+    let image = match backend
         .framebuffer(index)
-        .ok_or(ScreenshotError::NoSuchOutput(index))?;
+        .ok_or(ScreenshotError::NoSuchOutput(index))?
+    {
+        HeadlessTarget::Pixman(image) => image,
+        HeadlessTarget::Gles { dmabuf, .. } => {
+            let dmabuf = dmabuf.clone();
+            let gpu = backend
+                .gles()
+                .ok_or(ScreenshotError::Readback("no GLES renderer".into()))?;
+            return crate::backend::gpu_renderer::read_back(gpu.gles(), dmabuf);
+        }
+    };
     let width = u32::try_from(image.width()).map_err(|_| ScreenshotError::Layout("width"))?;
     let height = u32::try_from(image.height()).map_err(|_| ScreenshotError::Layout("height"))?;
     let stride = image.stride();

@@ -361,6 +361,14 @@ pub fn log_startup(state: &State) {
              of its commit and goes to the bridge for the buffers it sampled"
             )
         }
+        crate::backend::Backend::Headless(b) if b.renderer_name() == "gles" => {
+            tracing::info!(
+                renderer = "gles",
+                reason = %b.renderer_reason,
+                "renderer: GLES on the render device into GBM buffers; each frame's render \
+             fence goes to the bridge for the buffers it sampled"
+            )
+        }
         _ => tracing::info!(
             renderer = state.backend.renderer_name(),
             "renderer: CPU compositing (no render fence: releases are CPU releases); \

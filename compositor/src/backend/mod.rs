@@ -6,6 +6,7 @@
 pub mod cpu_renderer;
 pub mod gpu_renderer;
 pub mod headless;
+pub mod headless_renderer;
 pub mod nested;
 pub mod tty;
 
@@ -77,6 +78,32 @@ pub enum BackendError {
     /// GLES cannot import a client dma-buf.
     #[error("GLES cannot import the dma-buf: {0}")]
     GlesImport(#[source] smithay::backend::renderer::gles::GlesError),
+    /// `--renderer gles` on the headless backend without a render device.
+    #[error("--renderer gles needs a render device (--render-device PATH, or one in /dev/dri)")]
+    GlesWithoutDevice,
+    /// Opening the render device for GLES failed.
+    #[error("{0}")]
+    OpenDevice(#[from] headless_renderer::OpenDeviceError),
+    /// GLES could not be set up on the render device.
+    #[error("{0}")]
+    Gles(#[source] gpu_renderer::GpuSetupError),
+    /// Allocating a GBM buffer to composite into failed.
+    #[error("allocating the GBM buffer of {output}: {source}")]
+    GbmBuffer {
+        /// Output name.
+        output: String,
+        /// The OS's (or GBM's) answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// GLES failed to composite an output.
+    #[error("GLES rendering {output}: {message}")]
+    GlesRender {
+        /// Output name.
+        output: String,
+        /// What failed.
+        message: String,
+    },
     /// No output with this index.
     #[error("no output #{0}")]
     NoSuchOutput(usize),
@@ -216,17 +243,20 @@ pub enum Backend {
 
 impl Backend {
     /// Start backend `kind` with `outputs`. `now_monotonic` is CLOCK_MONOTONIC now.
+    /// `renderer` is what the headless backend composites with, and where.
     pub fn new(
         kind: BackendKind,
         dh: &smithay::reexports::wayland_server::DisplayHandle,
         outputs: &[OutputConfig],
         now_monotonic: std::time::Duration,
+        renderer: &headless_renderer::HeadlessRendererConfig,
     ) -> Result<Self, BackendError> {
         match kind {
             BackendKind::Headless => Ok(Backend::Headless(HeadlessBackend::new(
                 dh,
                 outputs,
                 now_monotonic,
+                renderer,
             )?)),
             BackendKind::Nested => Ok(Backend::Nested(Box::new(NestedBackend::new(
                 dh,
@@ -279,16 +309,18 @@ impl Backend {
     /// Renderer name.
     pub fn renderer_name(&self) -> &'static str {
         match self {
-            Backend::Headless(_) => "pixman",
+            Backend::Headless(b) => b.renderer_name(),
             Backend::Nested(_) => "gles",
             Backend::Tty(b) => b.renderer.name(),
         }
     }
 
-    /// The render node of the GPU that composites, when one does (GLES on tty).
+    /// The render node of the GPU that composites, when one does (GLES on tty or
+    /// headless).
     pub fn render_node(&self) -> Option<std::path::PathBuf> {
         match self {
             Backend::Tty(b) => b.renderer.gpu_info().and_then(|g| g.render_node.clone()),
+            Backend::Headless(b) => b.gpu_info().and_then(|g| g.render_node.clone()),
             _ => None,
         }
     }
