@@ -14,39 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use syncbridge_tests::compositor_bin::{runtime_dir, scratch, syncbridge_bin};
-use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
+use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::require_vm;
 
-/// The virgl card: the virtio_gpu card with a single connector (the other virtio-gpu
-/// has two heads, `max_outputs=2`).
 fn virgl_card() -> PathBuf {
-    find_nodes("virtio_gpu", NodeKind::Primary)
-        .into_iter()
-        .find(|p| {
-            Card::open(p).is_ok_and(|c| {
-                use drm::control::Device as _;
-                c.resource_handles()
-                    .is_ok_and(|r| r.connectors().len() == 1)
-            })
-        })
-        .expect("the virgl card (virtio_gpu with virgl) in this VM")
+    syncbridge_tests::kernel::virtio_gpu::virgl().card
 }
 
-/// The render node of the same device as `card`.
-fn render_node_of(card: &Path) -> PathBuf {
-    let sys = |p: &Path| {
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        std::fs::canonicalize(format!("/sys/class/drm/{name}/device")).ok()
-    };
-    let device = sys(card).expect("the card's sysfs device");
-    find_nodes("virtio_gpu", NodeKind::Render)
-        .into_iter()
-        .find(|r| sys(r).as_ref() == Some(&device))
-        .expect("the virgl card's render node")
+fn render_node_of(_card: &Path) -> PathBuf {
+    syncbridge_tests::kernel::virtio_gpu::virgl().render
 }
 
 /// Run `client` under `syncbridge --backend headless --render-device <device>` until an

@@ -20,8 +20,8 @@ use syncbridge_bridge::dmabuf::{export_sync_file, Access};
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::Commit;
 use syncbridge_tests::kernel::card::Card;
-use syncbridge_tests::kernel::virtio_gpu::virgl;
 use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::kernel::virtio_gpu::virgl;
 use syncbridge_tests::tty::*;
 
 fn virgl_card() -> PathBuf {
