@@ -16,7 +16,8 @@
 //! - [`stats`](mod@stats): process-wide counters ([`stats()`](fn@stats)).
 //!
 //! Every `unsafe` block is a raw ioctl with its argument layout documented next to it
-//! (module `sys`, private). Nothing here panics on input a client or the kernel controls.
+//! (module `sys`, private); the DRM syncobj ioctls come from the `drm` crate, but for the
+//! one it gets wrong (module `syncobj_ioctl`, private). Nothing here panics on input a client or the kernel controls.
 //!
 //! ```no_run
 //! use syncbridge_bridge::{dmabuf, source::SyncFileSource, Access, DmabufFenceSupport};
@@ -39,6 +40,7 @@ pub mod source;
 pub mod stats;
 pub mod sync_file;
 pub mod syncobj;
+mod syncobj_ioctl;
 mod sys;
 
 pub use dmabuf::{Access, DmabufFenceError, DmabufFenceSupport};
