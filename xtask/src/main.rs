@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask test`: installs what is missing, runs every host test, boots the
 //!   real-kernel VM and runs the VM suite there, then prints `N passed, N failed`.
+//!   The host part includes the MSRV check (`msrv.rs`).
 //! - `cargo xtask vm --exec "CMD"`: boots Debian's 6.12 kernel under QEMU with
 //!   virtio-gpu, vgem, vivid and VKMS, runs CMD as root inside, exits with its status.
 //! - `cargo xtask run`: the README's run command.
@@ -13,6 +14,7 @@ mod clean_room;
 mod cmd;
 mod install;
 mod kernel;
+mod msrv;
 mod preflight;
 mod run;
 mod summary;

@@ -69,7 +69,21 @@ pub fn run(args: TestArgs) -> Result<i32> {
         }
     };
 
+    let mut msrv_error: Option<String> = None;
     if !args.vm_only {
+        let t = Instant::now();
+        match crate::msrv::check() {
+            Ok(lines) => host.passed += lines.len() as u64,
+            Err(e) => {
+                msrv_error = Some(format!("{e:#}"));
+                host.failed += 1;
+            }
+        }
+        phases.push(Phase {
+            name: "MSRV",
+            secs: t.elapsed().as_secs_f64(),
+        });
+
         let t = Instant::now();
         println!("xtask: test: host tests (cargo test --workspace)");
         let mut cmd = Command::new(env!("CARGO"));
@@ -127,17 +141,22 @@ pub fn run(args: TestArgs) -> Result<i32> {
         "xtask: host: {} passed, {} failed, {} ignored; VM: {} passed, {} failed",
         host.passed, host.failed, host.ignored, vm_counts.passed, vm_counts.failed
     );
+    if let Some(e) = &msrv_error {
+        println!("xtask: MSRV CHECK FAILED: {e}");
+    }
     if let Some(e) = &vm_error {
         println!("xtask: VM SUITE FAILED: {e}");
     }
     let mut total = host;
     total.merge(vm_counts);
     println!("{} passed, {} failed", total.passed, total.failed);
-    Ok(if total.failed == 0 && host_ok && vm_error.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if total.failed == 0 && host_ok && msrv_error.is_none() && vm_error.is_none() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 fn run_cargo(args: &[&str]) -> Result<()> {
