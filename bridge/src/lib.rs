@@ -14,6 +14,7 @@
 //!   bounded release fence.
 //! - [`error`]: [`ErrorKind`], shared by every subsystem's error enum.
 //! - [`stats`](mod@stats): process-wide counters ([`stats()`](fn@stats)).
+//! - [`percentile`]: the nearest-rank percentile every latency figure uses.
 //!
 //! Every `unsafe` block is a raw ioctl with its argument layout documented next to it
 //! (module `sys`, private); the DRM syncobj ioctls come from the `drm` crate, but for the
@@ -35,6 +36,7 @@
 pub mod dmabuf;
 pub mod error;
 pub mod kms;
+pub mod percentile;
 pub mod release;
 pub mod source;
 pub mod stats;

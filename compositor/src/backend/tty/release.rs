@@ -111,16 +111,13 @@ impl Samples {
         }
     }
 
-    /// count / p50 / p99 / min / max in microseconds.
+    /// count / p50 / p99 / min / max in microseconds (nearest-rank percentiles; 0 when
+    /// there are no samples).
     pub fn json(&self) -> serde_json::Value {
         let mut v = self.values.clone();
         v.sort_unstable();
-        let pct = |p: usize| -> f64 {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let i = ((v.len() - 1) * p) / 100;
-            v[i] as f64 / 1000.0
+        let pct = |p| {
+            syncbridge_bridge::percentile::nearest_rank(&v, p).map_or(0.0, |x| x as f64 / 1000.0)
         };
         json!({
             "count": self.count,
