@@ -7,14 +7,21 @@
 
 use syncbridge_tests::kernel::card::{find_nodes, Card, NodeKind};
 
+#[derive(Debug, clap::Parser)]
+#[command(name = "drm-cards", about = "Lists DRM device nodes and their drivers")]
+struct Args {
+    /// Print only the path of the first node of this driver (exit 1 if there is none).
+    #[arg(long, value_name = "DRIVER")]
+    find: Option<String>,
+    /// With --find: a render node instead of a primary one.
+    #[arg(long, requires = "find")]
+    render: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--find") {
-        let Some(driver) = args.get(1) else {
-            eprintln!("usage: drm-cards --find DRIVER [--render]");
-            std::process::exit(2);
-        };
-        let kind = if args.iter().any(|a| a == "--render") {
+    let args = <Args as clap::Parser>::parse();
+    if let Some(driver) = &args.find {
+        let kind = if args.render {
             NodeKind::Render
         } else {
             NodeKind::Primary
