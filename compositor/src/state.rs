@@ -227,10 +227,7 @@ impl State {
         };
 
         let now: std::time::Duration = clock.now().into();
-        let backend = match config.backend {
-            crate::backend::BackendKind::Tty => Backend::new_tty(dh, &config.tty)?,
-            kind => Backend::new(kind, dh, &config.outputs, now)?,
-        };
+        let backend = Backend::new(config.backend, dh, &config.outputs, &config.tty, now)?;
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();
