@@ -261,5 +261,21 @@ mod tests {
         assert_eq!(j["count"], 100);
         assert_eq!(j["p50_us"], 50.0);
         assert_eq!(j["p99_us"], 99.0);
+
+        // Nearest rank, like every other figure: p99 of two samples is the larger one.
+        let mut two = Samples::default();
+        two.push(1000);
+        two.push(2000);
+        let j = two.json();
+        assert_eq!(
+            (j["p50_us"].as_f64(), j["p99_us"].as_f64()),
+            (Some(1.0), Some(2.0))
+        );
+        let j = Samples::default().json();
+        assert_eq!(j["count"], 0);
+        assert_eq!(
+            (j["p50_us"].as_f64(), j["max_us"].as_f64()),
+            (Some(0.0), Some(0.0))
+        );
     }
 }
