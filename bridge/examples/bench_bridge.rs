@@ -20,6 +20,7 @@ use drm::control::Device as _;
 use rustix::ioctl::{ioctl, opcode, Setter, Updater};
 use syncbridge_bridge::calloop::EventLoop;
 use syncbridge_bridge::dmabuf::{self, Access};
+use syncbridge_bridge::percentile::nearest_rank;
 use syncbridge_bridge::release::ReleaseMerger;
 use syncbridge_bridge::source::{DmabufReadySource, SyncFileSource};
 use syncbridge_bridge::syncobj::drm_driver_name;
@@ -205,14 +206,6 @@ fn bench(
         ns: best,
         ioctls,
     });
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 fn main() {
@@ -447,8 +440,8 @@ fn main() {
     ] {
         println!(
             "| {name} | {:?} | {:?} | {:?} |",
-            percentile(v, 0.5),
-            percentile(v, 0.99),
+            nearest_rank(v, 50).unwrap_or_default(),
+            nearest_rank(v, 99).unwrap_or_default(),
             v.last().copied().unwrap_or_default()
         );
     }

@@ -14,9 +14,11 @@
 //!   bounded release fence.
 //! - [`error`]: [`ErrorKind`], shared by every subsystem's error enum.
 //! - [`stats`](mod@stats): process-wide counters ([`stats()`](fn@stats)).
+//! - [`percentile`]: the nearest-rank percentile every latency figure uses.
 //!
 //! Every `unsafe` block is a raw ioctl with its argument layout documented next to it
-//! (module `sys`, private). Nothing here panics on input a client or the kernel controls.
+//! (module `sys`, private); the DRM syncobj ioctls come from the `drm` crate, but for the
+//! one it gets wrong (module `syncobj_ioctl`, private). Nothing here panics on input a client or the kernel controls.
 //!
 //! ```no_run
 //! use syncbridge_bridge::{dmabuf, source::SyncFileSource, Access, DmabufFenceSupport};
@@ -34,11 +36,13 @@
 pub mod dmabuf;
 pub mod error;
 pub mod kms;
+pub mod percentile;
 pub mod release;
 pub mod source;
 pub mod stats;
 pub mod sync_file;
 pub mod syncobj;
+mod syncobj_ioctl;
 mod sys;
 
 pub use dmabuf::{Access, DmabufFenceError, DmabufFenceSupport};

@@ -36,6 +36,8 @@
 //! ```
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use drm::control::syncobj::Handle;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,7 +47,7 @@ use rustix::io::Errno;
 use crate::error::{errno_is_bad_fd, errno_is_unsupported, ErrorKind};
 use crate::stats::{bump, COUNTERS};
 use crate::sync_file::{monotonic_now_ns, SyncFile, SyncFileError};
-use crate::sys;
+use crate::syncobj_ioctl::{self as ioctl, raw};
 
 /// The character-device major number of every DRM node on Linux.
 const DRM_MAJOR: u32 = 226;
@@ -185,7 +187,7 @@ pub enum WaitMode {
 struct DeviceInner {
     fd: Arc<OwnedFd>,
     /// The scratch binary syncobj; the mutex keeps a conversion's two ioctls together.
-    scratch: Mutex<u32>,
+    scratch: Mutex<Handle>,
     eventfd_probe: Result<(), Errno>,
     driver: String,
 }
@@ -195,7 +197,7 @@ impl DeviceInner {
         self.fd.as_fd()
     }
 
-    fn lock_scratch(&self) -> MutexGuard<'_, u32> {
+    fn lock_scratch(&self) -> MutexGuard<'_, Handle> {
         // A poisoned lock only means another thread panicked mid-conversion; the scratch
         // syncobj is still a valid handle (each conversion overwrites its fence).
         self.scratch.lock().unwrap_or_else(|p| p.into_inner())
@@ -205,8 +207,8 @@ impl DeviceInner {
 impl Drop for DeviceInner {
     fn drop(&mut self) {
         let handle = *self.scratch.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Err(errno) = destroy(self.fd.as_fd(), handle) {
-            tracing::warn!(handle, %errno, "destroying the scratch syncobj failed");
+        if let Err(errno) = ioctl::destroy(self.fd.as_fd(), handle) {
+            tracing::warn!(handle = raw(handle), %errno, "destroying the scratch syncobj failed");
         }
     }
 }
@@ -223,138 +225,14 @@ pub struct SyncobjDevice {
 #[derive(Debug)]
 pub struct Timeline {
     dev: Arc<DeviceInner>,
-    handle: u32,
+    handle: Handle,
     last_set: AtomicU64,
-}
-
-// ---------------------------------------------------------------------------------------
-// raw helpers
-// ---------------------------------------------------------------------------------------
-
-fn get_cap(fd: BorrowedFd<'_>, capability: u64) -> Result<u64, Errno> {
-    let mut arg = sys::DrmGetCap {
-        capability,
-        value: 0,
-    };
-    // SAFETY: DRM_IOCTL_GET_CAP takes a `struct drm_get_cap` in and out, no pointers.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_GET_CAP }, _>(fd, &mut arg)? };
-    Ok(arg.value)
-}
-
-fn create(fd: BorrowedFd<'_>, signaled: bool) -> Result<u32, Errno> {
-    let flags = if signaled {
-        sys::DRM_SYNCOBJ_CREATE_SIGNALED
-    } else {
-        0
-    };
-    let mut arg = sys::DrmSyncobjCreate { handle: 0, flags };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_CREATE takes a `struct drm_syncobj_create` in and out.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_CREATE }, _>(fd, &mut arg)? };
-    Ok(arg.handle)
-}
-
-fn destroy(fd: BorrowedFd<'_>, handle: u32) -> Result<(), Errno> {
-    let mut arg = sys::DrmSyncobjDestroy { handle, pad: 0 };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_DESTROY takes a `struct drm_syncobj_destroy`, no pointers.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_DESTROY }, _>(fd, &mut arg) }
-}
-
-fn handle_to_fd(fd: BorrowedFd<'_>, handle: u32, flags: u32) -> Result<OwnedFd, Errno> {
-    let mut arg = sys::DrmSyncobjHandle {
-        handle,
-        flags,
-        fd: -1,
-        pad: 0,
-    };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD takes a `struct drm_syncobj_handle` in and out,
-    // no pointers; on success `fd` is a new fd we take ownership of.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD }, _>(fd, &mut arg)? };
-    sys::owned_from_kernel(arg.fd)
-}
-
-fn fd_to_handle(
-    fd: BorrowedFd<'_>,
-    obj: BorrowedFd<'_>,
-    handle: u32,
-    flags: u32,
-) -> Result<u32, Errno> {
-    let mut arg = sys::DrmSyncobjHandle {
-        handle,
-        flags,
-        fd: obj.as_raw_fd(),
-        pad: 0,
-    };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE takes a `struct drm_syncobj_handle` in and out,
-    // no pointers; `obj` is borrowed for the call and the kernel takes its own reference.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE }, _>(fd, &mut arg)? };
-    Ok(arg.handle)
-}
-
-fn transfer(fd: BorrowedFd<'_>, src: (u32, u64), dst: (u32, u64)) -> Result<(), Errno> {
-    let mut arg = sys::DrmSyncobjTransfer {
-        src_handle: src.0,
-        dst_handle: dst.0,
-        src_point: src.1,
-        dst_point: dst.1,
-        flags: 0,
-        pad: 0,
-    };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_TRANSFER takes a `struct drm_syncobj_transfer`, no pointers.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_TRANSFER }, _>(fd, &mut arg) }
-}
-
-fn signal_binary(fd: BorrowedFd<'_>, handle: u32) -> Result<(), Errno> {
-    let handles = [handle];
-    let mut arg = sys::DrmSyncobjArray {
-        handles: handles.as_ptr() as u64,
-        count_handles: 1,
-        pad: 0,
-    };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_SIGNAL takes a `struct drm_syncobj_array`; the kernel reads
-    // `count_handles` (1) u32s from `handles`, which points to a live one-element array.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_SIGNAL }, _>(fd, &mut arg) }
-}
-
-fn timeline_array<const OPCODE: rustix::ioctl::Opcode>(
-    fd: BorrowedFd<'_>,
-    handle: u32,
-    point: &mut u64,
-    flags: u32,
-) -> Result<(), Errno> {
-    let handles = [handle];
-    let mut arg = sys::DrmSyncobjTimelineArray {
-        handles: handles.as_ptr() as u64,
-        points: point as *mut u64 as u64,
-        count_handles: 1,
-        flags,
-    };
-    // SAFETY: only instantiated with DRM_IOCTL_SYNCOBJ_QUERY and _TIMELINE_SIGNAL, which take a
-    // `struct drm_syncobj_timeline_array`: the kernel reads one u32 from `handles` (a live
-    // one-element array) and reads or writes one u64 at `points` (a live exclusive borrow).
-    unsafe { sys::ioctl_rw::<OPCODE, _>(fd, &mut arg) }
 }
 
 /// The driver name of a DRM device (`DRM_IOCTL_VERSION`), e.g. `"virtio_gpu"`, `"vgem"`.
 /// The fd is borrowed. Fails with the errno for a non-DRM fd.
 pub fn drm_driver_name(fd: BorrowedFd<'_>) -> Result<String, Errno> {
-    let mut name = [0u8; 64];
-    let mut arg = sys::DrmVersion {
-        version_major: 0,
-        version_minor: 0,
-        version_patchlevel: 0,
-        name_len: name.len(),
-        name: name.as_mut_ptr(),
-        date_len: 0,
-        date: std::ptr::null_mut(),
-        desc_len: 0,
-        desc: std::ptr::null_mut(),
-    };
-    // SAFETY: DRM_IOCTL_VERSION takes a `struct drm_version` in and out; the kernel writes at
-    // most `name_len` bytes to `name` (a live 64-byte buffer we own) and nothing to the null
-    // `date`/`desc` buffers because their lengths are 0.
-    unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_VERSION }, _>(fd, &mut arg)? };
-    let len = arg.name_len.min(name.len());
-    Ok(sys::c_name(&name[..len]))
+    ioctl::driver_name(fd)
 }
 
 fn check_drm_node(fd: BorrowedFd<'_>) -> Result<(), SyncobjError> {
@@ -392,25 +270,25 @@ impl SyncobjDevice {
         check_drm_node(b)?;
         let driver = drm_driver_name(b).unwrap_or_else(|e| format!("<unknown: {e}>"));
         let cap = |c| {
-            get_cap(b, c).map_err(|errno| SyncobjError::Ioctl {
+            ioctl::get_cap(b, c).map_err(|errno| SyncobjError::Ioctl {
                 op: "DRM_IOCTL_GET_CAP",
                 handle: 0,
                 point: 0,
                 errno,
             })
         };
-        if cap(sys::DRM_CAP_SYNCOBJ_TIMELINE)? == 0 {
-            let syncobj = cap(sys::DRM_CAP_SYNCOBJ)? != 0;
+        if cap(drm::DriverCapability::TimelineSyncObj)? == 0 {
+            let syncobj = cap(drm::DriverCapability::SyncObj)? != 0;
             return Err(SyncobjError::TimelinesUnsupported { driver, syncobj });
         }
-        let scratch = create(b, false).map_err(|errno| SyncobjError::Ioctl {
+        let scratch = ioctl::create(b, false).map_err(|errno| SyncobjError::Ioctl {
             op: "DRM_IOCTL_SYNCOBJ_CREATE",
             handle: 0,
             point: 0,
             errno,
         })?;
-        let eventfd_probe = probe_eventfd(b);
-        tracing::debug!(%driver, scratch, eventfd = ?eventfd_probe, "syncobj device ready");
+        let eventfd_probe = ioctl::probe_eventfd(b);
+        tracing::debug!(%driver, scratch = raw(scratch), eventfd = ?eventfd_probe, "syncobj device ready");
         Ok(SyncobjDevice {
             inner: Arc::new(DeviceInner {
                 fd,
@@ -440,7 +318,7 @@ impl SyncobjDevice {
     /// A fd that is not a syncobj (a sync_file, a pipe, a dma-buf, ...) is
     /// [`SyncobjError::NotASyncobj`] (bad input).
     pub fn import_timeline(&self, fd: OwnedFd) -> Result<Timeline, SyncobjError> {
-        let handle = fd_to_handle(self.inner.fd(), fd.as_fd(), 0, 0).map_err(|errno| {
+        let handle = ioctl::fd_to_handle(self.inner.fd(), fd.as_fd()).map_err(|errno| {
             if errno == Errno::INVAL || errno_is_bad_fd(errno) {
                 SyncobjError::NotASyncobj {
                     fd: fd.as_raw_fd(),
@@ -461,16 +339,17 @@ impl SyncobjDevice {
     /// Creates a new, empty syncobj to use as a timeline (what a client does before sending
     /// it; handy in tests and for compositor-owned timelines).
     pub fn create_timeline(&self) -> Result<Timeline, SyncobjError> {
-        let handle = create(self.inner.fd(), false).map_err(|errno| SyncobjError::Ioctl {
-            op: "DRM_IOCTL_SYNCOBJ_CREATE",
-            handle: 0,
-            point: 0,
-            errno,
-        })?;
+        let handle =
+            ioctl::create(self.inner.fd(), false).map_err(|errno| SyncobjError::Ioctl {
+                op: "DRM_IOCTL_SYNCOBJ_CREATE",
+                handle: 0,
+                point: 0,
+                errno,
+            })?;
         Ok(self.wrap(handle))
     }
 
-    fn wrap(&self, handle: u32) -> Timeline {
+    fn wrap(&self, handle: Handle) -> Timeline {
         COUNTERS.live_timelines.fetch_add(1, Ordering::Relaxed);
         Timeline {
             dev: self.inner.clone(),
@@ -484,56 +363,32 @@ impl SyncobjDevice {
     pub fn signaled_sync_file(&self) -> Result<SyncFile, SyncobjError> {
         let dev = &self.inner;
         let scratch = dev.lock_scratch();
-        signal_binary(dev.fd(), *scratch).map_err(|errno| SyncobjError::Ioctl {
+        ioctl::signal_binary(dev.fd(), *scratch).map_err(|errno| SyncobjError::Ioctl {
             op: "DRM_IOCTL_SYNCOBJ_SIGNAL",
-            handle: *scratch,
+            handle: raw(*scratch),
             point: 0,
             errno,
         })?;
-        let fd = handle_to_fd(
-            dev.fd(),
-            *scratch,
-            sys::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
-        )
-        .map_err(|errno| SyncobjError::Ioctl {
-            op: "DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD",
-            handle: *scratch,
-            point: 0,
-            errno,
-        })?;
+        let fd =
+            ioctl::handle_to_fd(dev.fd(), *scratch, true).map_err(|errno| SyncobjError::Ioctl {
+                op: "DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD",
+                handle: raw(*scratch),
+                point: 0,
+                errno,
+            })?;
         Ok(SyncFile::from_kernel(fd))
-    }
-}
-
-/// Calls `SYNCOBJ_EVENTFD` on handle 0 with a real eventfd: ENOENT ("no such syncobj") means
-/// the ioctl exists; EINVAL/ENOTTY/EOPNOTSUPP mean it does not.
-fn probe_eventfd(drm: BorrowedFd<'_>) -> Result<(), Errno> {
-    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
-    let mut arg = sys::DrmSyncobjEventfd {
-        handle: 0,
-        flags: 0,
-        point: 0,
-        fd: efd.as_raw_fd(),
-        pad: 0,
-    };
-    // SAFETY: DRM_IOCTL_SYNCOBJ_EVENTFD takes a `struct drm_syncobj_eventfd`, no pointers;
-    // `fd` is our eventfd, alive for the call.
-    match unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_EVENTFD }, _>(drm, &mut arg) } {
-        Err(Errno::NOENT) => Ok(()),
-        Ok(()) => Ok(()), // cannot happen (handle 0 never exists), but it clearly works
-        Err(errno) => Err(errno),
     }
 }
 
 impl Timeline {
     /// The syncobj handle on the device.
     pub fn handle(&self) -> u32 {
-        self.handle
+        raw(self.handle)
     }
 
     /// The handle as the `drm` crate's type (for `drm::control::Device` syncobj calls).
-    pub fn drm_handle(&self) -> Option<drm::control::syncobj::Handle> {
-        std::num::NonZeroU32::new(self.handle).map(drm::control::syncobj::Handle::from)
+    pub fn drm_handle(&self) -> Handle {
+        self.handle
     }
 
     /// The device this timeline lives on.
@@ -546,7 +401,7 @@ impl Timeline {
     fn err(&self, op: &'static str, point: u64, errno: Errno) -> SyncobjError {
         SyncobjError::Ioctl {
             op,
-            handle: self.handle,
+            handle: raw(self.handle),
             point,
             errno,
         }
@@ -562,43 +417,23 @@ impl Timeline {
 
     /// The last signalled point (`DRM_IOCTL_SYNCOBJ_QUERY`).
     pub fn query(&self) -> Result<u64, SyncobjError> {
-        let mut point = 0;
-        timeline_array::<{ sys::DRM_IOCTL_SYNCOBJ_QUERY }>(
-            self.dev.fd(),
-            self.handle,
-            &mut point,
-            0,
-        )
-        .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_QUERY", 0, errno))?;
-        Ok(point)
+        ioctl::query(self.dev.fd(), self.handle, false)
+            .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_QUERY", 0, errno))
     }
 
     /// The last submitted (materialized) point, signalled or not
     /// (`DRM_IOCTL_SYNCOBJ_QUERY` with `LAST_SUBMITTED`).
     pub fn last_submitted(&self) -> Result<u64, SyncobjError> {
-        let mut point = 0;
-        timeline_array::<{ sys::DRM_IOCTL_SYNCOBJ_QUERY }>(
-            self.dev.fd(),
-            self.handle,
-            &mut point,
-            sys::DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED,
-        )
-        .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_QUERY", 0, errno))?;
-        Ok(point)
+        ioctl::query(self.dev.fd(), self.handle, true)
+            .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_QUERY", 0, errno))
     }
 
     /// Signals `point` from the CPU (`DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL`): the fallback
     /// release when no fence exists. Must move forward (see the module docs).
     pub fn signal(&self, point: u64) -> Result<(), SyncobjError> {
         self.check_forward(point)?;
-        let mut p = point;
-        timeline_array::<{ sys::DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL }>(
-            self.dev.fd(),
-            self.handle,
-            &mut p,
-            0,
-        )
-        .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL", point, errno))?;
+        ioctl::timeline_signal(self.dev.fd(), self.handle, point)
+            .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL", point, errno))?;
         self.last_set.fetch_max(point, Ordering::Relaxed);
         bump(&COUNTERS.points_cpu_signalled);
         Ok(())
@@ -623,20 +458,8 @@ impl Timeline {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
         .map_err(|errno| self.err("eventfd", point, errno))?;
-        let flags = match mode {
-            WaitMode::Signaled => 0,
-            WaitMode::Available => sys::DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE,
-        };
-        let mut arg = sys::DrmSyncobjEventfd {
-            handle: self.handle,
-            flags,
-            point,
-            fd: efd.as_raw_fd(),
-            pad: 0,
-        };
-        // SAFETY: DRM_IOCTL_SYNCOBJ_EVENTFD takes a `struct drm_syncobj_eventfd`, no pointers;
-        // `fd` is our eventfd (the kernel takes its own reference to the eventfd context).
-        unsafe { sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_EVENTFD }, _>(self.dev.fd(), &mut arg) }
+        let available = mode == WaitMode::Available;
+        ioctl::eventfd(self.dev.fd(), self.handle, point, efd.as_fd(), available)
             .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_EVENTFD", point, errno))?;
         bump(&COUNTERS.eventfds_registered);
         Ok(efd)
@@ -647,32 +470,14 @@ impl Timeline {
     /// compositor uses [`eventfd`](Self::eventfd) or
     /// [`TimelinePointSource`](crate::source::TimelinePointSource).
     pub fn wait(&self, point: u64, mode: WaitMode, timeout: Duration) -> Result<(), SyncobjError> {
-        let handles = [self.handle];
-        let points = [point];
         let deadline = monotonic_now_ns()
             .saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
-        let mut flags = sys::DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT;
-        if mode == WaitMode::Available {
-            flags |= sys::DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE;
-        }
-        let mut arg = sys::DrmSyncobjTimelineWait {
-            handles: handles.as_ptr() as u64,
-            points: points.as_ptr() as u64,
-            timeout_nsec: i64::try_from(deadline).unwrap_or(i64::MAX),
-            count_handles: 1,
-            flags,
-            first_signaled: 0,
-            pad: 0,
-            deadline_nsec: 0,
-        };
-        // SAFETY: DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT takes a `struct drm_syncobj_timeline_wait`;
-        // the kernel reads one u32 from `handles` and one u64 from `points`, both live arrays.
-        match unsafe {
-            sys::ioctl_rw::<{ sys::DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT }, _>(self.dev.fd(), &mut arg)
-        } {
+        let deadline = i64::try_from(deadline).unwrap_or(i64::MAX);
+        let available = mode == WaitMode::Available;
+        match ioctl::timeline_wait(self.dev.fd(), self.handle, point, available, deadline) {
             Ok(()) => Ok(()),
             Err(Errno::TIME) | Err(Errno::TIMEDOUT) => Err(SyncobjError::Timeout {
-                handle: self.handle,
+                handle: raw(self.handle),
                 point,
                 timeout,
             }),
@@ -687,22 +492,18 @@ impl Timeline {
     pub fn export_point(&self, point: u64) -> Result<SyncFile, SyncobjError> {
         let dev = &self.dev;
         let scratch = dev.lock_scratch();
-        transfer(dev.fd(), (self.handle, point), (*scratch, 0)).map_err(|errno| {
+        ioctl::transfer(dev.fd(), (self.handle, point), (*scratch, 0)).map_err(|errno| {
             if errno == Errno::INVAL {
                 SyncobjError::PointNotMaterialized {
-                    handle: self.handle,
+                    handle: raw(self.handle),
                     point,
                 }
             } else {
                 self.err("DRM_IOCTL_SYNCOBJ_TRANSFER", point, errno)
             }
         })?;
-        let fd = handle_to_fd(
-            dev.fd(),
-            *scratch,
-            sys::DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE,
-        )
-        .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD", point, errno))?;
+        let fd = ioctl::handle_to_fd(dev.fd(), *scratch, true)
+            .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD", point, errno))?;
         drop(scratch);
         bump(&COUNTERS.points_exported);
         Ok(SyncFile::from_kernel(fd))
@@ -715,20 +516,14 @@ impl Timeline {
         self.check_forward(point)?;
         let dev = &self.dev;
         let scratch = dev.lock_scratch();
-        fd_to_handle(
-            dev.fd(),
-            fence.as_fd(),
-            *scratch,
-            sys::DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE,
-        )
-        .map_err(|errno| {
+        ioctl::import_sync_file(dev.fd(), *scratch, fence.as_fd()).map_err(|errno| {
             self.err(
                 "DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE(IMPORT_SYNC_FILE)",
                 point,
                 errno,
             )
         })?;
-        transfer(dev.fd(), (*scratch, 0), (self.handle, point))
+        ioctl::transfer(dev.fd(), (*scratch, 0), (self.handle, point))
             .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_TRANSFER", point, errno))?;
         drop(scratch);
         self.last_set.fetch_max(point, Ordering::Relaxed);
@@ -738,7 +533,7 @@ impl Timeline {
 
     /// Exports the syncobj itself as an fd (owned by the caller), as a client would send it.
     pub fn export_fd(&self) -> Result<OwnedFd, SyncobjError> {
-        handle_to_fd(self.dev.fd(), self.handle, 0)
+        ioctl::handle_to_fd(self.dev.fd(), self.handle, false)
             .map_err(|errno| self.err("DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD", 0, errno))
     }
 }
@@ -746,8 +541,8 @@ impl Timeline {
 impl Drop for Timeline {
     fn drop(&mut self) {
         COUNTERS.live_timelines.fetch_sub(1, Ordering::Relaxed);
-        if let Err(errno) = destroy(self.dev.fd(), self.handle) {
-            tracing::warn!(handle = self.handle, %errno, "DRM_IOCTL_SYNCOBJ_DESTROY failed");
+        if let Err(errno) = ioctl::destroy(self.dev.fd(), self.handle) {
+            tracing::warn!(handle = raw(self.handle), %errno, "DRM_IOCTL_SYNCOBJ_DESTROY failed");
         }
     }
 }

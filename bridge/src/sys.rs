@@ -1,5 +1,7 @@
-//! Raw kernel interfaces: `#[repr(C)]` argument structs, opcodes and one thin wrapper per
-//! ioctl. Nothing here interprets errors; callers turn `Errno` into their subsystem's error.
+//! Raw kernel interfaces the field's crates do not wrap (sync_file, dma-buf fences, dma-heap,
+//! udmabuf) or wrap wrongly (one syncobj call, see `syncobj_ioctl.rs`): `#[repr(C)]`
+//! argument structs, opcodes and the generic callers. Nothing here interprets errors;
+//! callers turn `Errno` into their subsystem's error.
 //!
 //! Every struct mirrors the kernel UAPI header named next to it (Linux 6.12 `include/uapi`),
 //! and the opcodes are checked against the numeric values from those headers in the tests at
@@ -119,136 +121,14 @@ pub(crate) const UDMABUF_FLAGS_CLOEXEC: u32 = 1;
 pub(crate) const UDMABUF_CREATE: Opcode = opcode::write::<UdmabufCreate>(b'u', 0x42);
 
 // ---------------------------------------------------------------------------------------
-// drm/drm.h
+// drm/drm.h: only what the `drm` crate gets wrong (see `syncobj_ioctl.rs`)
 // ---------------------------------------------------------------------------------------
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmGetCap {
-    pub capability: u64,
-    pub value: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmVersion {
-    pub version_major: i32,
-    pub version_minor: i32,
-    pub version_patchlevel: i32,
-    pub name_len: usize,
-    pub name: *mut u8,
-    pub date_len: usize,
-    pub date: *mut u8,
-    pub desc_len: usize,
-    pub desc: *mut u8,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjCreate {
-    pub handle: u32,
-    pub flags: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjDestroy {
-    pub handle: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjHandle {
-    pub handle: u32,
-    pub flags: u32,
-    pub fd: i32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjTransfer {
-    pub src_handle: u32,
-    pub dst_handle: u32,
-    pub src_point: u64,
-    pub dst_point: u64,
-    pub flags: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjTimelineWait {
-    pub handles: u64,
-    pub points: u64,
-    pub timeout_nsec: i64,
-    pub count_handles: u32,
-    pub flags: u32,
-    pub first_signaled: u32,
-    pub pad: u32,
-    pub deadline_nsec: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjEventfd {
-    pub handle: u32,
-    pub flags: u32,
-    pub point: u64,
-    pub fd: i32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjArray {
-    pub handles: u64,
-    pub count_handles: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DrmSyncobjTimelineArray {
-    pub handles: u64,
-    pub points: u64,
-    pub count_handles: u32,
-    pub flags: u32,
-}
-
-pub(crate) const DRM_CAP_SYNCOBJ: u64 = 0x13;
-pub(crate) const DRM_CAP_SYNCOBJ_TIMELINE: u64 = 0x14;
-pub(crate) const DRM_SYNCOBJ_CREATE_SIGNALED: u32 = 1;
-pub(crate) const DRM_SYNCOBJ_FD_TO_HANDLE_FLAGS_IMPORT_SYNC_FILE: u32 = 1;
-pub(crate) const DRM_SYNCOBJ_HANDLE_TO_FD_FLAGS_EXPORT_SYNC_FILE: u32 = 1;
-pub(crate) const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_FOR_SUBMIT: u32 = 1 << 1;
-pub(crate) const DRM_SYNCOBJ_WAIT_FLAGS_WAIT_AVAILABLE: u32 = 1 << 2;
-pub(crate) const DRM_SYNCOBJ_QUERY_FLAGS_LAST_SUBMITTED: u32 = 1;
-
-const DRM_IOCTL_BASE: u8 = b'd';
-pub(crate) const DRM_IOCTL_VERSION: Opcode = opcode::read_write::<DrmVersion>(DRM_IOCTL_BASE, 0x00);
-pub(crate) const DRM_IOCTL_GET_CAP: Opcode = opcode::read_write::<DrmGetCap>(DRM_IOCTL_BASE, 0x0c);
-pub(crate) const DRM_IOCTL_SYNCOBJ_CREATE: Opcode =
-    opcode::read_write::<DrmSyncobjCreate>(DRM_IOCTL_BASE, 0xBF);
-pub(crate) const DRM_IOCTL_SYNCOBJ_DESTROY: Opcode =
-    opcode::read_write::<DrmSyncobjDestroy>(DRM_IOCTL_BASE, 0xC0);
-pub(crate) const DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD: Opcode =
-    opcode::read_write::<DrmSyncobjHandle>(DRM_IOCTL_BASE, 0xC1);
+/// `DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE` for the `IMPORT_SYNC_FILE` mode, which the `drm` crate
+/// cannot do into an existing syncobj. Sized for drm-sys's `struct drm_syncobj_handle`, the
+/// struct the crate's own `FD_TO_HANDLE` sends.
 pub(crate) const DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE: Opcode =
-    opcode::read_write::<DrmSyncobjHandle>(DRM_IOCTL_BASE, 0xC2);
-pub(crate) const DRM_IOCTL_SYNCOBJ_SIGNAL: Opcode =
-    opcode::read_write::<DrmSyncobjArray>(DRM_IOCTL_BASE, 0xC5);
-pub(crate) const DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT: Opcode =
-    opcode::read_write::<DrmSyncobjTimelineWait>(DRM_IOCTL_BASE, 0xCA);
-pub(crate) const DRM_IOCTL_SYNCOBJ_QUERY: Opcode =
-    opcode::read_write::<DrmSyncobjTimelineArray>(DRM_IOCTL_BASE, 0xCB);
-pub(crate) const DRM_IOCTL_SYNCOBJ_TRANSFER: Opcode =
-    opcode::read_write::<DrmSyncobjTransfer>(DRM_IOCTL_BASE, 0xCC);
-pub(crate) const DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL: Opcode =
-    opcode::read_write::<DrmSyncobjTimelineArray>(DRM_IOCTL_BASE, 0xCD);
-pub(crate) const DRM_IOCTL_SYNCOBJ_EVENTFD: Opcode =
-    opcode::read_write::<DrmSyncobjEventfd>(DRM_IOCTL_BASE, 0xCF);
+    opcode::read_write::<drm_ffi::drm_syncobj_handle>(b'd', 0xC2);
 
 // ---------------------------------------------------------------------------------------
 // Generic callers
@@ -257,6 +137,18 @@ pub(crate) const DRM_IOCTL_SYNCOBJ_EVENTFD: Opcode =
 /// How often an ioctl interrupted by a signal (EINTR) or told to retry (EAGAIN) is retried,
 /// like libdrm's `drmIoctl`, but bounded so that a misbehaving driver cannot spin us forever.
 const MAX_RETRIES: u32 = 64;
+
+/// Runs `f` (one ioctl) again while it fails with EINTR or EAGAIN, at most [`MAX_RETRIES`]
+/// times more.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(Errno::INTR | Errno::AGAIN) if tries < MAX_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
 
 /// `_IOWR`: the kernel reads and writes `arg`.
 ///
@@ -267,16 +159,11 @@ pub(crate) unsafe fn ioctl_rw<const OPCODE: Opcode, T>(
     fd: BorrowedFd<'_>,
     arg: &mut T,
 ) -> Result<(), Errno> {
-    let mut tries = 0;
-    loop {
+    retry(|| {
         // SAFETY: forwarded from this function's contract: OPCODE takes exactly a `T`, in and
         // out, and embedded pointers are valid. `arg` is a live exclusive borrow.
-        let res = unsafe { ioctl(fd, Updater::<OPCODE, T>::new(arg)) };
-        match res {
-            Err(Errno::INTR | Errno::AGAIN) if tries < MAX_RETRIES => tries += 1,
-            other => return other,
-        }
-    }
+        unsafe { ioctl(fd, Updater::<OPCODE, T>::new(&mut *arg)) }
+    })
 }
 
 /// `_IOW`: the kernel only reads `arg`.
@@ -288,16 +175,11 @@ pub(crate) unsafe fn ioctl_w<const OPCODE: Opcode, T: Copy>(
     fd: BorrowedFd<'_>,
     arg: T,
 ) -> Result<(), Errno> {
-    let mut tries = 0;
-    loop {
+    retry(|| {
         // SAFETY: forwarded from this function's contract: OPCODE takes exactly a `T` that the
         // kernel reads; `Setter` passes a pointer to its own copy of `arg`.
-        let res = unsafe { ioctl(fd, Setter::<OPCODE, T>::new(arg)) };
-        match res {
-            Err(Errno::INTR | Errno::AGAIN) if tries < MAX_RETRIES => tries += 1,
-            other => return other,
-        }
-    }
+        unsafe { ioctl(fd, Setter::<OPCODE, T>::new(arg)) }
+    })
 }
 
 /// Takes ownership of an fd number the kernel has just returned from an ioctl.
@@ -339,18 +221,8 @@ mod tests {
         assert_eq!(SYNC_IOC_MERGE as u32, 0xC030_3E03);
         assert_eq!(SYNC_IOC_FILE_INFO as u32, 0xC038_3E04);
         assert_eq!(SYNC_IOC_SET_DEADLINE as u32, 0x4010_3E05);
-        assert_eq!(DRM_IOCTL_GET_CAP as u32, 0xC010_640C);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_CREATE as u32, 0xC008_64BF);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_DESTROY as u32, 0xC008_64C0);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_HANDLE_TO_FD as u32, 0xC010_64C1);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE as u32, 0xC010_64C2);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_SIGNAL as u32, 0xC010_64C5);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT as u32, 0xC030_64CA);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_QUERY as u32, 0xC018_64CB);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_TRANSFER as u32, 0xC020_64CC);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_TIMELINE_SIGNAL as u32, 0xC018_64CD);
-        assert_eq!(DRM_IOCTL_SYNCOBJ_EVENTFD as u32, 0xC018_64CF);
-        assert_eq!(DRM_IOCTL_VERSION as u32, 0xC040_6400);
+        // drm.h's is 0xC010_64C2: drm-sys's struct has the `point` member of later headers.
+        assert_eq!(DRM_IOCTL_SYNCOBJ_FD_TO_HANDLE as u32, 0xC018_64C2);
         assert_eq!(DMA_HEAP_IOCTL_ALLOC as u32, 0xC018_4800);
         assert_eq!(UDMABUF_CREATE as u32, 0x4018_7542);
     }

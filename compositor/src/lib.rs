@@ -10,7 +10,7 @@
 //! - [`server`]: event loop + display + [`State`], listening socket, child command;
 //! - [`state`]: the compositor state and per-client data;
 //! - [`handlers`]: one file per protocol family;
-//! - [`backend`]: where frames go (`headless` today; `tty` and `nested` later);
+//! - [`backend`]: where frames go (`headless`, `nested` in a window, `tty` on KMS);
 //! - [`screenshot`]: PNG captures of an output (`--screenshot`, SIGUSR1);
 //! - [`render`]: backend-independent frame composition and post-frame protocol work;
 //! - [`stats`]: counters, the periodic log line and the `--stats-json` document;

@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     // Before anything opens fds; commands started with `--` get the original limit back.
     syncbridge_compositor::fd_limit::raise_to_hard_limit();
-    let selection = backend::select(cli.backend)?;
+    let selection = backend::select(cli.backend);
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, "backend");
 
     let mut config = cli.compositor_config();

@@ -229,24 +229,18 @@ impl State {
         };
 
         let now: std::time::Duration = clock.now().into();
-        let backend = match config.backend {
-            crate::backend::BackendKind::Tty => Backend::new_tty(dh, &config.tty)?,
-            kind => {
-                // Headless composites on the render device (GLES) when there is one: it
-                // is selected before the backend, which needs it to choose its renderer.
-                let renderer = crate::backend::headless_renderer::HeadlessRendererConfig {
-                    choice: config.tty.renderer,
-                    device: match kind {
-                        crate::backend::BackendKind::Headless => {
-                            crate::device::find_render_device(&config.render_device)?
-                                .map(|d| d.path)
-                        }
-                        _ => None,
-                    },
-                };
-                Backend::new(kind, dh, &config.outputs, now, &renderer)?
-            }
+        // Headless composites on the render device (GLES) when there is one: it is
+        // selected before the backend, which needs it to choose its renderer.
+        let renderer = crate::backend::headless_renderer::HeadlessRendererConfig {
+            choice: config.tty.renderer,
+            device: match config.backend {
+                crate::backend::BackendKind::Headless => {
+                    crate::device::find_render_device(&config.render_device)?.map(|d| d.path)
+                }
+                _ => None,
+            },
         };
+        let backend = Backend::new(config.backend, dh, &config.outputs, &config.tty, now, &renderer)?;
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();

@@ -555,6 +555,45 @@ fn sync_file_point_round_trips_preserve_the_wait() {
         .expect("poll"));
 }
 
+/// Why `Timeline::import_point` keeps its own `FD_TO_HANDLE(IMPORT_SYNC_FILE)` (bridge's
+/// `syncobj_ioctl::import_sync_file`): the drm crate's `fd_to_syncobj(fd, true)` sends
+/// handle 0, so it cannot put a sync_file into a syncobj that exists, and the kernel says
+/// ENOENT. If this starts failing, the crate was fixed and ours can go.
+#[test]
+fn drm_crate_cannot_import_a_sync_file_into_an_existing_syncobj() {
+    use drm::control::Device as _;
+    use syncbridge_tests::client::harness::virtio_render_node;
+    use syncbridge_tests::kernel::card::Card;
+    require_vm();
+    let vgem = Vgem::open();
+    let p = pending_fence(&vgem);
+
+    let card = Card::open(&virtio_render_node()).expect("open virtio_gpu's render node");
+    let existing = card.create_syncobj(false).expect("create a syncobj");
+    let err = card
+        .fd_to_syncobj(p.sync_file.as_fd(), true)
+        .expect_err("the crate imports into handle 0, which never exists");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    // Nor did the fence land in the syncobj that exists: it still has none (EINVAL).
+    let export = card.syncobj_to_fd(existing, true);
+    assert_eq!(
+        export.as_ref().err().and_then(|e| e.raw_os_error()),
+        Some(libc::EINVAL),
+        "{export:?}"
+    );
+    card.destroy_syncobj(existing).expect("destroy");
+
+    // Ours imports the same fence into an existing timeline's point, and it keeps the wait.
+    let dev = virtio_syncobj_device();
+    let tl = dev.create_timeline().expect("timeline");
+    tl.import_point(1, &p.sync_file).expect("import_point");
+    let back = tl.export_point(1).expect("export_point");
+    assert!(!back.is_signaled().expect("poll"), "the vgem fence is pending");
+    vgem.signal(p.vgem_fence).expect("signal");
+    back.wait(LONG).expect("signals with the vgem fence");
+    tl.wait(1, WaitMode::Signaled, LONG).expect("point 1 signalled");
+}
+
 #[test]
 fn never_materializing_point_never_fires_and_costs_nothing() {
     require_vm();

@@ -1320,7 +1320,7 @@ fn binary_latch_latency_of_fenced_commits() {
         "{sync:#}"
     );
     frames_to_present.sort_unstable();
-    let p50 = frames_to_present[frames_to_present.len() / 2];
+    let p50 = syncbridge_bridge::percentile::nearest_rank(&frames_to_present, 50).unwrap_or(0);
     let max = frames_to_present.last().copied().unwrap_or(0);
     record_summary(
         "binary_latch",

@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask test`: installs what is missing, runs every host test and WLCS (the
 //!   Wayland conformance suite), boots the real-kernel VM and runs the VM suite there,
-//!   then prints `N passed, N failed`.
+//!   then prints `N passed, N failed`. The host part includes the MSRV check (`msrv.rs`).
 //! - `cargo xtask vm --exec "CMD"`: boots Debian's 6.12 kernel under QEMU with
 //!   virtio-gpu (a 2D card and a virgl card), vgem, vivid and VKMS, runs CMD as root
 //!   inside, exits with its status.
@@ -16,6 +16,7 @@ mod cmd;
 mod gl_display;
 mod install;
 mod kernel;
+mod msrv;
 mod preflight;
 mod run;
 mod summary;

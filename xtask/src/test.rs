@@ -109,7 +109,21 @@ pub fn run(args: TestArgs) -> Result<i32> {
         });
     }
 
+    let mut msrv_error: Option<String> = None;
     if !args.vm_only && !args.wlcs_only {
+        let t = Instant::now();
+        match crate::msrv::check() {
+            Ok(lines) => host.passed += lines.len() as u64,
+            Err(e) => {
+                msrv_error = Some(format!("{e:#}"));
+                host.failed += 1;
+            }
+        }
+        phases.push(Phase {
+            name: "MSRV",
+            secs: t.elapsed().as_secs_f64(),
+        });
+
         let t = Instant::now();
         println!("xtask: test: host tests (cargo test --workspace)");
         let mut cmd = Command::new(env!("CARGO"));
@@ -171,6 +185,9 @@ pub fn run(args: TestArgs) -> Result<i32> {
         "xtask: WLCS: {} passed, {} unexpected failures, {} skipped or expected to fail",
         wlcs_counts.passed, wlcs_counts.failed, wlcs_counts.ignored
     );
+    if let Some(e) = &msrv_error {
+        println!("xtask: MSRV CHECK FAILED: {e}");
+    }
     if let Some(e) = &vm_error {
         println!("xtask: VM SUITE FAILED: {e}");
     }
@@ -182,7 +199,12 @@ pub fn run(args: TestArgs) -> Result<i32> {
     total.merge(wlcs_counts);
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(
-        if total.failed == 0 && host_ok && vm_error.is_none() && wlcs_error.is_none() {
+        if total.failed == 0
+            && host_ok
+            && msrv_error.is_none()
+            && vm_error.is_none()
+            && wlcs_error.is_none()
+        {
             0
         } else {
             1

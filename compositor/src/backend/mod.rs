@@ -1,7 +1,6 @@
-//! Where frames go. `headless` and `nested` (winit) today; `tty` (KMS) joins as a
-//! further variant of [`Backend`] with the same surface: outputs, a renderer that
-//! imports client buffers, and one frame clock per output driving
-//! [`crate::State::present_frame`].
+//! Where frames go: `headless` (offscreen), `nested` (a winit window) and `tty` (KMS),
+//! the variants of [`Backend`], each with the same surface: outputs, a renderer that
+//! imports client buffers, and frame pacing that drives [`crate::State::present_frame`].
 
 pub mod cpu_renderer;
 pub mod gpu_renderer;
@@ -39,9 +38,6 @@ pub use tty::{TtyBackend, TtyError};
 /// Errors of the backends.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The backend exists on the command line but not in this build yet.
-    #[error("the {0} backend is not yet implemented in this build (use --backend headless)")]
-    NotImplemented(&'static str),
     /// Creating the renderer failed.
     #[error("creating the pixman renderer: {0}")]
     RendererInit(#[source] PixmanError),
@@ -149,10 +145,6 @@ pub struct BackendSelection {
     pub reason: String,
 }
 
-/// Whether this build has the tty backend. The tty backend sets this when it lands,
-/// so `--backend auto` starts picking it on machines with a seat and a DRM device.
-const TTY_IN_BUILD: bool = true;
-
 /// Why the tty backend can run here (a seat and a DRM primary node), or `None`.
 fn tty_available() -> Option<String> {
     let seat = std::env::var_os("XDG_SEAT")
@@ -172,8 +164,8 @@ fn tty_available() -> Option<String> {
 }
 
 /// Resolve `--backend` for this machine.
-pub fn select(choice: BackendChoice) -> Result<BackendSelection, BackendError> {
-    let kind = |kind, reason: String| Ok(BackendSelection { kind, reason });
+pub fn select(choice: BackendChoice) -> BackendSelection {
+    let kind = |kind, reason: String| BackendSelection { kind, reason };
     match choice {
         BackendChoice::Headless => kind(
             BackendKind::Headless,
@@ -183,10 +175,7 @@ pub fn select(choice: BackendChoice) -> Result<BackendSelection, BackendError> {
             BackendKind::Nested,
             "requested with --backend nested".into(),
         ),
-        BackendChoice::Tty if TTY_IN_BUILD => {
-            kind(BackendKind::Tty, "requested with --backend tty".into())
-        }
-        BackendChoice::Tty => Err(BackendError::NotImplemented("tty")),
+        BackendChoice::Tty => kind(BackendKind::Tty, "requested with --backend tty".into()),
         BackendChoice::Auto => {
             if let Some(var) = nested::session_variable() {
                 return kind(
@@ -194,19 +183,12 @@ pub fn select(choice: BackendChoice) -> Result<BackendSelection, BackendError> {
                     format!("--backend auto: {var} is set (a display session); using nested"),
                 );
             }
-            match (tty_available(), TTY_IN_BUILD) {
-                (Some(why), true) => kind(
+            match tty_available() {
+                Some(why) => kind(
                     BackendKind::Tty,
                     format!("--backend auto: no display session, {why}; using tty"),
                 ),
-                (Some(why), false) => kind(
-                    BackendKind::Headless,
-                    format!(
-                        "--backend auto: no display session; {why}, but the tty backend \
-                         is not in this build yet; using headless"
-                    ),
-                ),
-                (None, _) => kind(
+                None => kind(
                     BackendKind::Headless,
                     "--backend auto: no display session (WAYLAND_DISPLAY/DISPLAY unset) and \
                      no seat with a DRM device; using headless"
@@ -242,12 +224,14 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Start backend `kind` with `outputs`. `now_monotonic` is CLOCK_MONOTONIC now.
+    /// Start backend `kind`: headless and nested with `outputs` (`now_monotonic` is
+    /// CLOCK_MONOTONIC now), tty with `tty` (session, device, one output per connector).
     /// `renderer` is what the headless backend composites with, and where.
     pub fn new(
         kind: BackendKind,
         dh: &smithay::reexports::wayland_server::DisplayHandle,
         outputs: &[OutputConfig],
+        tty: &tty::TtyConfig,
         now_monotonic: std::time::Duration,
         renderer: &headless_renderer::HeadlessRendererConfig,
     ) -> Result<Self, BackendError> {
@@ -263,8 +247,7 @@ impl Backend {
                 outputs,
                 now_monotonic,
             )?))),
-            // Started by `State::new` with its `TtyConfig` (see `Backend::new_tty`).
-            BackendKind::Tty => Err(BackendError::NotImplemented("tty")),
+            BackendKind::Tty => Ok(Backend::Tty(Box::new(TtyBackend::new(dh, tty)?))),
         }
     }
 
@@ -376,14 +359,6 @@ impl Backend {
             Backend::Nested(b) => (index == 0).then(|| b.frame_clock_mut()),
             Backend::Tty(b) => b.outputs.get_mut(index).map(|o| &mut o.clock),
         }
-    }
-
-    /// Start the tty backend (session, device, outputs).
-    pub fn new_tty(
-        dh: &smithay::reexports::wayland_server::DisplayHandle,
-        config: &tty::TtyConfig,
-    ) -> Result<Self, BackendError> {
-        Ok(Backend::Tty(Box::new(TtyBackend::new(dh, config)?)))
     }
 
     /// Backend-specific statistics for `--stats-json` (`kms` for the tty backend).

@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use syncbridge_bridge::percentile::nearest_rank;
+
 use crate::gauge::HeldGauges;
 
 /// Which acquire path a commit took.
@@ -41,24 +43,20 @@ pub struct LatencySummary {
 }
 
 impl LatencySummary {
-    /// Summarizes `samples` (nearest-rank percentiles).
+    /// Summarizes `samples` (nearest-rank percentiles,
+    /// [`syncbridge_bridge::percentile`]).
     pub fn from_samples(samples: &[u64]) -> Self {
         if samples.is_empty() {
             return Self::default();
         }
         let mut v = samples.to_vec();
         v.sort_unstable();
-        let rank = |p: usize| {
-            // nearest rank: ceil(p/100 * n), 1-based
-            let n = v.len();
-            let r = (p * n).div_ceil(100).clamp(1, n);
-            v[r - 1]
-        };
+        let rank = |p| nearest_rank(&v, p).unwrap_or_default();
         Self {
             count: v.len() as u64,
             p50_ns: rank(50),
             p99_ns: rank(99),
-            max_ns: v[v.len() - 1],
+            max_ns: rank(100),
         }
     }
 }

@@ -30,6 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
+use syncbridge_bridge::percentile::nearest_rank;
 use syncbridge_tests::client::{
     buffers::{Allocator, DmaBuffer},
     BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
@@ -41,87 +42,98 @@ type Res<T> = Result<T, String>;
 // ---------------------------------------------------------------------------------------
 // Command line
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "bench-client",
+    about = "The benchmark client of `cargo xtask bench`"
+)]
 struct Args {
-    mode: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Frames)]
+    mode: Mode,
+    /// The compositor's socket (default: $WAYLAND_DISPLAY).
+    #[arg(long)]
     socket: Option<PathBuf>,
+    /// Wayland connections to drive.
+    #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// Measured seconds (0..=3600).
+    #[arg(long, default_value_t = 4.0, value_parser = secs)]
     secs: f64,
+    /// Seconds before measuring (0..=3600).
+    #[arg(long, default_value_t = 1.0, value_parser = secs)]
     warmup_secs: f64,
+    /// Buffers per client (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     buffers: usize,
+    /// Buffer size: N (square) or WxH, each clamped to 8..=4096.
+    #[arg(long, default_value = "128x128", value_parser = size)]
     size: (i32, i32),
+    /// Commits of the `bounds` mode.
+    #[arg(long, default_value_t = 1000)]
     commits: u64,
+    /// Rounds of the `latch` mode.
+    #[arg(long, default_value_t = 50)]
     iterations: u64,
+    /// Unsignalled fences per stalled client (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     queue: usize,
+    /// What the buffers are.
+    #[arg(long = "buffer-kind", value_enum, default_value_t = BufKind::Shm)]
     kind: BufKind,
-    compositor_pid: i32,
+    /// The compositor's pid (default: the parent process).
+    #[arg(long)]
+    compositor_pid: Option<i32>,
+    /// Where the JSON goes (default: stdout).
+    #[arg(long)]
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Frames,
+    Latch,
+    Bounds,
+    Stall,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum BufKind {
     Shm,
     Vgem,
 }
 
-fn parse_args() -> Res<Args> {
-    let mut a = Args {
-        mode: "frames".into(),
-        socket: None,
-        clients: 1,
-        secs: 4.0,
-        warmup_secs: 1.0,
-        buffers: 3,
-        size: (128, 128),
-        commits: 1000,
-        iterations: 50,
-        queue: 1,
-        kind: BufKind::Shm,
-        compositor_pid: rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()),
-        out: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
-        let secs = |v: String| match v.parse::<f64>() {
-            Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
-            _ => Err(format!("{flag}: seconds in 0..=3600, got {v}")),
-        };
-        match flag.as_str() {
-            "--mode" => a.mode = val()?,
-            "--socket" => a.socket = Some(PathBuf::from(val()?)),
-            "--clients" => a.clients = num(val()?)? as usize,
-            "--secs" => a.secs = secs(val()?)?,
-            "--warmup-secs" => a.warmup_secs = secs(val()?)?,
-            "--buffers" => a.buffers = (num(val()?)? as usize).max(1),
-            "--size" => {
-                // N (square) or WxH.
-                let v = val()?;
-                let (w, h) = v.split_once('x').unwrap_or((&v, &v));
-                let dim = |d: &str| {
-                    d.parse::<i32>()
-                        .map(|d| d.clamp(8, 4096))
-                        .map_err(|e| format!("--size: {e}"))
-                };
-                a.size = (dim(w)?, dim(h)?);
-            }
-            "--commits" => a.commits = num(val()?)?,
-            "--iterations" => a.iterations = num(val()?)?,
-            "--queue" => a.queue = (num(val()?)? as usize).max(1),
-            "--buffer-kind" => {
-                a.kind = match val()?.as_str() {
-                    "shm" => BufKind::Shm,
-                    "vgem" => BufKind::Vgem,
-                    other => return Err(format!("--buffer-kind shm|vgem, got {other}")),
-                }
-            }
-            "--compositor-pid" => a.compositor_pid = num(val()?)? as i32,
-            "--out" => a.out = Some(PathBuf::from(val()?)),
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn secs(v: &str) -> Res<f64> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("seconds in 0..=3600, got {v}")),
     }
-    Ok(a)
+}
+
+/// A count where 0 means 1 (as before clap: `--buffers 0` still gives one buffer).
+fn at_least_one(v: &str) -> Res<usize> {
+    v.parse::<usize>()
+        .map(|n| n.max(1))
+        .map_err(|e| e.to_string())
+}
+
+/// N (square) or WxH, each clamped to 8..=4096.
+fn size(v: &str) -> Res<(i32, i32)> {
+    let (w, h) = v.split_once('x').unwrap_or((v, v));
+    let dim = |d: &str| {
+        d.parse::<i32>()
+            .map(|d| d.clamp(8, 4096))
+            .map_err(|e| e.to_string())
+    };
+    Ok((dim(w)?, dim(h)?))
+}
+
+impl Args {
+    /// `--compositor-pid`, else the parent (syncbridge runs this client as its `-- COMMAND`).
+    fn compositor_pid(&self) -> i32 {
+        self.compositor_pid
+            .unwrap_or_else(|| rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -176,14 +188,6 @@ fn proc_sample(pid: i32) -> String {
     ])
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn summary(mut v: Vec<f64>) -> String {
     v.sort_by(|a, b| a.total_cmp(b));
     let mean = if v.is_empty() {
@@ -193,8 +197,8 @@ fn summary(mut v: Vec<f64>) -> String {
     };
     obj(&[
         ("count", v.len().to_string()),
-        ("p50", num(percentile(&v, 0.5))),
-        ("p99", num(percentile(&v, 0.99))),
+        ("p50", num(nearest_rank(&v, 50).unwrap_or(f64::NAN))),
+        ("p99", num(nearest_rank(&v, 99).unwrap_or(f64::NAN))),
         ("mean", num(mean)),
         ("max", num(v.last().copied().unwrap_or(f64::NAN))),
     ])
@@ -579,7 +583,7 @@ fn mode_frames(a: &Args) -> Res<String> {
     // A fixed time window, not a frame count: every client draws on each frame callback
     // for the whole window, however often the compositor calls it back (an occluded
     // window may be throttled), so the output's load is the same from start to end.
-    let pid = a.compositor_pid;
+    let pid = a.compositor_pid();
     let clock = clients[0].clock();
     let start = now_ns(clock);
     let t0 = start + (a.warmup_secs * 1e9) as u64;
@@ -771,7 +775,7 @@ fn mode_latch(a: &Args) -> Res<String> {
 
 fn mode_bounds(a: &Args) -> Res<String> {
     let vgem = (a.kind == BufKind::Vgem).then(Allocator::vgem);
-    let pid = a.compositor_pid;
+    let pid = a.compositor_pid();
     let mut clients = connect_clients(a, 1)?;
     let c = &mut clients[0];
     add_buffers(c, a, vgem.as_ref(), a.buffers)?;
@@ -824,7 +828,7 @@ fn mode_bounds(a: &Args) -> Res<String> {
 
 fn mode_stall(a: &Args) -> Res<String> {
     let vgem = Allocator::vgem();
-    let pid = a.compositor_pid;
+    let pid = a.compositor_pid();
     let mut stalled = connect_clients(a, a.clients)?;
     for c in stalled.iter_mut() {
         for _ in 0..a.queue + 1 {
@@ -912,13 +916,13 @@ fn mode_stall(a: &Args) -> Res<String> {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = parse_args().and_then(|a| {
-        let json = match a.mode.as_str() {
-            "frames" => mode_frames(&a),
-            "latch" => mode_latch(&a),
-            "bounds" => mode_bounds(&a),
-            "stall" => mode_stall(&a),
-            other => Err(format!("unknown mode {other}")),
+    let a = <Args as clap::Parser>::parse();
+    let result = (|| {
+        let json = match a.mode {
+            Mode::Frames => mode_frames(&a),
+            Mode::Latch => mode_latch(&a),
+            Mode::Bounds => mode_bounds(&a),
+            Mode::Stall => mode_stall(&a),
         }?;
         match &a.out {
             Some(path) => std::fs::write(path, format!("{json}\n"))
@@ -928,7 +932,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
         }
-    });
+    })();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -68,10 +68,27 @@ struct Driver {
     manifest: std::fs::File,
 }
 
-fn arg_after(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1).cloned())
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bench-driver",
+    about = "Runs the scenarios of `cargo xtask bench` in the VM"
+)]
+struct Args {
+    /// The short version (one round, small sizes): the test suite's bench smoke.
+    #[arg(long)]
+    smoke: bool,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+    /// Where the raw files go.
+    #[arg(long)]
+    out: PathBuf,
+    /// The compositor (default: $SYNCBRIDGE_BIN, else `syncbridge` beside this binary).
+    #[arg(long)]
+    syncbridge: Option<PathBuf>,
+    /// The client (default: `bench-client` beside this binary).
+    #[arg(long)]
+    client: Option<PathBuf>,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -301,19 +318,19 @@ fn help_of(bin: &Path) -> String {
 }
 
 fn run() -> Res<u32> {
-    let args: Vec<String> = std::env::args().collect();
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let only = arg_after(&args, "--only");
+    let Args {
+        smoke,
+        only,
+        out,
+        syncbridge,
+        client,
+    } = <Args as clap::Parser>::parse();
     let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
-    let out = PathBuf::from(arg_after(&args, "--out").ok_or("--out DIR is required")?);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let syncbridge = arg_after(&args, "--syncbridge")
-        .map(PathBuf::from)
+    let syncbridge = syncbridge
         .or_else(|| std::env::var_os("SYNCBRIDGE_BIN").map(PathBuf::from))
         .unwrap_or_else(|| sibling("syncbridge"));
-    let client = arg_after(&args, "--client")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| sibling("bench-client"));
+    let client = client.unwrap_or_else(|| sibling("bench-client"));
     let local = std::env::temp_dir().join(format!("bench-bin-{}", std::process::id()));
     let (syncbridge, client) = match std::fs::create_dir_all(&local) {
         Ok(()) => (local_copy(&syncbridge, &local), local_copy(&client, &local)),

@@ -28,65 +28,49 @@ use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::harness::virtio_render_node;
 use syncbridge_tests::client::{BufferId, Commit, SurfaceId, TestClient};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
     Implicit,
     Syncobj,
     Shm,
 }
 
-#[derive(Debug)]
+#[derive(Debug, clap::Parser)]
+#[command(name = "demo-client", about = "The demo client of `cargo xtask run`")]
 struct Args {
+    /// How the buffers are synchronized.
+    #[arg(long, value_enum, default_value_t = Mode::Implicit)]
     mode: Mode,
+    /// Frames to draw before exiting (default: until the compositor goes away).
+    #[arg(long, default_value_t = u64::MAX, hide_default_value = true)]
     frames: u64,
+    /// How long after the commit each frame's fence signals.
+    #[arg(long = "fence-delay-ms", default_value = "30", value_parser = millis)]
     fence_delay: Duration,
+    /// Fill colour, RRGGBB (a leading # is allowed).
+    #[arg(long, default_value = "3070c0", value_parser = color)]
     color: u32,
+    /// Window size, WxH.
+    #[arg(long, default_value = "320x240", value_parser = size)]
     size: (u32, u32),
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        mode: Mode::Implicit,
-        frames: u64::MAX,
-        fence_delay: Duration::from_millis(30),
-        color: 0x3070c0,
-        size: (320, 240),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--mode" => {
-                args.mode = match value()?.as_str() {
-                    "implicit" => Mode::Implicit,
-                    "syncobj" => Mode::Syncobj,
-                    "shm" => Mode::Shm,
-                    other => return Err(format!("unknown mode {other}")),
-                }
-            }
-            "--frames" => args.frames = value()?.parse().map_err(|e| format!("--frames: {e}"))?,
-            "--fence-delay-ms" => {
-                let ms: u64 = value()?
-                    .parse()
-                    .map_err(|e| format!("--fence-delay-ms: {e}"))?;
-                args.fence_delay = Duration::from_millis(ms);
-            }
-            "--color" => {
-                args.color = u32::from_str_radix(value()?.trim_start_matches('#'), 16)
-                    .map_err(|e| format!("--color: {e}"))?
-            }
-            "--size" => {
-                let v = value()?;
-                let (w, h) = v.split_once('x').ok_or("--size WxH")?;
-                args.size = (
-                    w.parse().map_err(|e| format!("--size: {e}"))?,
-                    h.parse().map_err(|e| format!("--size: {e}"))?,
-                );
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(args)
+fn millis(v: &str) -> Result<Duration, String> {
+    v.parse()
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e}"))
+}
+
+fn color(v: &str) -> Result<u32, String> {
+    u32::from_str_radix(v.trim_start_matches('#'), 16).map_err(|e| format!("{e}"))
+}
+
+fn size(v: &str) -> Result<(u32, u32), String> {
+    let (w, h) = v.split_once('x').ok_or("WxH")?;
+    Ok((
+        w.parse().map_err(|e| format!("{e}"))?,
+        h.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 fn socket_path() -> Result<PathBuf, String> {
@@ -354,13 +338,7 @@ fn run_shm(demo: &mut Demo) -> Result<(), String> {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("demo-client: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = <Args as clap::Parser>::parse();
     let path = match socket_path() {
         Ok(p) => p,
         Err(e) => {

@@ -111,16 +111,13 @@ impl Samples {
         }
     }
 
-    /// count / p50 / p99 / min / max in microseconds.
+    /// count / p50 / p99 / min / max in microseconds (nearest-rank percentiles; 0 when
+    /// there are no samples).
     pub fn json(&self) -> serde_json::Value {
         let mut v = self.values.clone();
         v.sort_unstable();
-        let pct = |p: usize| -> f64 {
-            if v.is_empty() {
-                return 0.0;
-            }
-            let i = ((v.len() - 1) * p) / 100;
-            v[i] as f64 / 1000.0
+        let pct = |p| {
+            syncbridge_bridge::percentile::nearest_rank(&v, p).map_or(0.0, |x| x as f64 / 1000.0)
         };
         json!({
             "count": self.count,
@@ -266,5 +263,21 @@ mod tests {
         assert_eq!(j["count"], 100);
         assert_eq!(j["p50_us"], 50.0);
         assert_eq!(j["p99_us"], 99.0);
+
+        // Nearest rank, like every other figure: p99 of two samples is the larger one.
+        let mut two = Samples::default();
+        two.push(1000);
+        two.push(2000);
+        let j = two.json();
+        assert_eq!(
+            (j["p50_us"].as_f64(), j["p99_us"].as_f64()),
+            (Some(1.0), Some(2.0))
+        );
+        let j = Samples::default().json();
+        assert_eq!(j["count"], 0);
+        assert_eq!(
+            (j["p50_us"].as_f64(), j["max_us"].as_f64()),
+            (Some(0.0), Some(0.0))
+        );
     }
 }
