@@ -240,7 +240,14 @@ impl State {
                 _ => None,
             },
         };
-        let backend = Backend::new(config.backend, dh, &config.outputs, &config.tty, now, &renderer)?;
+        let backend = Backend::new(
+            config.backend,
+            dh,
+            &config.outputs,
+            &config.tty,
+            now,
+            &renderer,
+        )?;
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();

@@ -588,10 +588,14 @@ fn drm_crate_cannot_import_a_sync_file_into_an_existing_syncobj() {
     let tl = dev.create_timeline().expect("timeline");
     tl.import_point(1, &p.sync_file).expect("import_point");
     let back = tl.export_point(1).expect("export_point");
-    assert!(!back.is_signaled().expect("poll"), "the vgem fence is pending");
+    assert!(
+        !back.is_signaled().expect("poll"),
+        "the vgem fence is pending"
+    );
     vgem.signal(p.vgem_fence).expect("signal");
     back.wait(LONG).expect("signals with the vgem fence");
-    tl.wait(1, WaitMode::Signaled, LONG).expect("point 1 signalled");
+    tl.wait(1, WaitMode::Signaled, LONG)
+        .expect("point 1 signalled");
 }
 
 #[test]
