@@ -219,9 +219,10 @@ fn virgl_gles_composites_weston_simple_dmabuf_egl() {
 /// render that sampled its buffer was submitted: by the time the client has the
 /// buffer's `wl_buffer.release`, the compositor's render fence must be in the dma-buf.
 /// The host renders natively while the guest is emulated, so the render is made slow
-/// enough to outlast the client's round trip: the window sits on top of many translucent
-/// full-size windows, all blended again wherever it changes. A release without the render
-/// fence (`frame_rendered` handed `None`) finds the buffer's fences signalled every time.
+/// (the window sits on top of many translucent full-size windows, all blended again
+/// wherever it changes); even so the render may be done before the client looks, so the
+/// client-side observation is printed and the hand-over is asserted on the compositor's
+/// count of render fences given to the bridge.
 #[test]
 fn virgl_gles_render_fence_is_in_the_released_buffer() {
     const TRANSLUCENT_LAYERS: usize = 48;
@@ -249,7 +250,7 @@ fn virgl_gles_render_fence_is_in_the_released_buffer() {
         .map(|_| alloc.allocate(w, h).expect("dumb"))
         .collect();
     let wl: Vec<_> = bufs.iter().map(|b| c.create_dmabuf_buffer(b)).collect();
-    let rounds = 30;
+    let rounds: u64 = 30;
     let mut pending_at_release = 0;
     let mut current = 0;
     let mut frames = c.rec.surfaces[s].frames.len();
@@ -288,9 +289,14 @@ fn virgl_gles_render_fence_is_in_the_released_buffer() {
         "{pending_at_release} of {rounds} releases came with the render still running; \
          {exported} render fences exported to the bridge"
     );
+    // Every round composited a frame that sampled the client's buffer, and each of those
+    // handed its native render fence to the bridge (frame_rendered(Some)); with None
+    // this counter stays at 0. Whether the client still finds that fence pending at
+    // release depends on the host's native render outlasting the emulated guest's round
+    // trip: seen in one run here, 0 of 30 in another, so it is printed, not asserted.
     assert!(
-        pending_at_release >= 1,
-        "in {rounds} rounds no released buffer carried a pending render fence \
+        exported >= rounds,
+        "{exported} render fences went to the bridge for {rounds} composited rounds \
          (render_sync {})",
         stats["render_sync"]
     );
