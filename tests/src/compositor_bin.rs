@@ -19,19 +19,25 @@ pub fn scratch() -> PathBuf {
     PathBuf::from(std::env::var_os("SYNCBRIDGE_SCRATCH").unwrap_or_else(|| "/tmp".into()))
 }
 
-/// The binary: `$SYNCBRIDGE_BIN` (set by `cargo xtask test`), else `target/debug/syncbridge`.
+/// The profile directory the running test was built into (`<target>/debug`), found from the
+/// test executable itself (`<target>/debug/deps/<test>-<hash>`), so that a `CARGO_TARGET_DIR`
+/// elsewhere (the clean room's) finds the binaries built beside it.
+pub fn profile_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug")))
+}
+
+/// The binary: `$SYNCBRIDGE_BIN` (set by `cargo xtask test` for the VM), else `syncbridge` in
+/// [`profile_dir`].
 pub fn syncbridge_bin() -> PathBuf {
     let path = std::env::var_os("SYNCBRIDGE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/debug/syncbridge"
-            ))
-        });
+        .unwrap_or_else(|| profile_dir().join("syncbridge"));
     assert!(
         path.exists(),
-        "syncbridge binary {} missing (cargo xtask test sets SYNCBRIDGE_BIN)",
+        "syncbridge binary {} missing (cargo build --workspace --bins; cargo xtask test builds it)",
         path.display()
     );
     path

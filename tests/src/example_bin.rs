@@ -16,20 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::compositor_bin::{runtime_dir, scratch};
+use crate::compositor_bin::{profile_dir, runtime_dir, scratch};
 
 /// The example binary: `$SYNCBRIDGE_MINIMAL_BIN` (set by `cargo xtask test` for the VM),
-/// else `target/debug/examples/minimal_compositor` (built by `cargo xtask test` and by
-/// `cargo build --workspace --examples`).
+/// else `examples/minimal_compositor` in the test's own [`profile_dir`] (built by
+/// `cargo xtask test` and by `cargo build --workspace --examples`).
 pub fn minimal_compositor_bin() -> PathBuf {
     let path = std::env::var_os("SYNCBRIDGE_MINIMAL_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/debug/examples/minimal_compositor"
-            ))
-        });
+        .unwrap_or_else(|| profile_dir().join("examples/minimal_compositor"));
     assert!(
         path.exists(),
         "example binary {} missing (cargo build -p syncbridge-protocols --example minimal_compositor)",
