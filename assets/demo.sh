@@ -1,33 +1,46 @@
 #!/bin/sh
-# The `cargo xtask run` demo on the test VM's virtual KMS device (VKMS), also run by the
-# VM test `vm_demo` so it cannot rot.
+# The `cargo xtask run` demo on the test VM's virgl card (a virtio-gpu with a real GL
+# driver stack, rendered by the host's Mesa), also run by the VM test `vm_demo` so it
+# cannot rot.
 #
-#   demo.sh OUTDIR FRAMES
+#   demo.sh OUTDIR SECONDS
 #
-# syncbridge runs on the VKMS card under seatd-launch, with two demo clients: one
-# implicit-sync client whose vgem write fences signal 40 ms late, and one
-# linux-drm-syncobj-v1 client (timeline on virtio-gpu's render node) whose acquire
-# points signal 20 ms late, started a second later so its window maps on top. It exits after FRAMES frames and leaves in OUTDIR:
-# screen.png (what the output showed), stats.json, and the logs of all three processes.
-# $SYNCBRIDGE_BIN names the compositor; demo-client and drm-cards are found next to it.
+# syncbridge runs on the virgl card under seatd-launch and composites with GLES. Its
+# client command has two phases of SECONDS each:
+#  1. direct scanout: weston-simple-egl fullscreen and opaque, so its GL buffers go on
+#     the primary plane as they are; each is released at the commit that replaces it,
+#     with that commit's out-fence, before the page flip.
+#  2. composition: weston-simple-egl in a window (implicit sync: the render fence is
+#     imported into its dma-buf at release) and weston-simple-dmabuf-egl with explicit
+#     sync (zwp_linux_explicit_synchronization_v1: the render fence goes back in
+#     fenced_release).
+# The command then exits, which ends the compositor with the phase-2 windows on screen.
+# OUTDIR gets screen.png (what the plane showed), stats.json and every process's log.
+# $SYNCBRIDGE_BIN names the compositor; drm-cards is found next to it.
 set -u
 OUT=$1
-FRAMES=${2:-600}
+SECONDS_PER_PHASE=${2:-10}
 BIN=${SYNCBRIDGE_BIN:-target/debug/syncbridge}
 TOOLS=$(dirname "$BIN")
 mkdir -p "$OUT"
 rm -f "$OUT/screen.png" "$OUT/stats.json"
-VKMS=$("$TOOLS/drm-cards" --find vkms) || { echo "demo: no VKMS card in this VM"; exit 1; }
+CARD=$("$TOOLS/drm-cards" --find virtio_gpu --virgl) || {
+    echo "demo: no virgl card in this VM (QEMU's virtio-gpu-gl-pci; see the README)"
+    exit 1
+}
+RENDER=/dev/dri/$(ls "/sys/class/drm/$(basename "$CARD")/device/drm" | grep renderD | head -n1)
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export NO_COLOR=1
-CLIENTS="'$TOOLS/demo-client' --mode implicit --color 3070c0 --fence-delay-ms 40 --size 480x360 > '$OUT/implicit.log' 2>&1 &
-sleep 1;
-'$TOOLS/demo-client' --mode syncobj --color c07030 --fence-delay-ms 20 > '$OUT/syncobj.log' 2>&1;
-wait"
-echo "demo: syncbridge --backend tty on $VKMS, $FRAMES frames"
-timeout 600 seatd-launch -- "$BIN" --backend tty --drm-device "$VKMS" \
-    --exit-after-frames "$FRAMES" --stats-interval 5 \
+CLIENTS="timeout $SECONDS_PER_PHASE weston-simple-egl -f -o > '$OUT/fullscreen.log' 2>&1
+weston-simple-egl > '$OUT/window.log' 2>&1 &
+sleep 1
+weston-simple-dmabuf-egl -d $RENDER -e > '$OUT/explicit.log' 2>&1 &
+sleep $SECONDS_PER_PHASE
+exit 0"
+echo "demo: syncbridge --backend tty on $CARD (virgl, render node $RENDER), two phases of ${SECONDS_PER_PHASE} s"
+timeout 600 seatd-launch -- "$BIN" --backend tty --drm-device "$CARD" \
+    --stats-interval 5 \
     --screenshot "$OUT/screen.png" --stats-json "$OUT/stats.json" \
     -- sh -c "$CLIENTS" > "$OUT/compositor.log" 2>&1
 CODE=$?

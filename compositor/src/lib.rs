@@ -38,6 +38,7 @@ pub mod state;
 pub mod stats;
 pub mod window_activation;
 pub mod window_position;
+pub mod window_states;
 
 pub use config::CompositorConfig;
 pub use server::Server;

@@ -260,6 +260,9 @@ impl State {
     /// The `--stats-json` document for the run so far.
     pub fn stats_report(&self) -> StatsReport {
         let outputs = self.stats.outputs.clone();
+        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        let cpu_s = cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9;
+        let frames: u64 = outputs.iter().map(|o| o.frames_presented).sum();
         StatsReport {
             backend: self.backend.name(),
             renderer: self.backend.renderer_name(),
@@ -269,7 +272,9 @@ impl State {
                 .map(|d| d.path.display().to_string()),
             dmabuf_advertised: self.dmabuf.is_some(),
             uptime_s: self.stats.uptime().as_secs_f64(),
-            frames_presented_total: outputs.iter().map(|o| o.frames_presented).sum(),
+            cpu_s,
+            cpu_ms_per_frame: (frames > 0).then(|| cpu_s * 1000.0 / frames as f64),
+            frames_presented_total: frames,
             outputs,
             commits: self.stats.commits,
             surfaces_created: self.stats.surfaces_created,

@@ -218,6 +218,12 @@ pub struct StatsReport {
     pub dmabuf_advertised: bool,
     /// Seconds the compositor ran.
     pub uptime_s: f64,
+    /// CPU seconds the compositor's process used (all its threads, the GL driver's
+    /// included; CLOCK_PROCESS_CPUTIME_ID).
+    pub cpu_s: f64,
+    /// `cpu_s` per frame presented (all outputs), in milliseconds; `None` before the
+    /// first frame.
+    pub cpu_ms_per_frame: Option<f64>,
     /// Per-output frame counters.
     pub outputs: Vec<OutputStats>,
     /// Sum of frames presented over all outputs.

@@ -215,6 +215,63 @@ fn virgl_gles_composites_weston_simple_dmabuf_egl() {
     );
 }
 
+/// A fullscreen opaque GL client (xdg_toplevel.set_fullscreen, drawn at the mode's size)
+/// goes on the primary plane as it is: its virgl buffers are scanned out directly, each
+/// released early at the commit that replaces it (out-fence), and the display shows its
+/// triangle. The read-back of the client's buffer is through GL, so it also proves that
+/// importing the buffer into the KMS file for scanout left the renderer's import of it
+/// intact (they are two files: a shared one gave one GEM handle to both, and our close
+/// of it left GL an empty buffer: an all-black screen).
+#[test]
+fn virgl_fullscreen_gl_client_is_scanned_out_directly_and_released_early() {
+    let card = virgl_card();
+    let (stats, image) = run_gl_client(
+        "simple-egl-fullscreen",
+        &card,
+        60,
+        &[],
+        &["weston-simple-egl", "-f", "-o"],
+    );
+    let k = kms(&stats);
+    let direct = k["direct_scanout_frames"].as_u64().unwrap_or(0);
+    assert!(
+        direct >= 30,
+        "the fullscreen client's buffers were on the plane for {direct} of 60 frames: {k}"
+    );
+    let early = k["release_lead_time"]["count"].as_u64().unwrap_or(0);
+    assert!(
+        early >= 10,
+        "scanned-out buffers were released at the commit that replaced them (out-fence): {early}"
+    );
+    assert_eq!(k["commit_errors"], 0);
+    let coloured = coloured_pixels(&image);
+    assert!(
+        coloured >= 500,
+        "the scanned-out triangle is what the plane shows: {coloured} coloured pixels"
+    );
+}
+
+/// A fullscreen translucent GL client fits the plane but is composited over the
+/// background; the attempt to put it on the plane imported its buffer into the KMS file
+/// first. GLES must still see its pixels.
+#[test]
+fn virgl_fullscreen_translucent_gl_client_is_composited_with_its_pixels() {
+    let card = virgl_card();
+    let (stats, image) = run_gl_client(
+        "simple-egl-fullscreen-alpha",
+        &card,
+        40,
+        &[],
+        &["weston-simple-egl", "-f"],
+    );
+    assert_gles_with_render_fences(&stats);
+    let coloured = coloured_pixels(&image);
+    assert!(
+        coloured >= 500,
+        "the composited triangle is on screen: {coloured} coloured pixels"
+    );
+}
+
 /// An implicit-sync client draws on its frame callback, which comes right after the
 /// render that sampled its buffer was submitted: by the time the client has the
 /// buffer's `wl_buffer.release`, the compositor's render fence must be in the dma-buf.

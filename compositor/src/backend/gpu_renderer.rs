@@ -48,6 +48,15 @@ pub enum RendererChoice {
 /// [`RendererChoice::Auto`] (fall back to pixman); the others keep the OS's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuSetupError {
+    /// The renderer's own file on the GPU could not be opened.
+    #[error("opening {path} for the renderer: {source}")]
+    Open {
+        /// Device path.
+        path: String,
+        /// The OS's answer (errno inside).
+        #[source]
+        source: std::io::Error,
+    },
     /// GBM could not open the device.
     #[error("GBM on {path}: {source}")]
     Gbm {

@@ -3,7 +3,7 @@
 use smithay::{
     delegate_xdg_shell,
     desktop::{PopupKind, PopupManager, Space, Window},
-    reexports::wayland_server::protocol::{wl_seat, wl_surface::WlSurface},
+    reexports::wayland_server::protocol::{wl_output::WlOutput, wl_seat, wl_surface::WlSurface},
     utils::{Logical, Point, Serial},
     wayland::{
         compositor::with_states,
@@ -15,6 +15,7 @@ use smithay::{
 };
 
 use crate::state::State;
+use crate::window_states::FillState;
 
 /// Offset between successive new windows.
 const CASCADE_STEP: i32 = 32;
@@ -56,6 +57,22 @@ impl XdgShellHandler for State {
             state.positioner = positioner;
         });
         surface.send_repositioned(token);
+    }
+
+    fn fullscreen_request(&mut self, surface: ToplevelSurface, output: Option<WlOutput>) {
+        self.fill_output(&surface, FillState::Fullscreen, output);
+    }
+
+    fn unfullscreen_request(&mut self, surface: ToplevelSurface) {
+        self.unfill_output(&surface, FillState::Fullscreen);
+    }
+
+    fn maximize_request(&mut self, surface: ToplevelSurface) {
+        self.fill_output(&surface, FillState::Maximized, None);
+    }
+
+    fn unmaximize_request(&mut self, surface: ToplevelSurface) {
+        self.unfill_output(&surface, FillState::Maximized);
     }
 
     fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {

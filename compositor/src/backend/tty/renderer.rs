@@ -8,6 +8,15 @@
 //! With GLES a composited frame's render fence becomes the primary plane's
 //! `IN_FENCE_FD` ([`Composited::in_fence`]): the kernel, not the compositor, waits for
 //! the render before scanning out.
+//!
+//! GLES never runs on the KMS file itself: it gets a file of its own on the same GPU
+//! (the device's render node, else the card node opened again), as wlroots' renderer
+//! does. GEM handles belong to a file, and a PRIME import of a dma-buf the file already
+//! knows returns the handle it returned before: if Mesa's GBM shared the KMS file, a
+//! client buffer imported both for scanout (by us) and for texturing (by Mesa) would get
+//! one handle, and whichever side closed it first would take the buffer from the other
+//! (GL then samples nothing: an all-transparent window). Our composition buffers reach
+//! KMS as dma-bufs, imported into the KMS file through our counted table of handles.
 
 use smithay::{
     backend::{
@@ -19,7 +28,7 @@ use smithay::{
         },
         drm::{
             dumb::{framebuffer_from_dumb_buffer, DumbFramebuffer},
-            gbm::{framebuffer_from_bo, GbmFramebuffer},
+            DrmDeviceFd, DrmNode, NodeType,
         },
         renderer::{
             damage::{OutputDamageTracker, RenderOutputResult},
@@ -35,7 +44,10 @@ use smithay::{
 };
 use syncbridge_bridge::SyncFile;
 
-use super::{kms::device::KmsDevice, TtyError, CLEAR_COLOR};
+use super::{
+    kms::{device::KmsDevice, gem::GemHandles, planes::ClientFb},
+    TtyError, CLEAR_COLOR,
+};
 use crate::backend::{
     cpu_renderer::{self, CpuRenderer},
     gpu_renderer::{self, GpuInfo, GpuRenderer, GpuSetupError, RendererChoice},
@@ -53,6 +65,8 @@ enum Which {
 pub struct TtyRenderer {
     which: Which,
     dumb: DumbAllocator,
+    /// The KMS file's handles of our GBM buffers (GLES), imported as dma-bufs.
+    gem: GemHandles,
     /// Why this renderer runs (for the log and the stats).
     pub reason: String,
 }
@@ -63,8 +77,8 @@ pub struct TtyRenderer {
 pub enum SlotFb {
     /// Of a KMS dumb buffer (pixman).
     Dumb(DumbFramebuffer),
-    /// Of a GBM buffer object (GLES).
-    Gbm(GbmFramebuffer),
+    /// Of a GBM buffer object (GLES), imported into the KMS file as a dma-buf.
+    Gbm(ClientFb),
 }
 
 impl SlotFb {
@@ -72,7 +86,7 @@ impl SlotFb {
     pub fn handle(&self) -> framebuffer::Handle {
         match self {
             SlotFb::Dumb(fb) => *fb.as_ref(),
-            SlotFb::Gbm(fb) => *fb.as_ref(),
+            SlotFb::Gbm(fb) => fb.fb,
         }
     }
 }
@@ -120,7 +134,8 @@ impl TtyRenderer {
     pub fn new(choice: RendererChoice, device: &KmsDevice) -> Result<Self, TtyError> {
         let dumb = DumbAllocator::new(device.fd.clone());
         let gles = |allow_software| {
-            GpuRenderer::new(device.fd.clone(), &device.path, allow_software).map(Box::new)
+            let (fd, path) = own_gpu_file(device)?;
+            GpuRenderer::new(fd, &path, allow_software).map(Box::new)
         };
         let pixman = || CpuRenderer::new().map_err(|e| TtyError::Pixman(e.to_string()));
         let (which, reason) = match choice {
@@ -153,6 +168,7 @@ impl TtyRenderer {
         Ok(Self {
             which,
             dumb,
+            gem: GemHandles::new(device.fd.clone()),
             reason,
         })
     }
@@ -231,7 +247,7 @@ impl TtyRenderer {
                 let (buffer, dmabuf) = gpu
                     .allocate(width, height, Fourcc::Xrgb8888)
                     .map_err(kms("allocating a GBM buffer"))?;
-                let fb = framebuffer_from_bo(&device.fd, &buffer, true)
+                let fb = super::kms::planes::import(&device.fd, &self.gem, &dmabuf)
                     .map_err(|e| TtyError::Framebuffer(e.to_string()))?;
                 Ok(Slot {
                     fb: SlotFb::Gbm(fb),
@@ -334,4 +350,28 @@ impl TtyRenderer {
             }
         }
     }
+}
+
+/// A file of its own on `device`'s GPU for GBM and EGL (see the module docs): its render
+/// node, else its card node opened again (not master; rendering needs none). The
+/// returned fd is owned by the caller (the renderer keeps it for its lifetime).
+fn own_gpu_file(device: &KmsDevice) -> Result<(DrmDeviceFd, std::path::PathBuf), GpuSetupError> {
+    let render = device
+        .node
+        .and_then(|n| n.node_with_type(NodeType::Render))
+        .and_then(Result::ok)
+        .and_then(|n: DrmNode| n.dev_path());
+    let path = render.unwrap_or_else(|| device.path.clone());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|source| GpuSetupError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let fd = DrmDeviceFd::new(smithay::utils::DeviceFd::from(std::os::fd::OwnedFd::from(
+        file,
+    )));
+    Ok((fd, path))
 }
