@@ -3,23 +3,25 @@
 # driver stack, rendered by the host's Mesa), also run by the VM test `vm_demo` so it
 # cannot rot.
 #
-#   demo.sh OUTDIR SECONDS
+#   demo.sh OUTDIR COMMITS
 #
 # syncbridge runs on the virgl card under seatd-launch and composites with GLES. Its
-# client command has two phases of SECONDS each:
+# client command (assets/demo-clients.sh) has two phases of COMMITS client commits each
+# (counted by the compositor: GL clients start slowly in the emulated VM, so the phases
+# are bounded by work done, not by seconds):
 #  1. direct scanout: weston-simple-egl fullscreen and opaque, so its GL buffers go on
 #     the primary plane as they are; each is released at the commit that replaces it,
 #     with that commit's out-fence, before the page flip.
-#  2. composition: weston-simple-egl in a window (implicit sync: the render fence is
-#     imported into its dma-buf at release) and weston-simple-dmabuf-egl with explicit
-#     sync (zwp_linux_explicit_synchronization_v1: the render fence goes back in
-#     fenced_release).
+#  2. composition: weston-simple-dmabuf-egl with explicit sync
+#     (zwp_linux_explicit_synchronization_v1: the render fence goes back in
+#     fenced_release), and weston-simple-egl in a window on top (implicit sync: the
+#     render fence is imported into its dma-buf at release).
 # The command then exits, which ends the compositor with the phase-2 windows on screen.
 # OUTDIR gets screen.png (what the plane showed), stats.json and every process's log.
 # $SYNCBRIDGE_BIN names the compositor; drm-cards is found next to it.
 set -u
 OUT=$1
-SECONDS_PER_PHASE=${2:-10}
+COMMITS=${2:-300}
 BIN=${SYNCBRIDGE_BIN:-target/debug/syncbridge}
 TOOLS=$(dirname "$BIN")
 mkdir -p "$OUT"
@@ -32,17 +34,11 @@ RENDER=/dev/dri/$(ls "/sys/class/drm/$(basename "$CARD")/device/drm" | grep rend
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/xdg-runtime}
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 export NO_COLOR=1
-CLIENTS="timeout $SECONDS_PER_PHASE weston-simple-egl -f -o > '$OUT/fullscreen.log' 2>&1
-weston-simple-egl > '$OUT/window.log' 2>&1 &
-sleep 1
-weston-simple-dmabuf-egl -d $RENDER -e > '$OUT/explicit.log' 2>&1 &
-sleep $SECONDS_PER_PHASE
-exit 0"
-echo "demo: syncbridge --backend tty on $CARD (virgl, render node $RENDER), two phases of ${SECONDS_PER_PHASE} s"
-timeout 600 seatd-launch -- "$BIN" --backend tty --drm-device "$CARD" \
-    --stats-interval 5 \
+echo "demo: syncbridge --backend tty on $CARD (virgl, render node $RENDER), two phases of $COMMITS commits"
+timeout 900 seatd-launch -- "$BIN" --backend tty --drm-device "$CARD" \
+    --stats-interval 1 \
     --screenshot "$OUT/screen.png" --stats-json "$OUT/stats.json" \
-    -- sh -c "$CLIENTS" > "$OUT/compositor.log" 2>&1
+    -- sh "$(dirname "$0")/demo-clients.sh" "$OUT" "$RENDER" "$COMMITS" > "$OUT/compositor.log" 2>&1
 CODE=$?
 echo "demo: syncbridge exited with $CODE"
 exit $CODE

@@ -260,9 +260,12 @@ impl State {
     /// The `--stats-json` document for the run so far.
     pub fn stats_report(&self) -> StatsReport {
         let outputs = self.stats.outputs.clone();
-        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-        let cpu_s = cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9;
+        let cpu_s = crate::stats::process_cpu_s();
         let frames: u64 = outputs.iter().map(|o| o.frames_presented).sum();
+        let cpu_ms_per_frame = self.stats.cpu_baseline.and_then(|(cpu0, frames0)| {
+            let n = frames.saturating_sub(frames0);
+            (n > 0).then(|| (cpu_s - cpu0) * 1000.0 / n as f64)
+        });
         StatsReport {
             backend: self.backend.name(),
             renderer: self.backend.renderer_name(),
@@ -273,7 +276,7 @@ impl State {
             dmabuf_advertised: self.dmabuf.is_some(),
             uptime_s: self.stats.uptime().as_secs_f64(),
             cpu_s,
-            cpu_ms_per_frame: (frames > 0).then(|| cpu_s * 1000.0 / frames as f64),
+            cpu_ms_per_frame,
             frames_presented_total: frames,
             outputs,
             commits: self.stats.commits,
@@ -315,10 +318,9 @@ impl State {
         tracing::info!(
             ?frames,
             commits = self.stats.commits,
-            waited = sync.commits_waited_implicit
-                + sync.commits_waited_implicit_poll
-                + sync.commits_waited_syncobj
-                + sync.commits_waited_explicit,
+            waited_implicit = sync.commits_waited_implicit + sync.commits_waited_implicit_poll,
+            waited_explicit = sync.commits_waited_explicit,
+            waited_syncobj = sync.commits_waited_syncobj,
             latch_p50_us = sync.latch_latency.p50_ns / 1000,
             latch_p99_us = sync.latch_latency.p99_ns / 1000,
             released = sync.buffers_released,

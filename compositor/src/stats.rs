@@ -135,6 +135,16 @@ pub struct CompositorStats {
     pub dmabuf_import_failures: u64,
     /// What the renderers' sync points were at report time.
     pub render_sync: RenderSyncStats,
+    /// Process CPU seconds and frames presented (all outputs) at the first applied
+    /// commit: the baseline of `cpu_ms_per_frame`, which so leaves out start-up (EGL and
+    /// GL initialisation, the first mode set).
+    pub cpu_baseline: Option<(f64, u64)>,
+}
+
+/// CPU seconds this process has used (all threads; CLOCK_PROCESS_CPUTIME_ID).
+pub fn process_cpu_s() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// How the renderers' sync points were reported to the fence bridge.
@@ -165,11 +175,21 @@ impl Default for CompositorStats {
             dmabuf_imports: 0,
             dmabuf_import_failures: 0,
             render_sync: RenderSyncStats::default(),
+            cpu_baseline: None,
         }
     }
 }
 
 impl CompositorStats {
+    /// Count an applied commit (the first sets the CPU baseline).
+    pub fn count_commit(&mut self) {
+        self.commits += 1;
+        if self.cpu_baseline.is_none() {
+            let frames = self.outputs.iter().map(|o| o.frames_presented).sum();
+            self.cpu_baseline = Some((process_cpu_s(), frames));
+        }
+    }
+
     /// Time since the compositor started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -221,8 +241,8 @@ pub struct StatsReport {
     /// CPU seconds the compositor's process used (all its threads, the GL driver's
     /// included; CLOCK_PROCESS_CPUTIME_ID).
     pub cpu_s: f64,
-    /// `cpu_s` per frame presented (all outputs), in milliseconds; `None` before the
-    /// first frame.
+    /// CPU per frame presented (all outputs), in milliseconds, from the first applied
+    /// commit on (start-up left out); `None` before a frame followed a commit.
     pub cpu_ms_per_frame: Option<f64>,
     /// Per-output frame counters.
     pub outputs: Vec<OutputStats>,

@@ -401,3 +401,57 @@ fn vkms_forced_gles_without_native_fences_waits_for_the_render() {
         "weston-simple-shm's pattern: {coloured} coloured pixels"
     );
 }
+
+/// One shm client (weston-simple-shm, which both renderers composite) on the virgl card,
+/// under `--renderer` `choice`: the renderer ran, the frames were composited and the
+/// pattern is on screen. Prints the compositor's CPU per frame (from its first applied
+/// commit on): a figure for the README and the closing note, never asserted.
+fn shm_on_virgl_with(choice: &str) -> serde_json::Value {
+    let card = virgl_card();
+    let (stats, image) = run_gl_client(
+        &format!("virgl-shm-{choice}"),
+        &card,
+        120,
+        &["--renderer", choice],
+        &["weston-simple-shm"],
+    );
+    let k = kms(&stats);
+    assert_eq!(renderer(&stats)["name"], choice, "{}", renderer(&stats));
+    assert!(
+        k["composited_frames"].as_u64().unwrap_or(0) >= 100,
+        "composited frames: {}",
+        k["composited_frames"]
+    );
+    assert_eq!(k["commit_errors"], 0);
+    let coloured = coloured_pixels(&image);
+    assert!(
+        coloured >= 500,
+        "weston-simple-shm's pattern under {choice}: {coloured} coloured pixels"
+    );
+    println!(
+        "virgl, weston-simple-shm, --renderer {choice}: {} frames, compositor CPU {:.1} s, {:.2} ms per frame after the first commit",
+        stats["frames_presented_total"],
+        stats["cpu_s"].as_f64().unwrap_or(f64::NAN),
+        stats["cpu_ms_per_frame"].as_f64().unwrap_or(f64::NAN)
+    );
+    stats
+}
+
+/// The pixman fallback on the virgl card: dumb buffers, CPU composition.
+#[test]
+fn virgl_pixman_fallback_composites_shm() {
+    let stats = shm_on_virgl_with("pixman");
+    assert_eq!(
+        kms(&stats)["in_fence"]["plane_commits_with_render_fence"],
+        0,
+        "pixman has no render fence"
+    );
+}
+
+/// GLES on the same card and client: shm buffers uploaded and composited by the GPU,
+/// with the render fence as IN_FENCE_FD.
+#[test]
+fn virgl_gles_composites_shm() {
+    let stats = shm_on_virgl_with("gles");
+    assert_gles_with_render_fences(&stats);
+}

@@ -5,9 +5,11 @@
 //!   client.
 //! - With a seat and a DRM device: the tty backend with a demo client.
 //! - Otherwise (machines like CI's: no display, no GPU): boots the test VM and runs the
-//!   demo on its virtual KMS device (VKMS) with two demo clients, one implicit-sync
-//!   dma-buf client whose fences signal late and one syncobj client. Writes a PNG of what
-//!   the display showed and the stats JSON to `target/demo/`, and prints a summary.
+//!   demo (assets/demo.sh) on its virgl card with GLES composition: a fullscreen GL
+//!   client scanned out directly (out-fence, early release), then GL clients composited
+//!   (render fence imported into an implicit client's buffer, and sent in
+//!   `fenced_release` to an explicit-sync client). Writes a PNG of what the display
+//!   showed and the stats JSON to `target/demo/`, and prints a summary.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,9 +24,9 @@ use crate::vm::{self, VmArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// VM demo: exit after this many frames.
-    #[arg(long, default_value_t = 600)]
-    pub frames: u64,
+    /// VM demo: client commits per phase (direct scanout, then composition).
+    #[arg(long, default_value_t = 300)]
+    pub commits: u64,
     /// Run the VM demo even on a machine with a display or a GPU.
     #[arg(long)]
     pub vm: bool,
@@ -93,15 +95,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .status()?;
         return Ok(status.code().unwrap_or(1));
     }
-    println!("xtask: run: no display and no seat with a GPU here: running the demo in the test VM on its virtual KMS device (VKMS)");
-    run_vm_demo(args.frames)
+    println!("xtask: run: no display and no seat with a GPU here: running the demo in the test VM on its virgl card (GLES, a real GL driver stack)");
+    run_vm_demo(args.commits)
 }
 
-fn run_vm_demo(frames: u64) -> Result<i32> {
+fn run_vm_demo(commits: u64) -> Result<i32> {
     let out = vm::scratch_dir().join("demo");
     let script = workspace_root().join("assets/demo.sh");
     let exec = format!(
-        "export SYNCBRIDGE_BIN={bin}\nsh {script} {out} {frames}",
+        "export SYNCBRIDGE_BIN={bin}\nsh {script} {out} {commits}",
         bin = target_dir().join("debug/syncbridge").display(),
         script = script.display(),
         out = out.display(),
@@ -122,8 +124,9 @@ fn run_vm_demo(frames: u64) -> Result<i32> {
         "screen.png",
         "stats.json",
         "compositor.log",
-        "implicit.log",
-        "syncobj.log",
+        "fullscreen.log",
+        "window.log",
+        "explicit.log",
     ] {
         let from = out.join(name);
         if from.exists() {
@@ -156,18 +159,6 @@ fn us_to_ms(v: &Value) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
-fn client_line(dest: &Path, name: &str) -> String {
-    std::fs::read_to_string(dest.join(format!("{name}.log")))
-        .ok()
-        .and_then(|log| {
-            log.lines()
-                .rev()
-                .find(|l| l.contains(": done:"))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| format!("{name}: no summary line (see {name}.log)"))
-}
-
 /// Prints the human summary of a finished demo from its stats JSON.
 fn print_summary(dest: &Path) -> Result<()> {
     let stats: Value = serde_json::from_str(
@@ -190,13 +181,43 @@ fn print_summary(dest: &Path) -> Result<()> {
             o["refresh_cycles"]
         );
     }
-    println!("  {}", client_line(dest, "implicit"));
-    println!("  {}", client_line(dest, "syncobj"));
+    let release = &sync["release"];
+    let gpu = &kms["renderer"]["gpu"];
     println!(
-        "  commits waited on a fence: implicit {}, syncobj {}, explicit-sync-v1 {}",
+        "  renderer {} on {} ({}), native fences {}",
+        kms["renderer"]["name"].as_str().unwrap_or("?"),
+        gpu["render_node"].as_str().unwrap_or("?"),
+        gpu["gl_renderer"].as_str().unwrap_or("?"),
+        gpu["native_fences"]
+    );
+    println!(
+        "  frames: {} scanned out directly, {} composited; protocol errors {}",
+        kms["direct_scanout_frames"], kms["composited_frames"], stats["protocol_errors_sent"]
+    );
+    println!(
+        "  out-fence releases (a scanned-out buffer released at the commit that replaced it, before the flip): {}",
+        kms["early_releases"]
+    );
+    let lead = &kms["release_lead_time"];
+    if lead["count"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "    released p50 {}, p99 {} before the page flip that stopped showing them",
+            us_to_ms(&lead["p50_us"]),
+            us_to_ms(&lead["p99_us"])
+        );
+    }
+    println!(
+        "  render-fenced releases: {} implicit (render fence imported into the dma-buf), {} explicit-sync-v1 fenced_release; render fences handed over {}, composited commits with the render fence as IN_FENCE_FD {}",
+        release["implicit_fences_imported"],
+        release["explicit_fenced_releases"],
+        stats["render_sync"]["exported"],
+        kms["in_fence"]["plane_commits_with_render_fence"]
+    );
+    println!(
+        "  commits waited on a fence: implicit {}, explicit-sync-v1 {}, syncobj {}",
         sync["commits_waited"]["implicit"],
-        sync["commits_waited"]["syncobj"],
-        sync["commits_waited"]["explicit_sync_v1"]
+        sync["commits_waited"]["explicit_sync_v1"],
+        sync["commits_waited"]["syncobj"]
     );
     println!(
         "  latch latency (fence signalled -> commit applied): p50 {}, p99 {} over {} commits",
@@ -204,24 +225,12 @@ fn print_summary(dest: &Path) -> Result<()> {
         us_to_ms(&sync["latch_latency"]["p99_us"]),
         sync["latch_latency"]["count"]
     );
-    let lead = &kms["release_lead_time"];
-    if lead["count"].as_u64().unwrap_or(0) > 0 {
-        println!(
-            "  release mode {}: scanned-out buffers released p50 {}, p99 {} before the page flip, over {} releases",
-            kms["release_mode"].as_str().unwrap_or("?"),
-            us_to_ms(&lead["p50_us"]),
-            us_to_ms(&lead["p99_us"]),
-            lead["count"]
-        );
-    } else {
-        println!(
-            "  release mode {}: no buffer was scanned out directly (windows are composited, and the CPU renderer releases them after each render)",
-            kms["release_mode"].as_str().unwrap_or("?"),
-        );
-    }
     println!(
-        "  frames: {} direct scanout, {} composited; protocol errors {}",
-        kms["direct_scanout_frames"], kms["composited_frames"], stats["protocol_errors_sent"]
+        "  compositor CPU {:.1} s in all; {} per frame after the first client commit",
+        stats["cpu_s"].as_f64().unwrap_or(0.0),
+        stats["cpu_ms_per_frame"]
+            .as_f64()
+            .map_or("n/a".to_string(), |ms| format!("{ms:.2} ms"))
     );
     println!("  screenshot: {}", dest.join("screen.png").display());
     println!("  stats:      {}", dest.join("stats.json").display());

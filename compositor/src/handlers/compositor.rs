@@ -35,7 +35,7 @@ impl CompositorHandler for State {
     }
 
     fn commit(&mut self, surface: &WlSurface) {
-        self.stats.commits += 1;
+        self.stats.count_commit();
         on_commit_buffer_handler::<Self>(surface);
 
         if !is_sync_subsurface(surface) {
