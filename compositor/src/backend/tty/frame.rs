@@ -1,6 +1,7 @@
 //! The per-output refresh cycle of the TTY backend, on [`State`]: a page-flip event
-//! finishes commit N-1 (release lead time, out-fence delay, at-flip releases) and runs
-//! the next cycle through [`State::present_frame`]. Inside it, right after the render and
+//! finishes commit N-1 (release lead time, out-fence delay, at-flip releases, its
+//! presentation feedback and the frame callbacks) and runs the next cycle through
+//! [`State::present_frame`]. Inside it, right after the render and
 //! its atomic commit and before fifo and commit-timing barriers are released, the
 //! commit's scanout transition goes to the fence bridge ([`State::tty_report_commit`]),
 //! with the buffer ids taken when the plane was assigned.
@@ -44,7 +45,7 @@ pub fn start(state: &mut State) -> Result<(), TtyError> {
                     Ok(events) => {
                         for event in events {
                             if let DrmEvent::PageFlip(flip) = event {
-                                state.on_tty_flip(flip.crtc, flip.duration);
+                                state.on_tty_flip(flip.crtc, flip.frame, flip.duration);
                             }
                         }
                     }
@@ -277,10 +278,12 @@ impl State {
         }
     }
 
-    /// A page-flip event: commit N-1 is on screen.
+    /// A page-flip event (`seq`: the CRTC's vblank sequence, `time`: the kernel's
+    /// timestamp): commit N-1 is on screen.
     pub fn on_tty_flip(
         &mut self,
         crtc: smithay::reexports::drm::control::crtc::Handle,
+        seq: u32,
         time: Duration,
     ) {
         let Backend::Tty(tty) = &mut self.backend else {
@@ -319,9 +322,10 @@ impl State {
             );
             return;
         }
-        let Some(pending) = out.pending.take() else {
+        let Some(mut pending) = out.pending.take() else {
             return;
         };
+        let feedback = pending.feedback.take();
         for r in &pending.released_at_ns {
             tty.stats.release_lead.push(diff(received_ns, *r));
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
@@ -353,6 +357,13 @@ impl State {
                 }
             }
         }
+        // The frame is on screen: its feedback and the frame callbacks, before the next
+        // cycle renders.
+        let flip = super::presentation::Flip {
+            seq,
+            time: (!time.is_zero()).then_some(time),
+        };
+        self.tty_flip_presented(index, flip, feedback);
         self.tty_frame(index, Some(time));
     }
 
@@ -399,6 +410,8 @@ impl State {
             let out = &mut tty.outputs[i];
             tracing::warn!(output = %out.output.name(), "connector vanished: output removed");
             tty.stats.connectors_lost += 1;
+            // Its connector is gone: a frame still waiting for its flip is not seen.
+            super::presentation::discard_pending(out, &mut tty.presentation, "output vanished");
             // Its plane's buffers go only once the switch-off succeeded.
             released.append(super::teardown::switch_off_vanished(&tty.device, out));
             if let Some(global) = out.global.take() {

@@ -113,6 +113,10 @@ pub struct PendingFlip {
     /// CLOCK_MONOTONIC ns at which the refresh cycle that made the commit started (before
     /// the commit ioctl): its page-flip event's vblank is never earlier.
     pub cycle_started_ns: u64,
+    /// The presentation feedback of the surfaces this commit shows, sent at its page-flip
+    /// event (see [`presentation`](crate::backend::tty::presentation)); set right after
+    /// the render.
+    pub feedback: Option<crate::backend::tty::presentation::FlipFeedback>,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
