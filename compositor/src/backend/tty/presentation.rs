@@ -39,7 +39,7 @@ use super::kms::scanout::TtyOutput;
 use crate::{backend::Backend, state::State};
 
 /// How many page flips the stats document lists (the most recent ones).
-const RECENT_FLIPS: usize = 256;
+const RECENT_FLIPS: usize = 64;
 
 /// A page-flip event, as the kernel reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
