@@ -197,9 +197,7 @@ impl State {
         };
         let output = out.output.clone();
         let refresh = mode_refresh(&out.mode).unwrap_or_else(|| out.clock.refresh());
-        let time = flip
-            .time
-            .unwrap_or_else(super::kms::scanout::monotonic_now);
+        let time = flip.time.unwrap_or_else(super::kms::scanout::monotonic_now);
         tracing::debug!(
             output = index,
             seq = flip.seq,

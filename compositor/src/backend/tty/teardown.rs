@@ -17,12 +17,12 @@ use syncbridge_protocols::BufferId;
 
 use super::{
     handover::Carried,
-    presentation::discard_pending,
     kms::{
         device::KmsDevice,
         planes::ClientFb,
         scanout::{Shown, TtyOutput},
     },
+    presentation::discard_pending,
     release::ActiveRelease,
 };
 use crate::{backend::Backend, state::State};
