@@ -1,5 +1,5 @@
 //! The per-output refresh cycle of the TTY backend, on [`State`]: a page-flip event
-//! finishes commit N-1 (release lead time, out-fence delay, at-flip releases, its
+//! finishes commit N-1 (release lead time, out-fence delay per CRTC, at-flip releases, its
 //! presentation feedback and the frame callbacks) and runs the next cycle through
 //! [`State::present_frame`]. Inside it, right after the render and
 //! its atomic commit and before fifo and commit-timing barriers are released, the
@@ -303,14 +303,7 @@ impl State {
             .flip_event_latency
             .push(diff(received_ns, flip_ns));
         // Late out-fences of earlier flips.
-        let late = std::mem::take(&mut tty.late_fences);
-        for (fence, at) in late {
-            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
-                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, at)),
-                None if tty.late_fences.len() < 64 => tty.late_fences.push((fence, at)),
-                None => {}
-            }
-        }
+        super::out_fence_delay::measure_late(tty);
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
@@ -330,12 +323,7 @@ impl State {
             tty.stats.release_lead.push(diff(received_ns, *r));
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
         }
-        if let Some(fence) = pending.out_fence {
-            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
-                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, flip_ns)),
-                None => tty.late_fences.push((fence, flip_ns)),
-            }
-        }
+        super::out_fence_delay::measure(tty, index, pending.out_fence.take(), flip_ns);
         let ids: Vec<_> = pending
             .release_at_flip
             .iter()

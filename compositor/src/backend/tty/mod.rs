@@ -20,6 +20,7 @@ pub mod frame;
 pub mod handover;
 pub mod input;
 pub mod kms;
+pub mod out_fence_delay;
 pub mod presentation;
 pub mod release;
 pub mod renderer;
@@ -190,8 +191,8 @@ pub struct TtyBackend {
     failed_stats: FailedCommitStats,
     /// Presentation feedback sent at page flips, and the last flips.
     pub(crate) presentation: presentation::PresentationStats,
-    /// Out-fences that had not signalled at their flip event: (fence, flip ns).
-    pub(crate) late_fences: Vec<(SyncFile, u64)>,
+    /// Out-fences that had not signalled at their flip event, measured once they did.
+    pub(crate) late_fences: Vec<out_fence_delay::LateFence>,
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
     /// `--kms-inject-ebusy-every`.
@@ -373,6 +374,11 @@ impl TtyBackend {
         );
         json["failed_commits"] = self.failed_stats.json();
         json["presentation"] = self.presentation.json();
+        json["out_fence_delay_per_crtc"] = self
+            .outputs
+            .iter()
+            .map(|o| o.out_fence_delay.json(&o.output.name(), u32::from(o.crtc)))
+            .collect();
         json["injected_commit_failures"] =
             serde_json::json!(self.inject_commit.as_ref().map_or(0, |i| i.injected()));
         json["in_fence"] = serde_json::json!({

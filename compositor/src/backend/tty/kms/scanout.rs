@@ -26,6 +26,7 @@ use super::{
 use crate::{
     backend::tty::{
         handover::Handover,
+        out_fence_delay::OutFenceDelay,
         renderer::{Slot, TtyRenderer},
         TtyError,
     },
@@ -165,6 +166,8 @@ pub struct TtyOutput {
     /// Buffers whose end of scanout no commit has proven yet (a resume, a failed
     /// switch-off): see [`handover`](crate::backend::tty::handover).
     pub handover: Handover<(Vec<BufferId>, Buffer), Rc<ClientFb>>,
+    /// How long after its page flips this CRTC's out-fences signal (sliding window).
+    pub out_fence_delay: OutFenceDelay,
 }
 
 impl TtyOutput {
@@ -339,6 +342,7 @@ pub fn create_output(
         out_fence_slot: OutFenceSlot::new(),
         idle: false,
         handover: Handover::default(),
+        out_fence_delay: OutFenceDelay::default(),
     })
 }
 
