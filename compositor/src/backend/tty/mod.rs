@@ -11,7 +11,8 @@
 //! Layout: [`session`] (libseat, VT switches), [`udev`] (which device, hotplug),
 //! [`input`] (libinput), [`kms`] (device, atomic requests, planes, outputs),
 //! [`release`] (early vs at-flip release, stats), [`frame`] (the per-output cycle, on
-//! [`State`](crate::State)), [`presentation`] (feedback and frame callbacks at the flip).
+//! [`State`](crate::State)), [`presentation`] (feedback and frame callbacks at the flip),
+//! [`out_fence_delay`] (per CRTC, how long after the flip the out-fence signals).
 
 pub mod capture;
 pub mod commit_fault;
