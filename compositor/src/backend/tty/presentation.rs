@@ -198,7 +198,8 @@ impl State {
         let output = out.output.clone();
         let refresh = mode_refresh(&out.mode).unwrap_or_else(|| out.clock.refresh());
         let time = flip.time.unwrap_or_else(super::kms::scanout::monotonic_now);
-        tracing::debug!(
+        // Trace, not debug: once per flip (the stats keep the last flips).
+        tracing::trace!(
             output = index,
             seq = flip.seq,
             time_ns = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX),
