@@ -1,6 +1,7 @@
 //! One refresh cycle, backend-independent: render an output, then do the protocol work
 //! that follows a presented frame (presentation feedback, frame callbacks, fifo and
-//! commit-timing barriers) and count it.
+//! commit-timing barriers) and count it. On the tty backend, feedback and frame
+//! callbacks wait for the commit's page flip (`backend::tty::presentation`).
 
 use std::time::{Duration, Instant};
 
@@ -108,8 +109,15 @@ impl State {
 
         let output = rendered.output.clone();
         self.update_primary_outputs(&output, &rendered.states);
-        self.send_presentation_feedback(&output, &rendered.states, tick);
-        self.send_frame_callbacks(&output, tick);
+        // Feedback is taken from the surfaces' current state before the barriers are
+        // released (which applies queued commits and would discard it as replaced).
+        if matches!(self.backend, crate::backend::Backend::Tty(_)) {
+            // Sent at the commit's page flip (see `backend::tty::presentation`).
+            self.tty_after_render(index, &output, &rendered.states);
+        } else {
+            self.send_clock_presentation_feedback(&output, &rendered.states, tick);
+            self.send_frame_callbacks(&output, tick.time);
+        }
         release_frame_barriers(self, &output, index == 0, tick);
 
         if let Some(stats) = self.stats.outputs.get_mut(index) {
@@ -150,12 +158,13 @@ impl State {
         }
     }
 
-    fn send_presentation_feedback(
+    /// The feedback of the surfaces `output`'s frame shows (`zero_copy` for those
+    /// scanned out directly), taken from their current state.
+    pub(crate) fn take_presentation_feedback(
         &self,
         output: &Output,
         states: &RenderElementStates,
-        tick: FrameTick,
-    ) {
+    ) -> OutputPresentationFeedback {
         let mut feedback = OutputPresentationFeedback::new(output);
         for window in self.space.elements() {
             window.take_presentation_feedback(
@@ -164,6 +173,19 @@ impl State {
                 |surface, _| surface_presentation_feedback_flags_from_states(surface, states),
             );
         }
+        feedback
+    }
+
+    /// Headless and nested: no display reports when a frame is shown, so feedback goes
+    /// out right after the render, with the frame clock's time and sequence; `vsync`
+    /// only (frames follow the clock, never torn), never `hw_clock` or `hw_completion`.
+    fn send_clock_presentation_feedback(
+        &self,
+        output: &Output,
+        states: &RenderElementStates,
+        tick: FrameTick,
+    ) {
+        let mut feedback = self.take_presentation_feedback(output, states);
         let refresh = output
             .current_mode()
             .and_then(|m| u32::try_from(m.refresh).ok())
@@ -179,11 +201,13 @@ impl State {
         );
     }
 
-    fn send_frame_callbacks(&self, output: &Output, tick: FrameTick) {
+    /// Frame callbacks of the surfaces on `output`, with `time` (CLOCK_MONOTONIC);
+    /// surfaces shown nowhere get one at most every [`OFFSCREEN_FRAME_THROTTLE`].
+    pub(crate) fn send_frame_callbacks(&self, output: &Output, time: Duration) {
         for window in self.space.elements() {
             window.send_frame(
                 output,
-                tick.time,
+                time,
                 Some(OFFSCREEN_FRAME_THROTTLE),
                 surface_primary_scanout_output,
             );

@@ -48,6 +48,12 @@ fn shm_toplevel_gets_frame_callbacks_and_presentation_feedback() {
     assert_eq!(seq, tick.seq);
     assert_eq!(refresh_ns, 16_666_666, "60 Hz refresh");
     assert_eq!(flags & 0x1, 0x1, "vsync flag");
+    // A frame clock, no display: neither the time nor the completion is the hardware's.
+    assert_eq!(
+        flags & (0x2 | 0x4),
+        0,
+        "headless feedback claims no hw_clock / hw_completion (flags {flags:#x})"
+    );
     assert_eq!(
         f.client(id).rec.presentation_clock,
         Some(libc::CLOCK_MONOTONIC as u32)

@@ -570,17 +570,21 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
         c.set_acquire_point(s, &acq_obj, k);
         c.set_release_point(s, &rel_obj, k);
         let commit = c.commit(s, Commit::feedback());
-        assert!(
-            c.blocking_dispatch_until(LONG, |r| r.outcome(commit).is_some()),
-            "commit {k} presented; log:\n{}",
-            comp.log_text()
-        );
-        assert_ne!(
-            presented_flags(&c, commit).unwrap_or(0) & ZERO_COPY,
-            0,
-            "commit {k} scanned out"
-        );
+        c.flush();
+        let presented = |c: &mut syncbridge_tests::client::TestClient| {
+            assert!(
+                c.blocking_dispatch_until(LONG, |r| r.outcome(commit).is_some()),
+                "commit {k} presented; log:\n{}",
+                comp.log_text()
+            );
+            assert_ne!(
+                presented_flags(c, commit).unwrap_or(0) & ZERO_COPY,
+                0,
+                "commit {k} scanned out"
+            );
+        };
         if k == 1 {
+            presented(&mut c);
             // Shown: its release point stays unsignalled for a few frames.
             std::thread::sleep(Duration::from_millis(100));
             assert!(
@@ -590,7 +594,9 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
             continue;
         }
         // Commit k replaced commit k-1's buffer: its release point materializes with
-        // the out-fence, and signals with it.
+        // the out-fence when the compositor commits to KMS, and signals with it. Watched
+        // from the commit on: `presented` comes only at the page flip, when the
+        // out-fence has signalled.
         let prev = k - 1;
         let start = Instant::now();
         while rel
@@ -607,6 +613,7 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
         }
         rel.wait(prev, WaitMode::Signaled, Duration::from_secs(2))
             .expect("release point signals");
+        presented(&mut c);
     }
     println!("syncobj: release point pending when it materialized in {pending_when_available}/{} commits", commits - 1);
     let stats = comp.stop();

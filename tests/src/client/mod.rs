@@ -163,6 +163,9 @@ pub struct SurfaceRecord {
     pub sizes: Vec<(i32, i32)>,
     /// Frame callback event numbers.
     pub frames: Vec<u64>,
+    /// Per frame callback: its time (ms, `callback_data`) and CLOCK_MONOTONIC ns when
+    /// the client read it.
+    pub frame_times: Vec<(u32, u64)>,
     /// xdg_toplevel.close received.
     pub closed: bool,
 }
@@ -786,8 +789,9 @@ impl Dispatch<WlCallback, CallbackKind> for Recorder {
         _: &Connection,
         _: &QueueHandle<Self>,
     ) {
-        if let wl_callback::Event::Done { .. } = event {
+        if let wl_callback::Event::Done { callback_data } = event {
             let at = state.next();
+            let received_ns = syncbridge_bridge::sync_file::monotonic_now_ns();
             match *kind {
                 CallbackKind::Sync(token) => {
                     state.syncs_done.insert(token);
@@ -795,6 +799,7 @@ impl Dispatch<WlCallback, CallbackKind> for Recorder {
                 CallbackKind::Frame(surface) => {
                     if let Some(s) = state.surfaces.get_mut(surface) {
                         s.frames.push(at);
+                        s.frame_times.push((callback_data, received_ns));
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! The per-output refresh cycle of the TTY backend, on [`State`]: a page-flip event
-//! finishes commit N-1 (release lead time, out-fence delay, at-flip releases) and runs
-//! the next cycle through [`State::present_frame`]. Inside it, right after the render and
+//! finishes commit N-1 (release lead time, out-fence delay per CRTC, at-flip releases, its
+//! presentation feedback and the frame callbacks) and runs the next cycle through
+//! [`State::present_frame`]. Inside it, right after the render and
 //! its atomic commit and before fifo and commit-timing barriers are released, the
 //! commit's scanout transition goes to the fence bridge ([`State::tty_report_commit`]),
 //! with the buffer ids taken when the plane was assigned.
@@ -44,7 +45,7 @@ pub fn start(state: &mut State) -> Result<(), TtyError> {
                     Ok(events) => {
                         for event in events {
                             if let DrmEvent::PageFlip(flip) = event {
-                                state.on_tty_flip(flip.crtc, flip.duration);
+                                state.on_tty_flip(flip.crtc, flip.frame, flip.duration);
                             }
                         }
                     }
@@ -277,10 +278,12 @@ impl State {
         }
     }
 
-    /// A page-flip event: commit N-1 is on screen.
+    /// A page-flip event (`seq`: the CRTC's vblank sequence, `time`: the kernel's
+    /// timestamp): commit N-1 is on screen.
     pub fn on_tty_flip(
         &mut self,
         crtc: smithay::reexports::drm::control::crtc::Handle,
+        seq: u32,
         time: Duration,
     ) {
         let Backend::Tty(tty) = &mut self.backend else {
@@ -300,14 +303,7 @@ impl State {
             .flip_event_latency
             .push(diff(received_ns, flip_ns));
         // Late out-fences of earlier flips.
-        let late = std::mem::take(&mut tty.late_fences);
-        for (fence, at) in late {
-            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
-                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, at)),
-                None if tty.late_fences.len() < 64 => tty.late_fences.push((fence, at)),
-                None => {}
-            }
-        }
+        super::out_fence_delay::measure_late(tty);
         let Some(out) = tty.outputs.get_mut(index) else {
             return;
         };
@@ -319,19 +315,15 @@ impl State {
             );
             return;
         }
-        let Some(pending) = out.pending.take() else {
+        let Some(mut pending) = out.pending.take() else {
             return;
         };
+        let feedback = pending.feedback.take();
         for r in &pending.released_at_ns {
             tty.stats.release_lead.push(diff(received_ns, *r));
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
         }
-        if let Some(fence) = pending.out_fence {
-            match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
-                Some(sig) => tty.stats.out_fence_delay.push(diff(sig, flip_ns)),
-                None => tty.late_fences.push((fence, flip_ns)),
-            }
-        }
+        super::out_fence_delay::measure(tty, index, pending.out_fence.take(), flip_ns);
         let ids: Vec<_> = pending
             .release_at_flip
             .iter()
@@ -353,6 +345,13 @@ impl State {
                 }
             }
         }
+        // The frame is on screen: its feedback and the frame callbacks, before the next
+        // cycle renders.
+        let flip = super::presentation::Flip {
+            seq,
+            time: (!time.is_zero()).then_some(time),
+        };
+        self.tty_flip_presented(index, flip, feedback);
         self.tty_frame(index, Some(time));
     }
 
@@ -399,6 +398,8 @@ impl State {
             let out = &mut tty.outputs[i];
             tracing::warn!(output = %out.output.name(), "connector vanished: output removed");
             tty.stats.connectors_lost += 1;
+            // Its connector is gone: a frame still waiting for its flip is not seen.
+            super::presentation::discard_pending(out, &mut tty.presentation, "output vanished");
             // Its plane's buffers go only once the switch-off succeeded.
             released.append(super::teardown::switch_off_vanished(&tty.device, out));
             if let Some(global) = out.global.take() {

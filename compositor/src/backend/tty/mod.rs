@@ -11,7 +11,8 @@
 //! Layout: [`session`] (libseat, VT switches), [`udev`] (which device, hotplug),
 //! [`input`] (libinput), [`kms`] (device, atomic requests, planes, outputs),
 //! [`release`] (early vs at-flip release, stats), [`frame`] (the per-output cycle, on
-//! [`State`](crate::State)).
+//! [`State`](crate::State)), [`presentation`] (feedback and frame callbacks at the flip),
+//! [`out_fence_delay`] (per CRTC, how long after the flip the out-fence signals).
 
 pub mod capture;
 pub mod commit_fault;
@@ -20,6 +21,8 @@ pub mod frame;
 pub mod handover;
 pub mod input;
 pub mod kms;
+pub mod out_fence_delay;
+pub mod presentation;
 pub mod release;
 pub mod renderer;
 pub mod session;
@@ -187,8 +190,10 @@ pub struct TtyBackend {
     in_fence_stats: InFenceStats,
     /// What refused real commits led to.
     failed_stats: FailedCommitStats,
-    /// Out-fences that had not signalled at their flip event: (fence, flip ns).
-    pub(crate) late_fences: Vec<(SyncFile, u64)>,
+    /// Presentation feedback sent at page flips, and the last flips.
+    pub(crate) presentation: presentation::PresentationStats,
+    /// Out-fences that had not signalled at their flip event, measured once they did.
+    pub(crate) late_fences: Vec<out_fence_delay::LateFence>,
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
     /// `--kms-inject-ebusy-every`.
@@ -330,6 +335,7 @@ impl TtyBackend {
             in_fence_stub,
             in_fence_stats: InFenceStats::default(),
             failed_stats: FailedCommitStats::default(),
+            presentation: presentation::PresentationStats::default(),
             late_fences: Vec::new(),
             libinput: None,
             inject_busy: config.inject_ebusy_every.map(fault::BusyInjector::new),
@@ -368,6 +374,12 @@ impl TtyBackend {
             self.out_fences,
         );
         json["failed_commits"] = self.failed_stats.json();
+        json["presentation"] = self.presentation.json();
+        json["out_fence_delay_per_crtc"] = self
+            .outputs
+            .iter()
+            .map(|o| o.out_fence_delay.json(&o.output.name(), u32::from(o.crtc)))
+            .collect();
         json["injected_commit_failures"] =
             serde_json::json!(self.inject_commit.as_ref().map_or(0, |i| i.injected()));
         json["in_fence"] = serde_json::json!({

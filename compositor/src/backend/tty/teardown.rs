@@ -22,6 +22,7 @@ use super::{
         planes::ClientFb,
         scanout::{Shown, TtyOutput},
     },
+    presentation::discard_pending,
     release::ActiveRelease,
 };
 use crate::{backend::Backend, state::State};
@@ -134,6 +135,8 @@ impl State {
             .any(|o| !o.alive && o.handover.disable_due());
         let freed = retry_due_switch_offs(&tty.device, &mut tty.outputs);
         for out in tty.outputs.iter_mut().filter(|o| o.alive) {
+            // Another master was in front: nothing says this frame was shown.
+            discard_pending(out, &mut tty.presentation, "flip event not seen at resume");
             if let Some(p) = out.pending.take() {
                 tracing::debug!(
                     output = %out.output.name(),
@@ -213,6 +216,7 @@ impl State {
                 gone.push(out.output.clone());
             }
             out.alive = false;
+            discard_pending(out, &mut tty.presentation, "device gone");
             freed.append(take_plane_buffers(out));
             if let Some(global) = out.global.take() {
                 dh.remove_global::<State>(global);

@@ -26,6 +26,7 @@ use super::{
 use crate::{
     backend::tty::{
         handover::Handover,
+        out_fence_delay::OutFenceDelay,
         renderer::{Slot, TtyRenderer},
         TtyError,
     },
@@ -113,6 +114,10 @@ pub struct PendingFlip {
     /// CLOCK_MONOTONIC ns at which the refresh cycle that made the commit started (before
     /// the commit ioctl): its page-flip event's vblank is never earlier.
     pub cycle_started_ns: u64,
+    /// The presentation feedback of the surfaces this commit shows, sent at its page-flip
+    /// event (see [`presentation`](crate::backend::tty::presentation)); set right after
+    /// the render.
+    pub feedback: Option<crate::backend::tty::presentation::FlipFeedback>,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
@@ -161,6 +166,8 @@ pub struct TtyOutput {
     /// Buffers whose end of scanout no commit has proven yet (a resume, a failed
     /// switch-off): see [`handover`](crate::backend::tty::handover).
     pub handover: Handover<(Vec<BufferId>, Buffer), Rc<ClientFb>>,
+    /// How long after its page flips this CRTC's out-fences signal (sliding window).
+    pub out_fence_delay: OutFenceDelay,
 }
 
 impl TtyOutput {
@@ -335,6 +342,7 @@ pub fn create_output(
         out_fence_slot: OutFenceSlot::new(),
         idle: false,
         handover: Handover::default(),
+        out_fence_delay: OutFenceDelay::default(),
     })
 }
 
