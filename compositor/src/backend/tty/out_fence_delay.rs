@@ -74,7 +74,7 @@ impl OutFenceDelay {
         }
         self.window.push_back(delay_ns);
         self.total += 1;
-        let due = self.total == WINDOW as u64 || self.total.is_multiple_of(LOG_EVERY);
+        let due = self.total == WINDOW as u64 || self.total % LOG_EVERY == 0;
         due.then(|| self.summary())
     }
 
