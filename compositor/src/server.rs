@@ -261,7 +261,7 @@ impl State {
     pub fn stats_report(&self) -> StatsReport {
         let outputs = self.stats.outputs.clone();
         let cpu_s = crate::stats::process_cpu_s();
-        let frames: u64 = outputs.iter().map(|o| o.frames_presented).sum();
+        let frames = self.stats.frames_presented_total();
         let cpu_ms_per_frame = self.stats.cpu_baseline.and_then(|(cpu0, frames0)| {
             let n = frames.saturating_sub(frames0);
             (n > 0).then(|| (cpu_s - cpu0) * 1000.0 / n as f64)

@@ -185,14 +185,18 @@ impl CompositorStats {
     pub fn count_commit(&mut self) {
         self.commits += 1;
         if self.cpu_baseline.is_none() {
-            let frames = self.outputs.iter().map(|o| o.frames_presented).sum();
-            self.cpu_baseline = Some((process_cpu_s(), frames));
+            self.cpu_baseline = Some((process_cpu_s(), self.frames_presented_total()));
         }
     }
 
     /// Time since the compositor started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Frames presented on all outputs together.
+    pub fn frames_presented_total(&self) -> u64 {
+        self.outputs.iter().map(|o| o.frames_presented).sum()
     }
 
     /// Frames presented on the busiest output.
