@@ -149,6 +149,16 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub kms_inject_composited_commit_failure_every: Option<std::num::NonZeroU32>,
 
+    /// tty backend, for testing `--release-mode auto`: the out-fences of the first
+    /// `--kms-inject-out-fence-lag-commits` commits signal this many ms after their page
+    /// flip (merged with a vgem fence; needs a vgem device).
+    #[arg(long, value_name = "MS", requires = "kms_inject_out_fence_lag_commits")]
+    pub kms_inject_out_fence_lag_ms: Option<u32>,
+
+    /// How many commits `--kms-inject-out-fence-lag-ms` lags.
+    #[arg(long, value_name = "N", requires = "kms_inject_out_fence_lag_ms")]
+    pub kms_inject_out_fence_lag_commits: Option<u32>,
+
     /// Seconds between stats lines in the log (0: off).
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub stats_interval: u64,
@@ -200,6 +210,10 @@ impl Cli {
                     client: self.kms_inject_client_commit_failure,
                     composited_every: self.kms_inject_composited_commit_failure_every,
                 },
+                inject_out_fence_lag: self
+                    .kms_inject_out_fence_lag_ms
+                    .zip(self.kms_inject_out_fence_lag_commits)
+                    .map(|(ms, n)| (Duration::from_millis(u64::from(ms)), n)),
             },
         }
     }

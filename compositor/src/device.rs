@@ -78,12 +78,38 @@ impl AsFd for Card {
 
 impl drm::Device for Card {}
 
-fn driver_name(path: &Path) -> std::io::Result<String> {
+fn open_node(path: &Path) -> std::io::Result<Card> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
-    let card = Card(fd);
-    let driver = drm::Device::get_driver(&card)?;
+    Ok(Card(fd))
+}
+
+fn driver_of(card: &Card) -> std::io::Result<String> {
+    let driver = drm::Device::get_driver(card)?;
     Ok(driver.name().to_string_lossy().into_owned())
+}
+
+fn driver_name(path: &Path) -> std::io::Result<String> {
+    driver_of(&open_node(path)?)
+}
+
+/// The first primary node (`/dev/dri/card*`, by path) whose driver is `driver`, opened
+/// read-write; the caller owns the fd.
+pub(crate) fn open_by_driver(driver: &str) -> Option<(PathBuf, OwnedFd)> {
+    let mut cards: Vec<PathBuf> = std::fs::read_dir("/dev/dri")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("card"))
+        })
+        .collect();
+    cards.sort();
+    cards.into_iter().find_map(|path| {
+        let card = open_node(&path).ok()?;
+        (driver_of(&card).ok()? == driver).then_some((path, card.0))
+    })
 }
 
 /// Resolve the selection to a device, or `None` (shm only).

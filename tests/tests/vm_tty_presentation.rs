@@ -270,3 +270,100 @@ fn vkms_out_fence_delay_is_measured_per_crtc() {
         "the backend-wide figure counts the same samples: {k}"
     );
 }
+
+/// Issue 14, part 4 (the switch): under `--release-mode auto`, a CRTC whose out-fence
+/// lags the flip by more than a quarter of the refresh releases at the flip instead,
+/// and goes back to early release once the fence keeps up again.
+///
+/// VKMS signals its out-fences at the flip, so the lag is injected: the out-fences of
+/// the first [`LAGGED`] commits are merged with a vgem fence the compositor signals 12 ms
+/// after their flip event (`--kms-inject-out-fence-lag-ms`); clients get that merged
+/// fence, as they would a lagging driver's. The frames after them carry VKMS's own.
+#[test]
+fn vkms_auto_release_switches_to_the_flip_while_the_out_fence_lags_and_back() {
+    const LAGGED: u64 = 60;
+    const LAG_MS: f64 = 12.0;
+    let path = card_of("vkms");
+    let comp = Compositor::start(
+        "out-fence-lag",
+        &path,
+        &[
+            "--release-mode",
+            "auto",
+            "--kms-inject-out-fence-lag-ms",
+            "12",
+            "--kms-inject-out-fence-lag-commits",
+            &LAGGED.to_string(),
+        ],
+    );
+    let card = open_display(&path);
+    let size = mode_size(&card);
+    let alloc = Allocator::vgem();
+    let mut c = comp.client();
+    let s = configured_surface(&mut c);
+    let bufs: Vec<DmaBuffer> = (0..4u32)
+        .map(|k| {
+            let b = alloc.allocate(size.0, size.1).expect("full-screen buffer");
+            fill(&b, 0x0040_2000 + k * 0x0000_2211);
+            b
+        })
+        .collect();
+    // The lagged commits, then as many again with VKMS's own fences: each phase is
+    // longer than the policy's 30-flip decision window.
+    for round in 0..(2 * LAGGED as usize / bufs.len() + 1) {
+        show_each(&comp, &mut c, s, &bufs, &format!("round {round}"));
+    }
+    let log = comp.log_text();
+    let stats = comp.stop();
+    let k = kms(&stats);
+    let per = &k["out_fence_delay_per_crtc"][0];
+    println!(
+        "VM-RELEASE-SWITCH-FIGURES per-CRTC {per} early_releases={} flip_releases={} \
+         switches={} injected={} delay={}",
+        k["early_releases"],
+        k["flip_releases"],
+        k["release_mode_switches"],
+        k["injected_out_fence_lags"],
+        k["out_fence_signal_delay"]
+    );
+    assert_eq!(
+        k["injected_out_fence_lags"].as_u64(),
+        Some(LAGGED),
+        "the first {LAGGED} commits were lagged: {k}"
+    );
+    assert!(
+        k["out_fence_signal_delay"]["max_us"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= LAG_MS * 1000.0,
+        "the lagged fences were measured as lagging: {k}"
+    );
+    let release = &per["release"];
+    assert_eq!(release["adaptive"], true, "{per}");
+    assert_eq!(
+        (
+            release["switches_to_flip"].as_u64(),
+            release["switches_to_early"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "one switch to the flip while lagging, one back after: {per}"
+    );
+    assert_eq!(release["release_mode"], "early (out-fence)", "{per}");
+    // Both modes released buffers: early before and after the lag, at the flip during it.
+    assert!(k["flip_releases"].as_u64().unwrap_or(0) >= 5, "{k}");
+    assert!(k["early_releases"].as_u64().unwrap_or(0) >= 5, "{k}");
+    // The log says so, in this order.
+    let to_flip = log
+        .find("release mode switched")
+        .expect("a switch was logged");
+    let first = &log[to_flip..log[to_flip..].find('\n').map_or(log.len(), |e| to_flip + e)];
+    assert!(
+        first.contains("at page flip"),
+        "the first switch goes to the flip: {first}"
+    );
+    assert!(
+        log[to_flip + 1..].contains("release mode switched"),
+        "and a second one back: {log}"
+    );
+    assert_eq!(stats["protocol_errors_sent"], 0);
+}

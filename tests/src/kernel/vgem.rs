@@ -8,28 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use drm::buffer::{Buffer as _, DrmFourcc};
 use drm::control::Device as _;
-use rustix::ioctl::{ioctl, opcode, Setter, Updater};
 
 use super::card::{open_card_by_driver, Card, NodeKind};
-
-#[repr(C)]
-#[derive(Debug, Default)]
-struct DrmVgemFenceAttach {
-    handle: u32,
-    flags: u32,
-    out_fence: u32,
-    pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Default)]
-struct DrmVgemFenceSignal {
-    fence: u32,
-    flags: u32,
-}
-
-const DRM_COMMAND_BASE: u8 = 0x40;
-const VGEM_FENCE_WRITE: u32 = 0x1;
 
 /// Whether an attached fence is a write (exclusive) or read (shared) fence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,43 +68,17 @@ impl Vgem {
 
     /// Attaches a new unsignalled fence to `buf`.
     pub fn attach(&self, buf: &VgemBuffer, access: FenceAccess) -> std::io::Result<VgemFence> {
-        let mut arg = DrmVgemFenceAttach {
-            handle: u32::from(buf.handle),
-            flags: if access == FenceAccess::Write {
-                VGEM_FENCE_WRITE
-            } else {
-                0
-            },
-            ..Default::default()
-        };
-        // SAFETY: DRM_IOCTL_VGEM_FENCE_ATTACH is _IOWR('d', 0x41, struct drm_vgem_fence_attach)
-        // and `arg` is a live, correctly laid out instance of that struct.
-        unsafe {
-            ioctl(
-                self.card.as_fd(),
-                Updater::<
-                    { opcode::read_write::<DrmVgemFenceAttach>(b'd', DRM_COMMAND_BASE + 1) },
-                    _,
-                >::new(&mut arg),
-            )
-        }?;
-        Ok(VgemFence(arg.out_fence))
+        let id = syncbridge_compositor::backend::tty::vgem::attach_fence(
+            self.card.as_fd(),
+            u32::from(buf.handle),
+            access == FenceAccess::Write,
+        )?;
+        Ok(VgemFence(id))
     }
 
     /// Signals a fence made by [`Vgem::attach`].
     pub fn signal(&self, fence: VgemFence) -> std::io::Result<()> {
-        let arg = DrmVgemFenceSignal {
-            fence: fence.0,
-            flags: 0,
-        };
-        // SAFETY: DRM_IOCTL_VGEM_FENCE_SIGNAL is _IOW('d', 0x42, struct drm_vgem_fence_signal)
-        // and `arg` is a live, correctly laid out instance of that struct.
-        unsafe {
-            ioctl(
-                self.card.as_fd(),
-                Setter::<{ opcode::write::<DrmVgemFenceSignal>(b'd', DRM_COMMAND_BASE + 2) }, _>::new(arg),
-            )
-        }?;
+        syncbridge_compositor::backend::tty::vgem::signal_fence(self.card.as_fd(), fence.0)?;
         Ok(())
     }
 }

@@ -190,10 +190,10 @@ impl State {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
-        let mode = tty.release;
         let Some(out) = tty.outputs.get(index) else {
             return;
         };
+        let mode = out.release.mode();
         if out.report.is_none() {
             return;
         }
@@ -319,6 +319,9 @@ impl State {
             return;
         };
         let feedback = pending.feedback.take();
+        if let Some(id) = pending.lag_fence.take() {
+            super::out_fence_lag::signal_later(&self.loop_handle, tty, id);
+        }
         for r in &pending.released_at_ns {
             tty.stats.release_lead.push(diff(received_ns, *r));
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
@@ -442,7 +445,11 @@ impl State {
                 &dh,
                 x,
             ) {
-                Ok(out) => {
+                Ok(mut out) => {
+                    out.release = super::release_policy::ReleasePolicy::new(
+                        tty.release,
+                        tty.release_adaptive,
+                    );
                     tracing::info!(output = %out.output.name(), "connector appeared: output added");
                     tty.stats.connectors_added += 1;
                     added.push(out.output.clone());

@@ -22,12 +22,15 @@ pub mod handover;
 pub mod input;
 pub mod kms;
 pub mod out_fence_delay;
+pub mod out_fence_lag;
 pub mod presentation;
 pub mod release;
+pub mod release_policy;
 pub mod renderer;
 pub mod session;
 pub mod teardown;
 pub mod udev;
+pub mod vgem;
 
 use std::{path::PathBuf, rc::Rc, time::Instant};
 
@@ -82,6 +85,9 @@ pub struct TtyConfig {
     pub inject_ebusy_every: Option<std::num::NonZeroU32>,
     /// Testing: real commits the kernel is made to refuse (see [`commit_fault`]).
     pub inject_commit_faults: commit_fault::CommitFaults,
+    /// Testing: the out-fences of the first N commits signal this long after their flip
+    /// (see [`out_fence_lag`]).
+    pub inject_out_fence_lag: Option<(std::time::Duration, u32)>,
 }
 
 /// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
@@ -152,6 +158,9 @@ pub enum TtyError {
     /// No output with this index, or it is gone.
     #[error("output #{0} is gone")]
     OutputGone(usize),
+    /// A test's fault injection could not be set up.
+    #[error("out-fence lag injection: {0}")]
+    OutFenceLag(#[from] out_fence_lag::OutFenceLagError),
     /// The commit failed; presenting continues at the next cycle.
     #[error("atomic commit on {output}: {source}")]
     Commit {
@@ -178,6 +187,9 @@ pub struct TtyBackend {
     fbs: ClientFbCache,
     /// Release mode in effect.
     pub release: ActiveRelease,
+    /// Whether `--release-mode auto` may switch each CRTC between early release and
+    /// release at the flip as its out-fence delay goes (see [`release_policy`]).
+    pub release_adaptive: bool,
     /// Whether the CRTCs have OUT_FENCE_PTR.
     pub out_fences: bool,
     /// Whether the session is active (we are master).
@@ -196,6 +208,8 @@ pub struct TtyBackend {
     pub(crate) late_fences: Vec<out_fence_delay::LateFence>,
     /// libinput, to suspend it while the session is paused.
     pub(crate) libinput: Option<smithay::reexports::input::Libinput>,
+    /// `--kms-inject-out-fence-lag-ms`.
+    pub(crate) inject_lag: Option<out_fence_lag::OutFenceLag>,
     /// `--kms-inject-ebusy-every`.
     inject_busy: Option<fault::BusyInjector>,
     /// `--kms-inject-client-commit-failure`, `--kms-inject-composited-commit-failure-every`.
@@ -293,6 +307,23 @@ impl TtyBackend {
             }
         );
         tracing::info!(mode = release.name(), reason = %why, "tty: release of scanned-out buffers");
+        let release_adaptive =
+            config.release_mode == ReleaseMode::Auto && release == ActiveRelease::Early;
+        for out in &mut outputs {
+            out.release = release_policy::ReleasePolicy::new(release, release_adaptive);
+        }
+        if release_adaptive {
+            tracing::info!(
+                window = release_policy::DECIDE_WINDOW,
+                "tty: release mode per CRTC: at the flip while the out-fence's median delay after the flip exceeds refresh/{}, early again under refresh/{}",
+                release_policy::LAG_DIVISOR,
+                release_policy::RECOVER_DIVISOR
+            );
+        }
+        let inject_lag = match config.inject_out_fence_lag {
+            Some((lag, commits)) => Some(out_fence_lag::OutFenceLag::open(lag, commits)?),
+            None => None,
+        };
         if let Some(n) = config.inject_ebusy_every {
             tracing::warn!(
                 every = n,
@@ -329,6 +360,7 @@ impl TtyBackend {
             outputs,
             fbs: ClientFbCache::default(),
             release,
+            release_adaptive,
             out_fences,
             active,
             stats: KmsStats::default(),
@@ -338,6 +370,7 @@ impl TtyBackend {
             presentation: presentation::PresentationStats::default(),
             late_fences: Vec::new(),
             libinput: None,
+            inject_lag,
             inject_busy: config.inject_ebusy_every.map(fault::BusyInjector::new),
             inject_commit,
             wake_queued: false,
@@ -378,8 +411,13 @@ impl TtyBackend {
         json["out_fence_delay_per_crtc"] = self
             .outputs
             .iter()
-            .map(|o| o.out_fence_delay.json(&o.output.name(), u32::from(o.crtc)))
+            .map(|o| {
+                o.out_fence_delay
+                    .json(&o.output.name(), u32::from(o.crtc), &o.release)
+            })
             .collect();
+        json["injected_out_fence_lags"] =
+            serde_json::json!(self.inject_lag.as_ref().map_or(0, |i| i.injected));
         json["injected_commit_failures"] =
             serde_json::json!(self.inject_commit.as_ref().map_or(0, |i| i.injected()));
         json["in_fence"] = serde_json::json!({
@@ -422,6 +460,7 @@ impl TtyBackend {
             failed_stats,
             inject_busy,
             inject_commit,
+            inject_lag,
             ..
         } = self;
         let signalled_stub = in_fence_stub.as_ref().map(|s| &s.fence);
@@ -666,6 +705,13 @@ impl TtyBackend {
                 None
             }
         };
+        let (out_fence, lag_fence) = match (out_fence, inject_lag.as_mut()) {
+            (Some(fence), Some(injector)) => {
+                let (fence, id) = injector.lag(fence);
+                (Some(fence), id)
+            }
+            (fence, _) => (fence, None),
+        };
         if let Some(fence) = &out_fence {
             stats.out_fences += 1;
             if fence.is_signaled().unwrap_or(false) {
@@ -675,6 +721,7 @@ impl TtyBackend {
         let mut pending = PendingFlip {
             out_fence: out_fence.as_ref().and_then(|f| f.try_clone().ok()),
             committed_at: Some(committed_at),
+            lag_fence,
             ..Default::default()
         };
         let mut report = ScanoutReport {

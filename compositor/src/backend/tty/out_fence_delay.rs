@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use serde_json::json;
 use syncbridge_bridge::SyncFile;
 
-use super::TtyBackend;
+use super::{release_policy::ReleasePolicy, TtyBackend};
 
 /// Samples in a CRTC's window: two seconds at 60 Hz.
 pub const WINDOW: usize = 120;
@@ -103,10 +103,11 @@ impl OutFenceDelay {
     }
 
     /// One CRTC's entry in `kms.out_fence_delay_per_crtc`.
-    pub fn json(&self, output: &str, crtc: u32) -> serde_json::Value {
+    pub fn json(&self, output: &str, crtc: u32, release: &ReleasePolicy) -> serde_json::Value {
         let s = self.summary();
         let us = |ns: i64| ns as f64 / 1000.0;
         json!({
+            "release": release.json(),
             "output": output,
             "crtc": crtc,
             "window": {
@@ -136,6 +137,21 @@ fn record(tty: &mut TtyBackend, index: usize, delay_ns: i64) {
     let Some(out) = tty.outputs.get_mut(index) else {
         return;
     };
+    let refresh =
+        super::presentation::mode_refresh(&out.mode).unwrap_or_else(|| out.clock.refresh());
+    let refresh_ns = u64::try_from(refresh.as_nanos()).unwrap_or(u64::MAX);
+    if let Some(switch) = out.release.observe(delay_ns, refresh_ns) {
+        tty.stats.release_mode_switches += 1;
+        tracing::warn!(
+            output = %out.output.name(),
+            crtc = u32::from(out.crtc),
+            mode = switch.to.name(),
+            median_delay_us = switch.median_ns as f64 / 1000.0,
+            threshold_us = switch.threshold_ns as f64 / 1000.0,
+            "tty: release mode switched: the out-fence's median delay after the flip over the last {} flips crossed the threshold",
+            super::release_policy::DECIDE_WINDOW
+        );
+    }
     if let Some(s) = out.out_fence_delay.push(delay_ns) {
         tracing::info!(
             output = %out.output.name(),
@@ -216,7 +232,7 @@ mod tests {
         let last = (LOG_EVERY + 10 - 1) as i64;
         assert_eq!(s.max, last);
         assert_eq!(s.min, last - WINDOW as i64 + 1);
-        let j = d.json("Virtual-1", 42);
+        let j = d.json("Virtual-1", 42, &ReleasePolicy::default());
         assert_eq!(j["samples_total"], LOG_EVERY + 10);
         assert_eq!(j["window"]["count"], WINDOW);
     }

@@ -183,6 +183,9 @@ pub struct KmsStats {
     pub connectors_added: u64,
     /// Session pauses (VT switches away).
     pub session_pauses: u64,
+    /// Times a CRTC switched between early release and release at the flip
+    /// (`--release-mode auto`, see [`super::release_policy`]).
+    pub release_mode_switches: u64,
 }
 
 impl KmsStats {
@@ -221,6 +224,7 @@ impl KmsStats {
             "connectors_lost": self.connectors_lost,
             "connectors_added": self.connectors_added,
             "session_pauses": self.session_pauses,
+            "release_mode_switches": self.release_mode_switches,
         })
     }
 }

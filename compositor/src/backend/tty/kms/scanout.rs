@@ -27,6 +27,7 @@ use crate::{
     backend::tty::{
         handover::Handover,
         out_fence_delay::OutFenceDelay,
+        release_policy::ReleasePolicy,
         renderer::{Slot, TtyRenderer},
         TtyError,
     },
@@ -118,6 +119,9 @@ pub struct PendingFlip {
     /// event (see [`presentation`](crate::backend::tty::presentation)); set right after
     /// the render.
     pub feedback: Option<crate::backend::tty::presentation::FlipFeedback>,
+    /// Testing: the vgem fence merged into the out-fence, signalled after the flip (see
+    /// [`out_fence_lag`](crate::backend::tty::out_fence_lag)).
+    pub lag_fence: Option<u32>,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
@@ -168,6 +172,8 @@ pub struct TtyOutput {
     pub handover: Handover<(Vec<BufferId>, Buffer), Rc<ClientFb>>,
     /// How long after its page flips this CRTC's out-fences signal (sliding window).
     pub out_fence_delay: OutFenceDelay,
+    /// Early release or release at the flip, for this CRTC (switched by `auto`).
+    pub release: ReleasePolicy,
 }
 
 impl TtyOutput {
@@ -343,6 +349,8 @@ pub fn create_output(
         idle: false,
         handover: Handover::default(),
         out_fence_delay: OutFenceDelay::default(),
+        // Set by the backend once the release mode is resolved.
+        release: ReleasePolicy::default(),
     })
 }
 
