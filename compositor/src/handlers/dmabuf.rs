@@ -121,7 +121,8 @@ impl DmabufHandler for State {
         surface: &WlSurface,
         _global: &DmabufGlobal,
     ) -> Option<DmabufFeedback> {
-        // What the surface gets now: the scanout feedback if it may go on a plane.
+        // What the surface has now: the scanout feedback if it may go on a plane (chosen
+        // after the last refresh cycle; its state is locked here, see the function).
         self.surface_dmabuf_feedback(surface)
     }
 }

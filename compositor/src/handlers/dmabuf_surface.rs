@@ -34,7 +34,13 @@ use smithay::{
     },
 };
 
+use std::cell::RefCell;
+
 use crate::state::State;
+
+/// The feedback last chosen for a window (in its user data).
+#[derive(Debug)]
+struct ChosenFeedback(RefCell<Option<DmabufFeedback>>);
 
 impl State {
     /// The output on whose primary plane `window` may go, if any: it is the only window
@@ -126,18 +132,21 @@ impl State {
         Some(scanout.unwrap_or(default))
     }
 
-    /// The feedback `surface` should have now: its window's, or the default one for a
-    /// surface that is no toplevel (yet).
-    pub fn surface_dmabuf_feedback(&mut self, surface: &WlSurface) -> Option<DmabufFeedback> {
-        let window = self
+    /// The feedback `surface` has now: the one last chosen for its window, or the
+    /// default one (a surface that is no mapped toplevel, or not chosen for yet).
+    ///
+    /// smithay asks for it (`new_surface_feedback`) with the surface's state locked:
+    /// nothing here may read the surface's state (its xdg state, its geometry), so the
+    /// choice is the one [`Self::update_surface_dmabuf_feedback`] stored on the window.
+    pub fn surface_dmabuf_feedback(&self, surface: &WlSurface) -> Option<DmabufFeedback> {
+        let default = self.dmabuf.as_ref()?.feedback.clone();
+        let chosen = self
             .space
             .elements()
             .find(|w| w.wl_surface().is_some_and(|s| *s == *surface))
-            .cloned();
-        match window {
-            Some(window) => self.window_dmabuf_feedback(&window),
-            None => self.dmabuf.as_ref().map(|d| d.feedback.clone()),
-        }
+            .and_then(|w| w.user_data().get::<ChosenFeedback>())
+            .and_then(|c| c.0.borrow().clone());
+        Some(chosen.unwrap_or(default))
     }
 
     /// Choose every toplevel's feedback again (tty: after each refresh cycle). Sends
@@ -155,15 +164,14 @@ impl State {
             let Some(surface) = window.wl_surface().map(|s| s.into_owned()) else {
                 continue;
             };
-            let wants = with_states(&surface, |states| {
-                SurfaceDmabufFeedbackState::from_states(states).is_some()
-            });
-            if !wants {
-                continue;
-            }
             let Some(feedback) = self.window_dmabuf_feedback(&window) else {
                 return;
             };
+            // Kept for a feedback object the client asks for later.
+            let chosen = window
+                .user_data()
+                .get_or_insert(|| ChosenFeedback(RefCell::new(None)));
+            *chosen.0.borrow_mut() = Some(feedback.clone());
             with_states(&surface, |states| {
                 if let Some(state) = SurfaceDmabufFeedbackState::from_states(states) {
                     state.set_feedback(&feedback);
