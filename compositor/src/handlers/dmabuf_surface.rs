@@ -86,7 +86,7 @@ impl State {
                 .collect();
             let offered: Vec<String> = formats
                 .iter()
-                .map(|f| format!("{:?}/{:#x}", f.code, u64::from(f.modifier)))
+                .map(|f| format!("{}/{:#x}", f.code, u64::from(f.modifier)))
                 .collect();
             if formats.is_empty() {
                 tracing::info!(
