@@ -83,6 +83,10 @@ impl State {
             .render(index, &self.space, &|surface| bridge.buffer_id(surface));
         // Also after a failed commit: a re-committed buffer that stays on a plane.
         self.report_scanout(index);
+        if matches!(self.backend, crate::backend::Backend::Tty(_)) {
+            // Surfaces that may go on a plane get a scanout tranche (sent on change).
+            self.update_surface_dmabuf_feedback();
+        }
         let mut rendered = match rendered {
             Ok(rendered) => rendered,
             Err(err) => {

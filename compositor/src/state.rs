@@ -307,6 +307,7 @@ impl State {
                     Ok(support) => {
                         tracing::info!(
                             main_device = %device.path.display(),
+                            main_device_dev = device.dev_id(),
                             formats = formats.len(),
                             "linux-dmabuf v5 with feedback: main device is the render device, \
                              formats are what {} imports",

@@ -298,11 +298,15 @@ impl Backend {
         }
     }
 
-    /// The render node of the GPU that composites, when one does (GLES on tty or
-    /// headless).
+    /// The node of the GPU that composites, for linux-dmabuf's main device: GLES on
+    /// headless; on tty the node GLES renders on, or with pixman the KMS device's render
+    /// node if it has one (see [`TtyBackend::main_device`]). `None`: the caller's default.
     pub fn render_node(&self) -> Option<std::path::PathBuf> {
         match self {
-            Backend::Tty(b) => b.renderer.gpu_info().and_then(|g| g.render_node.clone()),
+            Backend::Tty(b) => b.main_device().map(|(path, why)| {
+                tracing::info!(path = %path.display(), "linux-dmabuf main device: {why}");
+                path
+            }),
             Backend::Headless(b) => b.gpu_info().and_then(|g| g.render_node.clone()),
             _ => None,
         }
@@ -323,6 +327,15 @@ impl Backend {
             Backend::Headless(b) => b.dmabuf_formats(),
             Backend::Nested(b) => b.dmabuf_formats(),
             Backend::Tty(b) => b.dmabuf_formats(),
+        }
+    }
+
+    /// The scanout tranche of `output` (tty only: nested and headless put no client
+    /// buffer on a plane).
+    pub fn scanout_tranche(&self, output: &Output) -> Option<tty::dmabuf_scanout::ScanoutTranche> {
+        match self {
+            Backend::Tty(b) => b.scanout_tranche(output),
+            _ => None,
         }
     }
 

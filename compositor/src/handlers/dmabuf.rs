@@ -1,4 +1,6 @@
-//! linux-dmabuf v4+ with default feedback whose main device is the render device.
+//! linux-dmabuf v4+ with default feedback whose main device is the render device, and
+//! per-surface feedback with a scanout tranche for surfaces that may go on a plane
+//! (tty; see [`dmabuf_surface`](super::dmabuf_surface)).
 
 use smithay::{
     backend::allocator::{dmabuf::Dmabuf, Buffer, Format},
@@ -19,6 +21,13 @@ pub struct DmabufSupport {
     pub global: DmabufGlobal,
     /// Default feedback (main device + renderer formats).
     pub feedback: DmabufFeedback,
+    /// `dev_t` of the main device.
+    pub main_device: u64,
+    /// What the renderer imports (the render tranche).
+    pub formats: Vec<Format>,
+    /// Per output, its feedback with a scanout tranche (built on first use; `None`:
+    /// the output has none). Outputs no longer in the space are dropped.
+    pub(crate) scanout: Vec<(smithay::output::Output, Option<DmabufFeedback>)>,
 }
 
 /// Errors setting up linux-dmabuf.
@@ -44,11 +53,17 @@ impl DmabufSupport {
         if formats.is_empty() {
             return Err(DmabufError::NoFormats);
         }
-        let feedback = DmabufFeedbackBuilder::new(device.dev_id(), formats)
+        let feedback = DmabufFeedbackBuilder::new(device.dev_id(), formats.clone())
             .build()
             .map_err(DmabufError::Feedback)?;
         let global = state.create_global_with_default_feedback::<State>(dh, &feedback);
-        Ok(Self { global, feedback })
+        Ok(Self {
+            global,
+            feedback,
+            main_device: device.dev_id(),
+            formats,
+            scanout: Vec::new(),
+        })
     }
 }
 
@@ -103,10 +118,12 @@ impl DmabufHandler for State {
 
     fn new_surface_feedback(
         &mut self,
-        _surface: &WlSurface,
+        surface: &WlSurface,
         _global: &DmabufGlobal,
     ) -> Option<DmabufFeedback> {
-        self.dmabuf.as_ref().map(|d| d.feedback.clone())
+        // What the surface has now: the scanout feedback if it may go on a plane (chosen
+        // after the last refresh cycle; its state is locked here, see the function).
+        self.surface_dmabuf_feedback(surface)
     }
 }
 

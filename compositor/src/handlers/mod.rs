@@ -2,6 +2,7 @@
 
 pub mod compositor;
 pub mod dmabuf;
+pub mod dmabuf_surface;
 pub mod output;
 pub mod pacing;
 pub mod presentation;

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod buffers;
+pub mod dmabuf_feedback;
 pub mod harness;
 pub mod input;
 

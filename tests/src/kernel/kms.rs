@@ -165,3 +165,53 @@ pub fn plane_type(card: &Card, plane: plane::Handle) -> Option<u64> {
     });
     ty
 }
+
+/// The (fourcc, modifier) pairs of the `IN_FORMATS` blob of the primary plane that
+/// scans out for an active CRTC (the card needs universal planes). Panics if there is no
+/// such plane or it has no `IN_FORMATS` (VKMS has it).
+pub fn active_primary_in_formats(card: &Card) -> Vec<(u32, u64)> {
+    for p in card.plane_handles().expect("planes") {
+        let Ok(info) = card.get_plane(p) else {
+            continue;
+        };
+        if info.crtc().is_none() || plane_type(card, p) != Some(1) {
+            continue;
+        }
+        let props = card.get_properties(p).expect("plane properties");
+        let blob = props
+            .iter()
+            .find_map(|(h, v)| {
+                card.get_property(*h)
+                    .is_ok_and(|i| i.name().to_str() == Ok("IN_FORMATS"))
+                    .then_some(*v)
+            })
+            .expect("the primary plane has IN_FORMATS");
+        let data = card.get_property_blob(blob).expect("IN_FORMATS blob");
+        return decode_in_formats(&data);
+    }
+    panic!("no active primary plane on {}", card.path.display());
+}
+
+/// `struct drm_format_modifier_blob`: header of six u32 (version, flags, count_formats,
+/// formats_offset, count_modifiers, modifiers_offset), the fourccs, then per modifier
+/// {u64 mask, u32 offset, u32 pad, u64 modifier}: bit i of the mask is format offset+i.
+fn decode_in_formats(data: &[u8]) -> Vec<(u32, u64)> {
+    let word = |at: usize| u32::from_ne_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+    let quad = |at: usize| u64::from_ne_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+    let (count_formats, formats_offset) = (word(8) as usize, word(12) as usize);
+    let (count_modifiers, modifiers_offset) = (word(16) as usize, word(20) as usize);
+    let fourccs: Vec<u32> = (0..count_formats)
+        .map(|i| word(formats_offset + 4 * i))
+        .collect();
+    let mut out = Vec::new();
+    for m in 0..count_modifiers {
+        let at = modifiers_offset + 24 * m;
+        let (mask, offset, modifier) = (quad(at), word(at + 8) as usize, quad(at + 16));
+        for (bit, fourcc) in fourccs.iter().enumerate().skip(offset).take(64) {
+            if mask & (1u64 << (bit - offset)) != 0 {
+                out.push((*fourcc, modifier));
+            }
+        }
+    }
+    out
+}

@@ -16,6 +16,7 @@
 
 pub mod capture;
 pub mod commit_fault;
+pub mod dmabuf_scanout;
 mod fault;
 pub mod frame;
 pub mod handover;

@@ -6,5 +6,6 @@ pub mod device;
 pub mod failed_commit;
 pub mod gem;
 pub mod in_fence;
+pub mod in_formats;
 pub mod planes;
 pub mod scanout;
