@@ -374,6 +374,142 @@ fn virgl_gles_render_fence_is_in_the_released_buffer() {
     );
 }
 
+/// The render fence's hand-over, made deterministic: the test keeps the virgl GPU busy
+/// with a long render of its own (QEMU runs the guest's virgl command streams on one
+/// host thread and retires their fences in order), so the compositor's render that
+/// samples buffer A is still queued behind it when the client replaces A. A
+/// linux-drm-syncobj-v1 client's release point for A must then carry that render's
+/// fence: it materializes, and stays unsignalled while the load still runs. A bridge
+/// handed no fence (`frame_rendered(None)`) signals the point at once, telling the
+/// client A is free before the GPU read it. (An implicit client cannot show this on
+/// virgl: the kernel itself adds every command submission's fence to the buffers it
+/// references.)
+#[test]
+fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence() {
+    let card = virgl_card();
+    let comp = Compositor::start("gles-busy-gpu", &card, &[]);
+    let display = Card::open(&card).expect("card");
+    let size = mode_size(&display);
+    let planes = open_display(&card);
+    let mut load =
+        syncbridge_tests::kernel::virgl_gl::GpuLoad::new(&render_node_of(&card), 512, 512);
+    let mut c = comp.client();
+    let dev = syncbridge_tests::client::harness::virtio_syncobj_device();
+    let acq = dev.create_timeline().expect("acquire timeline");
+    let rel = dev.create_timeline().expect("release timeline");
+    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
+    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    // Smaller than the output: composited by GLES, never scanned out.
+    let (w, h) = (size.0 - 32, size.1 - 32);
+    let s = configured_surface(&mut c);
+    c.syncobj_surface(s);
+    let bufs: Vec<DmaBuffer> = (0..2).map(|_| load.client_buffer(w, h)).collect();
+    let wl: Vec<_> = bufs.iter().map(|b| c.create_dmabuf_buffer(b)).collect();
+    let mut point = 0u64;
+    let mut show = |c: &mut syncbridge_tests::client::TestClient, b: usize| -> u64 {
+        point += 1;
+        acq.signal(point).expect("signal the acquire point");
+        c.attach(s, Some(wl[b]));
+        c.set_acquire_point(s, &acq_obj, point);
+        c.set_release_point(s, &rel_obj, point);
+        c.commit(s, Commit::frame_and_feedback());
+        c.flush();
+        point
+    };
+    // Both buffers shown once first, so the compositor has imported them.
+    let mut frames = c.rec.surfaces[s].frames.len();
+    for b in [0, 1] {
+        show(&mut c, b);
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.surfaces[s].frames.len() > frames),
+            "warm-up frame {b}; log:\n{}",
+            comp.log_text()
+        );
+        frames = c.rec.surfaces[s].frames.len();
+    }
+    // A load of about two seconds on this machine: measured, not assumed.
+    let probe = 64u32;
+    let started = std::time::Instant::now();
+    load.submit(probe)
+        .wait(Duration::from_secs(120))
+        .expect("the probe load finishes");
+    let probe_s = started.elapsed().as_secs_f64().max(0.001);
+    let mut iterations = ((2.0 * f64::from(probe) / probe_s) as u32).clamp(probe, 65_536);
+    println!("GPU load: {probe} iterations took {probe_s:.3} s; using {iterations}");
+    let rounds = 6;
+    let mut busy_rounds = 0;
+    for round in 0..rounds {
+        // The compositor is idle (its last frame flipped). Load the GPU, then show A.
+        let before = primary_fb(&planes);
+        let busy = load.submit(iterations);
+        let a_point = show(&mut c, 0);
+        // The compositor committed the frame that samples A: its composition buffer is on
+        // the plane (the kernel swaps the plane state at the commit, before the flip).
+        let deadline = std::time::Instant::now() + LONG;
+        while primary_fb(&planes) == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no frame committed for A; log:\n{}",
+                comp.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Replace A: its release point must carry the render that sampled it.
+        show(&mut c, 1);
+        rel.wait(a_point, WaitMode::Available, LONG)
+            .unwrap_or_else(|e| panic!("round {round}: A's release point materialized: {e}"));
+        let a_signalled = rel
+            .wait(a_point, WaitMode::Signaled, Duration::ZERO)
+            .is_ok();
+        let load_pending = !busy.is_signaled().expect("poll the load");
+        println!(
+            "round {round}: {iterations} iterations; load still running when A's release \
+             point materialized: {load_pending}; the point signalled then: {a_signalled}"
+        );
+        if load_pending {
+            busy_rounds += 1;
+            // The compositor's render of A is queued behind the load.
+            assert!(
+                !a_signalled,
+                "round {round}: A's release point was signalled while the render that \
+                 samples A was still queued behind the GPU load; log:\n{}",
+                comp.log_text()
+            );
+        } else {
+            // Too light for this machine: heavier next round.
+            iterations = iterations.saturating_mul(2).min(65_536);
+        }
+        busy.wait(Duration::from_secs(120))
+            .expect("the load finishes");
+        rel.wait(a_point, WaitMode::Signaled, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("round {round}: A's release point signals: {e}"));
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.surfaces[s].frames.len() > frames),
+            "frame callback after round {round}; log:\n{}",
+            comp.log_text()
+        );
+        frames = c.rec.surfaces[s].frames.len();
+    }
+    let stats = comp.stop();
+    assert_eq!(renderer(&stats)["name"], "gles");
+    let fenced = stats["sync"]["release"]["syncobj_points_fenced"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "{busy_rounds} of {rounds} rounds replaced A with the GPU busy; {fenced} release \
+         points fenced"
+    );
+    assert!(
+        busy_rounds >= 1,
+        "the GPU load never outlasted a release (last: {iterations} iterations)"
+    );
+    assert!(
+        fenced >= busy_rounds,
+        "{fenced} release points fenced for {busy_rounds} releases made while the render \
+         was queued"
+    );
+}
+
 /// The syncobj side of the hand-over: a linux-drm-syncobj-v1 client composited by GLES
 /// (renders made slow as in the implicit test below) has every replaced buffer's release
 /// point materialize and signal, each exactly once: by the render fence transferred into

@@ -13,16 +13,12 @@
 #![cfg(feature = "vm")]
 
 use std::ffi::CStr;
-use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use smithay::backend::allocator::dmabuf::AsDmabuf;
-use smithay::backend::allocator::gbm::{GbmAllocator, GbmBufferFlags, GbmDevice};
+use smithay::backend::allocator::gbm::{GbmAllocator, GbmBufferFlags};
 use smithay::backend::allocator::{Allocator as _, Fourcc, Modifier};
-use smithay::backend::egl::{EGLContext, EGLDisplay};
 use smithay::backend::renderer::gles::{ffi, GlesRenderer};
 use smithay::backend::renderer::{Bind, Color32F, ExportMem, Frame, Renderer};
 use smithay::utils::{Rectangle, Transform};
@@ -30,35 +26,12 @@ use syncbridge_bridge::SyncFile;
 use syncbridge_tests::compositor_bin::{runtime_dir, scratch, syncbridge_bin};
 use syncbridge_tests::kernel::card::{Card, NodeKind};
 use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::kernel::virgl_gl::egl_on;
 use syncbridge_tests::kernel::virtio_gpu::{
     self, has_virgl, path_has_virgl, sibling, virgl, virtio_gpu_node, VirtioGpu,
 };
 
 const NATIVE_FENCE_SYNC: &str = "EGL_ANDROID_native_fence_sync";
-
-fn open_fd(path: &Path) -> OwnedFd {
-    rustix::fs::open(
-        path,
-        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-}
-
-/// EGL on GBM on `render_node`: the display's extensions, and a GLES renderer on it.
-fn egl_on(render_node: &Path) -> (Vec<String>, GlesRenderer, GbmDevice<Arc<OwnedFd>>) {
-    let gbm = GbmDevice::new(Arc::new(open_fd(render_node)))
-        .unwrap_or_else(|e| panic!("GBM on {}: {e}", render_node.display()));
-    // SAFETY: nothing else in this process calls eglGetPlatformDisplay/eglTerminate on
-    // this device; the display keeps its own clone of the GBM device alive.
-    let display = unsafe { EGLDisplay::new(gbm.clone()) }
-        .unwrap_or_else(|e| panic!("EGL display on {}: {e}", render_node.display()));
-    let extensions = display.extensions().to_vec();
-    let context = EGLContext::new(&display).expect("EGL context");
-    // SAFETY: the context was just created on this thread and is current nowhere else.
-    let renderer = unsafe { GlesRenderer::new(context) }.expect("GLES renderer");
-    (extensions, renderer, gbm)
-}
 
 /// GL_RENDERER of `renderer`'s context, e.g. "virgl (LLVMPIPE (LLVM 15.0.6, 256 bits))".
 fn gl_renderer_name(renderer: &mut GlesRenderer) -> String {

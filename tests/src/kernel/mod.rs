@@ -14,6 +14,7 @@ pub mod proc_stats;
 pub mod udmabuf;
 pub mod uinput;
 pub mod vgem;
+pub mod virgl_gl;
 pub mod virtio_gpu;
 
 pub use card::{open_card_by_driver, Card, NodeKind};
