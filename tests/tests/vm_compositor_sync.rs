@@ -248,16 +248,8 @@ fn syncobj_acquire_is_honoured_and_release_points_signal_only_after_use_and_alwa
     require_vm();
     let mut h = Harness::vm();
     let c = h.add_client();
-    let dev = virtio_syncobj_device();
     let vgem = Allocator::vgem();
-    let acq: Timeline = dev.create_timeline().expect("acquire timeline");
-    let rel: Timeline = dev.create_timeline().expect("release timeline");
-    let acq_obj = h
-        .client(c)
-        .import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = h
-        .client(c)
-        .import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, rel, acq_obj, rel_obj) = h.client(c).new_timelines(&virtio_syncobj_device());
     let s = h.create_toplevel(c);
     h.client(c).syncobj_surface(s);
     h.roundtrip(c);

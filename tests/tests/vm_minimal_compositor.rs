@@ -9,10 +9,9 @@
 //! client asks for a frame callback, and each one it gets is a render of the example that
 //! came after the fenced commit.
 
-use std::os::fd::AsFd;
 use std::time::Duration;
 
-use syncbridge_bridge::{SyncFile, Timeline};
+use syncbridge_bridge::SyncFile;
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
 use syncbridge_tests::client::harness::{virtio_render_node, virtio_syncobj_device};
 use syncbridge_tests::client::{Commit, SurfaceId, TestClient};
@@ -84,12 +83,8 @@ fn minimal_compositor_gates_syncobj_commits_on_acquire_points_and_signals_releas
         "linux-drm-syncobj-v1 advertised with --syncobj-device; {}",
         mc.output()
     );
-    let dev = virtio_syncobj_device();
     let vgem = Allocator::vgem();
-    let acq: Timeline = dev.create_timeline().expect("acquire timeline");
-    let rel: Timeline = dev.create_timeline().expect("release timeline");
-    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, rel, acq_obj, rel_obj) = c.new_timelines(&virtio_syncobj_device());
     c.syncobj_surface(s);
 
     // B1, acquire point 1 not signalled: not shown however many frames pass.

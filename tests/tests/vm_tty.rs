@@ -544,13 +544,10 @@ fn vkms_syncobj_release_point_signals_with_the_out_fence() {
     let size = mode_size(&card);
     // Timelines live on virtio_gpu's render node (VKMS has no syncobjs); the compositor
     // imports them on its timeline device, the out-fence comes from VKMS.
-    let dev = syncbridge_tests::client::harness::virtio_syncobj_device();
-    let acq = dev.create_timeline().expect("acquire timeline");
-    let rel = dev.create_timeline().expect("release timeline");
     let alloc = Allocator::vgem();
     let mut c = comp.client();
-    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, rel, acq_obj, rel_obj) =
+        c.new_timelines(&syncbridge_tests::client::harness::virtio_syncobj_device());
     let s = configured_surface(&mut c);
     c.syncobj_surface(s);
     c.blocking_roundtrip();

@@ -394,11 +394,8 @@ fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence(
     let mut load =
         syncbridge_tests::kernel::virgl_gl::GpuLoad::new(&render_node_of(&card), 512, 512);
     let mut c = comp.client();
-    let dev = syncbridge_tests::client::harness::virtio_syncobj_device();
-    let acq = dev.create_timeline().expect("acquire timeline");
-    let rel = dev.create_timeline().expect("release timeline");
-    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, rel, acq_obj, rel_obj) =
+        c.new_timelines(&syncbridge_tests::client::harness::virtio_syncobj_device());
     // Smaller than the output: composited by GLES, never scanned out.
     let (w, h) = (size.0 - 32, size.1 - 32);
     let s = configured_surface(&mut c);
@@ -526,11 +523,8 @@ fn virgl_gles_render_fence_signals_the_syncobj_release_point() {
         c.global("wp_linux_drm_syncobj_manager_v1").is_some(),
         "linux-drm-syncobj-v1 advertised on virgl"
     );
-    let dev = syncbridge_tests::client::harness::virtio_syncobj_device();
-    let acq = dev.create_timeline().expect("acquire timeline");
-    let rel = dev.create_timeline().expect("release timeline");
-    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, rel, acq_obj, rel_obj) =
+        c.new_timelines(&syncbridge_tests::client::harness::virtio_syncobj_device());
     // Smaller than the output: composited by GLES, never scanned out.
     let (w, h) = (size.0 - 32, size.1 - 32);
     add_translucent_layers(&mut c, w, h);

@@ -235,13 +235,9 @@ fn vkms_unprivileged_in_fence_stub_keeps_implicit_fences_out_of_the_commit() {
         log.contains(without_private_dmabuf::NO_ACCESS_LOG),
         "the compositor ran without dma-heap/udmabuf access; log:\n{log}"
     );
-    let dev = virtio_syncobj_device();
-    let acq = dev.create_timeline().expect("acquire timeline");
-    let rel = dev.create_timeline().expect("release timeline");
     let alloc = Allocator::vgem();
     let mut c = comp.client();
-    let acq_obj = c.import_timeline(acq.export_fd().expect("export").as_fd());
-    let rel_obj = c.import_timeline(rel.export_fd().expect("export").as_fd());
+    let (acq, _rel, acq_obj, rel_obj) = c.new_timelines(&virtio_syncobj_device());
     let s = configured_surface(&mut c);
     c.syncobj_surface(s);
     c.blocking_roundtrip();

@@ -680,6 +680,25 @@ impl TestClient {
         manager.import_timeline(fd, &self.qh, ())
     }
 
+    /// A new acquire and a new release timeline on `dev`, imported into this client:
+    /// `(acquire, release, acquire as the client's object, release as the client's
+    /// object)`. The test signals acquire points and waits for release points.
+    pub fn new_timelines(
+        &self,
+        dev: &syncbridge_bridge::SyncobjDevice,
+    ) -> (
+        syncbridge_bridge::Timeline,
+        syncbridge_bridge::Timeline,
+        WpLinuxDrmSyncobjTimelineV1,
+        WpLinuxDrmSyncobjTimelineV1,
+    ) {
+        let acquire = dev.create_timeline().expect("acquire timeline");
+        let release = dev.create_timeline().expect("release timeline");
+        let acquire_obj = self.import_timeline(acquire.export_fd().expect("export").as_fd());
+        let release_obj = self.import_timeline(release.export_fd().expect("export").as_fd());
+        (acquire, release, acquire_obj, release_obj)
+    }
+
     /// Sets the acquire point of the surface's next commit.
     pub fn set_acquire_point(
         &self,
