@@ -37,6 +37,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod window_activation;
+pub mod window_lookup;
 pub mod window_position;
 pub mod window_states;
 

@@ -29,12 +29,7 @@ impl State {
     /// After a commit of `surface`: a toplevel's first commit with a buffer maps it, and
     /// a newly mapped window is the active one.
     pub(crate) fn activate_on_first_map(&mut self, surface: &WlSurface) {
-        let Some(window) = self
-            .space
-            .elements()
-            .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == surface))
-            .cloned()
-        else {
+        let Some(window) = self.window_for(surface).cloned() else {
             return;
         };
         let has_buffer =

@@ -13,12 +13,7 @@ impl State {
     /// corner at `location` (global logical coordinates), keeping its stacking order.
     /// Returns `false` when `surface` is no mapped toplevel.
     pub fn position_window(&mut self, surface: &WlSurface, location: Point<i32, Logical>) -> bool {
-        let window = self
-            .space
-            .elements()
-            .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == surface))
-            .cloned();
-        let Some(window) = window else {
+        let Some(window) = self.window_for(surface).cloned() else {
             return false;
         };
         self.space.map_element(window, location, false);

@@ -45,10 +45,7 @@ impl FillState {
 
 impl State {
     fn window_of(&self, toplevel: &ToplevelSurface) -> Option<Window> {
-        self.space
-            .elements()
-            .find(|w| w.toplevel() == Some(toplevel))
-            .cloned()
+        self.window_for(toplevel.wl_surface()).cloned()
     }
 
     /// Make `toplevel` cover `wl_output` (or the output it is on, or the first output)

@@ -5,4 +5,5 @@ pub mod compositor_bin;
 pub mod example_bin;
 pub mod fixture;
 pub mod kernel;
+pub mod screenshot;
 pub mod tty;

@@ -8,25 +8,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::screenshot::read_png;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf()
-}
-
-/// Pixels of strong colour (the GL clients' gradients; the compositor's background is
-/// dark grey and the clients' window backgrounds black).
-fn coloured_pixels(rgba: &[u8]) -> usize {
-    rgba.chunks_exact(4)
-        .filter(|p| {
-            let (r, g, b) = (p[0], p[1], p[2]);
-            let max = r.max(g).max(b);
-            let min = r.min(g).min(b);
-            max >= 150 && max - min >= 100
-        })
-        .count()
 }
 
 fn count(v: &serde_json::Value) -> u64 {
@@ -106,18 +94,8 @@ fn demo_shows_direct_scanout_and_composition_with_every_release_path() {
         stats["sync"]["commits_waited"]
     );
 
-    let file = std::fs::File::open(out.join("screen.png")).expect("screen.png written");
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).expect("PNG frame");
-    assert_eq!(
-        info.color_type,
-        png::ColorType::Rgba,
-        "screenshots are RGBA"
-    );
-    let coloured = coloured_pixels(&buf[..info.buffer_size()]);
+    let image = read_png(&out.join("screen.png")).expect("screen.png written");
+    let coloured = image.coloured_pixels();
     // weston-simple-egl's triangle (~5,000 px at 250x250) and weston-simple-dmabuf-egl's
     // gradient square (~16,000 px), partly overlapping.
     assert!(

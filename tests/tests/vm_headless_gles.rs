@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use syncbridge_tests::compositor_bin::{runtime_dir, scratch, syncbridge_bin};
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::require_vm;
+use syncbridge_tests::screenshot::{assert_simple_egl_triangle, read_png, Image};
 
 fn virgl_card() -> PathBuf {
     syncbridge_tests::kernel::virtio_gpu::virgl().card
@@ -35,7 +36,7 @@ fn run_headless(
     frames: u32,
     extra: &[&str],
     client: &[&str],
-) -> (serde_json::Value, png_image::Image, String) {
+) -> (serde_json::Value, Image, String) {
     require_vm();
     let runtime = runtime_dir(&format!("headless-gles-{name}"));
     let stats = scratch().join(format!("headless-gles-{name}.json"));
@@ -87,56 +88,8 @@ fn run_headless(
         "frames presented: {}; log:\n{log_text}",
         stats["frames_presented_total"]
     );
-    let image =
-        png_image::read(&shot).unwrap_or_else(|e| panic!("screenshot: {e}; log:\n{log_text}"));
+    let image = read_png(&shot).unwrap_or_else(|e| panic!("screenshot: {e}; log:\n{log_text}"));
     (stats, image, log_text)
-}
-
-/// Small PNG reading for the screenshots (RGBA8 or RGB8).
-mod png_image {
-    pub struct Image {
-        pub width: u32,
-        pub height: u32,
-        /// RGB per pixel.
-        pub rgb: Vec<[u8; 3]>,
-    }
-
-    pub fn read(path: &std::path::Path) -> Result<Image, String> {
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let mut reader = png::Decoder::new(file)
-            .read_info()
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-        let channels = match info.color_type {
-            png::ColorType::Rgba => 4,
-            png::ColorType::Rgb => 3,
-            other => return Err(format!("colour type {other:?}")),
-        };
-        let rgb = buf[..info.buffer_size()]
-            .chunks_exact(channels)
-            .map(|p| [p[0], p[1], p[2]])
-            .collect();
-        Ok(Image {
-            width: info.width,
-            height: info.height,
-            rgb,
-        })
-    }
-}
-
-/// Pixels of strong colour (the clients' red/green/blue gradients; the compositor's
-/// background is dark grey and weston's window backgrounds are grey or black).
-fn coloured_pixels(image: &png_image::Image) -> usize {
-    image
-        .rgb
-        .iter()
-        .filter(|[r, g, b]| {
-            let max = (*r).max(*g).max(*b);
-            let min = (*r).min(*g).min(*b);
-            max >= 150 && max - min >= 100
-        })
-        .count()
 }
 
 /// GLES composited, and render fences went to the bridge as sync_files.
@@ -160,17 +113,11 @@ fn virgl_headless_gles_composites_weston_simple_egl() {
     let node = render_node_of(&virgl_card());
     let (stats, image, log) = run_headless("simple-egl", &node, 40, &[], &["weston-simple-egl"]);
     assert_gles_with_render_fences(&stats, &log);
-    let coloured = coloured_pixels(&image);
     println!(
-        "simple-egl: frames {} render_sync {} coloured {coloured}",
+        "simple-egl: frames {} render_sync {}",
         stats["frames_presented_total"], stats["render_sync"]
     );
-    assert!(
-        coloured >= 500,
-        "the triangle is on screen: {coloured} coloured pixels in {}x{}",
-        image.width,
-        image.height
-    );
+    assert_simple_egl_triangle(&image, "headless, composited");
 }
 
 #[test]
@@ -191,7 +138,7 @@ fn virgl_headless_gles_composites_weston_simple_dmabuf_egl() {
         stats["dmabuf_imports"]
     );
     assert_eq!(stats["render_device"].as_str(), Some(node_str.as_str()));
-    let coloured = coloured_pixels(&image);
+    let coloured = image.coloured_pixels();
     println!(
         "simple-dmabuf-egl: frames {} render_sync {} coloured {coloured}",
         stats["frames_presented_total"], stats["render_sync"]
@@ -215,7 +162,7 @@ fn virgl_headless_forced_pixman_stays_pixman() {
     );
     assert_eq!(stats["renderer"], "pixman");
     assert_eq!(stats["render_sync"]["exported"], 0);
-    assert!(coloured_pixels(&image) >= 500);
+    assert!(image.coloured_pixels() >= 500);
 }
 
 /// vgem has no EGL driver of its own (Mesa falls back to software or fails): `auto`

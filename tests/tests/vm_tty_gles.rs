@@ -23,6 +23,7 @@ use syncbridge_tests::client::Commit;
 use syncbridge_tests::kernel::card::Card;
 use syncbridge_tests::kernel::require_vm;
 use syncbridge_tests::kernel::virtio_gpu::virgl;
+use syncbridge_tests::screenshot::{assert_simple_egl_triangle, read_png, Image};
 use syncbridge_tests::tty::*;
 
 fn virgl_card() -> PathBuf {
@@ -43,7 +44,7 @@ fn run_gl_client(
     frames: u32,
     extra: &[&str],
     client: &[&str],
-) -> (serde_json::Value, png_image::Image) {
+) -> (serde_json::Value, Image) {
     require_vm();
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
@@ -92,56 +93,8 @@ fn run_gl_client(
         stats["child"]
     );
     assert_eq!(stats["protocol_errors_sent"], 0, "log:\n{log_text}");
-    let image =
-        png_image::read(&shot).unwrap_or_else(|e| panic!("screenshot: {e}; log:\n{log_text}"));
+    let image = read_png(&shot).unwrap_or_else(|e| panic!("screenshot: {e}; log:\n{log_text}"));
     (stats, image)
-}
-
-/// Small PNG reading for the screenshots (RGBA8 or RGB8).
-mod png_image {
-    pub struct Image {
-        pub width: u32,
-        pub height: u32,
-        /// RGB per pixel.
-        pub rgb: Vec<[u8; 3]>,
-    }
-
-    pub fn read(path: &std::path::Path) -> Result<Image, String> {
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let mut reader = png::Decoder::new(file)
-            .read_info()
-            .map_err(|e| e.to_string())?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-        let channels = match info.color_type {
-            png::ColorType::Rgba => 4,
-            png::ColorType::Rgb => 3,
-            other => return Err(format!("colour type {other:?}")),
-        };
-        let rgb = buf[..info.buffer_size()]
-            .chunks_exact(channels)
-            .map(|p| [p[0], p[1], p[2]])
-            .collect();
-        Ok(Image {
-            width: info.width,
-            height: info.height,
-            rgb,
-        })
-    }
-}
-
-/// Pixels of strong colour (the clients' red/green/blue gradients; the compositor's
-/// background is dark grey and weston's window backgrounds are grey or black).
-fn coloured_pixels(image: &png_image::Image) -> usize {
-    image
-        .rgb
-        .iter()
-        .filter(|[r, g, b]| {
-            let max = (*r).max(*g).max(*b);
-            let min = (*r).min(*g).min(*b);
-            max >= 150 && max - min >= 100
-        })
-        .count()
 }
 
 fn renderer(stats: &serde_json::Value) -> &serde_json::Value {
@@ -182,13 +135,7 @@ fn virgl_gles_composites_weston_simple_egl() {
     let card = virgl_card();
     let (stats, image) = run_gl_client("simple-egl", &card, 40, &[], &["weston-simple-egl"]);
     assert_gles_with_render_fences(&stats);
-    let coloured = coloured_pixels(&image);
-    assert!(
-        coloured >= 500,
-        "the triangle is on screen: {coloured} coloured pixels in {}x{}",
-        image.width,
-        image.height
-    );
+    assert_simple_egl_triangle(&image, "composited");
 }
 
 #[test]
@@ -209,7 +156,7 @@ fn virgl_gles_composites_weston_simple_dmabuf_egl() {
         Some(node.as_str()),
         "linux-dmabuf's main device is the render node of the GPU that composites"
     );
-    let coloured = coloured_pixels(&image);
+    let coloured = image.coloured_pixels();
     assert!(
         coloured >= 500,
         "the client's gradient is on screen: {coloured} coloured pixels"
@@ -245,11 +192,7 @@ fn virgl_fullscreen_gl_client_is_scanned_out_directly_and_released_early() {
         "scanned-out buffers were released at the commit that replaced them (out-fence): {early}"
     );
     assert_eq!(k["commit_errors"], 0);
-    let coloured = coloured_pixels(&image);
-    assert!(
-        coloured >= 500,
-        "the scanned-out triangle is what the plane shows: {coloured} coloured pixels"
-    );
+    assert_simple_egl_triangle(&image, "scanned out (what the plane shows)");
 }
 
 /// A fullscreen translucent GL client fits the plane but is composited over the
@@ -266,11 +209,7 @@ fn virgl_fullscreen_translucent_gl_client_is_composited_with_its_pixels() {
         &["weston-simple-egl", "-f"],
     );
     assert_gles_with_render_fences(&stats);
-    let coloured = coloured_pixels(&image);
-    assert!(
-        coloured >= 500,
-        "the composited triangle is on screen: {coloured} coloured pixels"
-    );
+    assert_simple_egl_triangle(&image, "composited fullscreen, translucent");
 }
 
 /// Make every render slow: 48 translucent `w` x `h` windows, which GLES blends again
@@ -625,7 +564,7 @@ fn vkms_forced_gles_without_native_fences_waits_for_the_render() {
     assert_eq!(k["in_fence"]["plane_commits_with_render_fence"], 0);
     assert!(k["composited_frames"].as_u64().unwrap_or(0) >= 10);
     assert_eq!(k["commit_errors"], 0);
-    let coloured = coloured_pixels(&image);
+    let coloured = image.coloured_pixels();
     assert!(
         coloured >= 500,
         "weston-simple-shm's pattern: {coloured} coloured pixels"
@@ -653,7 +592,7 @@ fn shm_on_virgl_with(choice: &str) -> serde_json::Value {
         k["composited_frames"]
     );
     assert_eq!(k["commit_errors"], 0);
-    let coloured = coloured_pixels(&image);
+    let coloured = image.coloured_pixels();
     assert!(
         coloured >= 500,
         "weston-simple-shm's pattern under {choice}: {coloured} coloured pixels"

@@ -43,11 +43,7 @@ impl CompositorHandler for State {
             while let Some(parent) = get_parent(&root) {
                 root = parent;
             }
-            if let Some(window) = self
-                .space
-                .elements()
-                .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == &root))
-            {
+            if let Some(window) = self.window_for(&root) {
                 window.on_commit();
             }
         }

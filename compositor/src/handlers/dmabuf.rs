@@ -28,6 +28,8 @@ pub struct DmabufSupport {
     /// Per output, its feedback with a scanout tranche (built on first use; `None`:
     /// the output has none). Outputs no longer in the space are dropped.
     pub(crate) scanout: Vec<(smithay::output::Output, Option<DmabufFeedback>)>,
+    /// The layout the per-surface feedback was last chosen for.
+    pub(crate) layout: super::dmabuf_surface::Layout,
 }
 
 /// Errors setting up linux-dmabuf.
@@ -63,6 +65,7 @@ impl DmabufSupport {
             main_device: device.dev_id(),
             formats,
             scanout: Vec::new(),
+            layout: Default::default(),
         })
     }
 }

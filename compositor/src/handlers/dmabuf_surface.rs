@@ -9,9 +9,10 @@
 //! output's primary plane scans out (IN_FORMATS) that the renderer also imports (a buffer
 //! the plane refuses is composited), then the render tranche.
 //!
-//! The choice is made again after every refresh cycle of a tty output (and when a
-//! client asks for a surface's feedback), so a surface that stops being a candidate
-//! (unfullscreened, moved, resized, its output gone) gets the default feedback back.
+//! The choice is made again after a refresh cycle of a tty output in which the layout
+//! (outputs, windows' places and sizes, fullscreen states) changed, so a surface that
+//! stops being a candidate (unfullscreened, moved, resized, its output gone) gets the
+//! default feedback back; an unchanged layout costs one pass over the windows.
 //! smithay sends a surface's feedback only when it differs from what it last sent. The
 //! nested and headless backends put nothing on a plane: no scanout tranche there.
 //!
@@ -27,6 +28,7 @@ use smithay::{
         },
         wayland_server::protocol::wl_surface::WlSurface,
     },
+    utils::{Logical, Point, Rectangle, Size},
     wayland::{
         compositor::with_states,
         dmabuf::{DmabufFeedback, DmabufFeedbackBuilder, SurfaceDmabufFeedbackState},
@@ -42,32 +44,57 @@ use crate::state::State;
 #[derive(Debug)]
 struct ChosenFeedback(RefCell<Option<DmabufFeedback>>);
 
+/// What the choice of feedback depends on: the outputs' and the windows' placement. An
+/// unchanged layout is not chosen for again.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Layout {
+    outputs: Vec<(Output, Rectangle<i32, Logical>)>,
+    windows: Vec<Placement>,
+}
+
+/// One window's part of the [`Layout`].
+#[derive(Debug, PartialEq)]
+struct Placement {
+    window: Window,
+    location: Point<i32, Logical>,
+    bbox: Rectangle<i32, Logical>,
+    size: Size<i32, Logical>,
+    fullscreen: bool,
+}
+
+impl Placement {
+    /// Whether this window may go on the primary plane of the output at `geo`, given it
+    /// is the only window there: at its origin, and fullscreen or exactly its size.
+    fn fits(&self, geo: Rectangle<i32, Logical>) -> bool {
+        self.location == geo.loc && (self.fullscreen || self.size == geo.size)
+    }
+}
+
 impl State {
-    /// The output on whose primary plane `window` may go, if any: it is the only window
-    /// on that output, at its origin, and fullscreen or exactly the output's size.
-    fn plane_output_of(&self, window: &Window) -> Option<Output> {
-        let bbox = self.space.element_bbox(window)?;
-        let location = self.space.element_location(window)?;
-        let fullscreen = window.toplevel().is_some_and(|t| {
-            t.current_state()
-                .states
-                .contains(xdg_toplevel::State::Fullscreen)
-        });
-        self.space
+    fn layout(&self) -> Layout {
+        let outputs = self
+            .space
             .outputs()
-            .find(|output| {
-                let Some(geo) = self.space.output_geometry(output) else {
-                    return false;
-                };
-                if !bbox.overlaps(geo) || location != geo.loc {
-                    return false;
-                }
-                let alone = !self.space.elements().any(|w| {
-                    w != window && self.space.element_bbox(w).is_some_and(|b| b.overlaps(geo))
-                });
-                alone && (fullscreen || window.geometry().size == geo.size)
+            .filter_map(|o| Some((o.clone(), self.space.output_geometry(o)?)))
+            .collect();
+        let windows = self
+            .space
+            .elements()
+            .filter_map(|window| {
+                Some(Placement {
+                    location: self.space.element_location(window)?,
+                    bbox: self.space.element_bbox(window)?,
+                    size: window.geometry().size,
+                    fullscreen: window.toplevel().is_some_and(|t| {
+                        t.current_state()
+                            .states
+                            .contains(xdg_toplevel::State::Fullscreen)
+                    }),
+                    window: window.clone(),
+                })
             })
-            .cloned()
+            .collect();
+        Layout { outputs, windows }
     }
 
     /// `output`'s feedback with its scanout tranche, built on first use (and its formats
@@ -123,15 +150,6 @@ impl State {
         built
     }
 
-    /// The feedback `window` should have now (`None`: no linux-dmabuf).
-    fn window_dmabuf_feedback(&mut self, window: &Window) -> Option<DmabufFeedback> {
-        let default = self.dmabuf.as_ref()?.feedback.clone();
-        let scanout = self
-            .plane_output_of(window)
-            .and_then(|output| self.scanout_feedback(&output));
-        Some(scanout.unwrap_or(default))
-    }
-
     /// The feedback `surface` has now: the one last chosen for its window, or the
     /// default one (a surface that is no mapped toplevel, or not chosen for yet).
     ///
@@ -141,32 +159,53 @@ impl State {
     pub fn surface_dmabuf_feedback(&self, surface: &WlSurface) -> Option<DmabufFeedback> {
         let default = self.dmabuf.as_ref()?.feedback.clone();
         let chosen = self
-            .space
-            .elements()
-            .find(|w| w.wl_surface().is_some_and(|s| *s == *surface))
+            .window_for(surface)
             .and_then(|w| w.user_data().get::<ChosenFeedback>())
             .and_then(|c| c.0.borrow().clone());
         Some(chosen.unwrap_or(default))
     }
 
-    /// Choose every toplevel's feedback again (tty: after each refresh cycle). Sends
-    /// only to surfaces that asked for feedback, and only what changed.
+    /// Choose every toplevel's feedback again if the layout changed (tty: checked after
+    /// each refresh cycle). Sends only to surfaces that asked for feedback, and only what
+    /// changed.
     pub fn update_surface_dmabuf_feedback(&mut self) {
+        if self.dmabuf.is_none() {
+            return;
+        }
+        let layout = self.layout();
         let Some(support) = self.dmabuf.as_mut() else {
             return;
         };
-        let space = &self.space;
+        if support.layout == layout {
+            return;
+        }
         support
             .scanout
-            .retain(|(output, _)| space.outputs().any(|o| o == output));
-        let windows: Vec<Window> = self.space.elements().cloned().collect();
-        for window in windows {
+            .retain(|(output, _)| layout.outputs.iter().any(|(o, _)| o == output));
+        let default = support.feedback.clone();
+        // Each output's plane window: the only window on it, if that one fits it. One
+        // pass over the windows per output; the first output a window fits wins.
+        let mut plane_output: Vec<Option<Output>> = vec![None; layout.windows.len()];
+        for (output, geo) in &layout.outputs {
+            let mut on_it = layout
+                .windows
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.bbox.overlaps(*geo));
+            if let (Some((i, p)), None) = (on_it.next(), on_it.next()) {
+                if p.fits(*geo) && plane_output[i].is_none() {
+                    plane_output[i] = Some(output.clone());
+                }
+            }
+        }
+        for (placement, output) in layout.windows.iter().zip(plane_output) {
+            let window = &placement.window;
             let Some(surface) = window.wl_surface().map(|s| s.into_owned()) else {
                 continue;
             };
-            let Some(feedback) = self.window_dmabuf_feedback(&window) else {
-                return;
-            };
+            let feedback = output
+                .and_then(|output| self.scanout_feedback(&output))
+                .unwrap_or_else(|| default.clone());
             // Kept for a feedback object the client asks for later.
             let chosen = window
                 .user_data()
@@ -177,6 +216,9 @@ impl State {
                     state.set_feedback(&feedback);
                 }
             });
+        }
+        if let Some(support) = self.dmabuf.as_mut() {
+            support.layout = layout;
         }
     }
 }

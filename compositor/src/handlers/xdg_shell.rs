@@ -76,12 +76,7 @@ impl XdgShellHandler for State {
     }
 
     fn toplevel_destroyed(&mut self, surface: ToplevelSurface) {
-        let window = self
-            .space
-            .elements()
-            .find(|w| w.toplevel() == Some(&surface))
-            .cloned();
-        if let Some(window) = window {
+        if let Some(window) = self.window_for(surface.wl_surface()).cloned() {
             self.space.unmap_elem(&window);
         }
         let next = self
@@ -109,10 +104,7 @@ fn next_window_location(space: &Space<Window>) -> Point<i32, Logical> {
 
 /// Per-commit xdg bookkeeping: the initial configure of toplevels and popups.
 pub fn handle_commit(popups: &mut PopupManager, space: &Space<Window>, surface: &WlSurface) {
-    if let Some(window) = space
-        .elements()
-        .find(|w| w.toplevel().is_some_and(|t| t.wl_surface() == surface))
-    {
+    if let Some(window) = crate::window_lookup::window_in(space, surface) {
         let initial_configure_sent = with_states(surface, |states| {
             states
                 .data_map
