@@ -17,7 +17,9 @@
 #     fenced_release), and weston-simple-egl in a window on top (implicit sync: the
 #     render fence is imported into its dma-buf at release).
 # The command then exits, which ends the compositor with the phase-2 windows on screen.
-# OUTDIR gets screen.png (what the plane showed), stats.json and every process's log.
+# OUTDIR gets screen.png (what the plane showed), stats.json, timeline.svg (six
+# consecutive buffers of the scanned-out client, on one time axis with the page flips;
+# the records in timeline.json) and every process's log.
 # $SYNCBRIDGE_BIN names the compositor; drm-cards is found next to it.
 set -u
 OUT=$1
@@ -25,7 +27,7 @@ COMMITS=${2:-300}
 BIN=${SYNCBRIDGE_BIN:-target/debug/syncbridge}
 TOOLS=$(dirname "$BIN")
 mkdir -p "$OUT"
-rm -f "$OUT/screen.png" "$OUT/stats.json"
+rm -f "$OUT/screen.png" "$OUT/stats.json" "$OUT/timeline.svg" "$OUT/timeline.json"
 CARD=$("$TOOLS/drm-cards" --find virtio_gpu --virgl) || {
     echo "demo: no virgl card in this VM (QEMU's virtio-gpu-gl-pci; see the README)"
     exit 1
@@ -37,7 +39,7 @@ export NO_COLOR=1
 echo "demo: syncbridge --backend tty on $CARD (virgl, render node $RENDER), two phases of $COMMITS commits"
 timeout 900 seatd-launch -- "$BIN" --backend tty --drm-device "$CARD" \
     --stats-interval 1 \
-    --screenshot "$OUT/screen.png" --stats-json "$OUT/stats.json" \
+    --screenshot "$OUT/screen.png" --stats-json "$OUT/stats.json" --timeline "$OUT/timeline.svg" \
     -- sh "$(dirname "$0")/demo-clients.sh" "$OUT" "$RENDER" "$COMMITS" > "$OUT/compositor.log" 2>&1
 CODE=$?
 echo "demo: syncbridge exited with $CODE"

@@ -119,6 +119,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub screenshot: Option<PathBuf>,
 
+    /// Record every buffer's life (commit, acquire fence, applied, sampled, on and off a
+    /// plane, released; atomic commits and page flips) and write, at exit, a chart of six
+    /// consecutive buffers of one surface to PATH (SVG) and the records to PATH.json.
+    #[arg(long, value_name = "PATH")]
+    pub timeline: Option<PathBuf>,
+
     /// KMS device of the tty backend (default: the seat's primary GPU).
     #[arg(long, value_name = "PATH")]
     pub drm_device: Option<PathBuf>,

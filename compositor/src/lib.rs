@@ -36,6 +36,7 @@ pub mod screenshot;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod timeline;
 pub mod window_activation;
 pub mod window_lookup;
 pub mod window_position;

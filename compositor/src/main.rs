@@ -3,18 +3,26 @@
 
 use anyhow::Context;
 use clap::Parser;
-use syncbridge_compositor::{backend, cli::Cli, state::ExitReason, Server};
+use syncbridge_compositor::{backend, cli::Cli, state::ExitReason, timeline, Server};
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
+    let cli = Cli::parse();
+    // The timeline recorder has a filter of its own: RUST_LOG does not turn it off.
+    let recorder = cli.timeline.as_ref().map(|_| timeline::Recorder::new());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                ),
         )
-        .with_writer(std::io::stderr)
+        .with(recorder.as_ref().map(|r| r.layer()))
         .init();
 
-    match run(Cli::parse()) {
+    match run(cli, recorder) {
         Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             tracing::error!("{err:#}");
@@ -23,7 +31,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
+fn run(cli: Cli, recorder: Option<timeline::Recorder>) -> anyhow::Result<u8> {
     // Before anything opens fds; commands started with `--` get the original limit back.
     syncbridge_compositor::fd_limit::raise_to_hard_limit();
     let selection = backend::select(cli.backend);
@@ -64,6 +72,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             .write(path)
             .with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "stats written");
+    }
+    if let (Some(recorder), Some(path)) = (&recorder, &cli.timeline) {
+        let json = recorder
+            .write(path)
+            .with_context(|| format!("writing the --timeline chart {}", path.display()))?;
+        tracing::info!(chart = %path.display(), records = %json.display(), "timeline written");
     }
     if let Some(result) = screenshot {
         result?;

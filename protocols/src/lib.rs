@@ -27,6 +27,7 @@ pub mod gauge;
 pub mod release_target;
 mod surface_state;
 pub mod sync_bridge;
+pub mod timeline;
 
 /// The kernel layer (sync_file, dma-buf fences, syncobj timelines, KMS fence helpers),
 /// re-exported so a compositor needs one syncbridge dependency: the types `frame_rendered`,

@@ -43,6 +43,20 @@ pub enum Delivered {
     ExplicitGone,
 }
 
+impl Delivered {
+    /// What went out, in words (for the timeline and logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PointFenced => "release point (fence transferred)",
+            Self::PointCpuSignalled => "release point (signalled)",
+            Self::PointSkipped => "release point (skipped)",
+            Self::ExplicitFenced => "fenced_release",
+            Self::ExplicitImmediate => "immediate_release",
+            Self::ExplicitGone => "release object gone",
+        }
+    }
+}
+
 /// A syncobj release point, to be signalled exactly once.
 #[must_use = "a release point must be delivered, or the client waits forever (Drop signals it on the CPU)"]
 #[derive(Debug)]

@@ -94,6 +94,8 @@ fn demo_shows_direct_scanout_and_composition_with_every_release_path() {
         stats["sync"]["commits_waited"]
     );
 
+    assert_timeline_shows_the_early_release(&out);
+
     let image = read_png(&out.join("screen.png")).expect("screen.png written");
     let coloured = image.coloured_pixels();
     // weston-simple-egl's triangle (~5,000 px at 250x250) and weston-simple-dmabuf-egl's
@@ -101,5 +103,67 @@ fn demo_shows_direct_scanout_and_composition_with_every_release_path() {
     assert!(
         coloured >= 8_000,
         "the composited clients are on screen: {coloured} coloured pixels"
+    );
+}
+
+/// `--timeline`: the chart is of the scanned-out client (phase 1), and its records show
+/// what the chart draws: each charted buffer went on the plane, came off it at a later
+/// commit with that commit's out-fence, and was released before the page flip that ended
+/// the display's reads of it.
+fn assert_timeline_shows_the_early_release(out: &std::path::Path) {
+    let chart = std::fs::read_to_string(out.join("timeline.svg")).expect("timeline.svg written");
+    assert!(chart.starts_with("<svg"), "an SVG chart");
+    let records: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("timeline.json")).expect("timeline.json written"),
+    )
+    .expect("timeline JSON");
+    let flips: Vec<u64> = records["page_flips"]
+        .as_array()
+        .expect("page_flips")
+        .iter()
+        .map(|f| count(&f[0]))
+        .collect();
+    let charted: Vec<u64> = records["charted_buffers"]
+        .as_array()
+        .expect("charted_buffers")
+        .iter()
+        .map(count)
+        .collect();
+    assert_eq!(
+        charted.len(),
+        6,
+        "six buffers charted: {}",
+        records["charted_buffers"]
+    );
+    let mut early = 0;
+    for id in &charted {
+        let row = records["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| count(&r["buffer"]) == *id))
+            .unwrap_or_else(|| panic!("buffer {id} has a record"));
+        assert!(
+            chart.contains(&format!(">buffer {id}<")),
+            "buffer {id} has a row in the chart"
+        );
+        let on = row["on_plane"].as_array().map_or(0, Vec::len);
+        assert!(
+            on >= 1,
+            "a charted buffer of phase 1 was on the plane: {row}"
+        );
+        let released = count(&row["released"][0]);
+        let off = row["off_plane"].as_array().cloned().unwrap_or_default();
+        assert!(!off.is_empty(), "it came off the plane: {row}");
+        if off.iter().any(|o| o[1] == true) {
+            let flip = flips.iter().copied().filter(|f| *f >= released).min();
+            if flip.is_some_and(|f| released < f) {
+                early += 1;
+            }
+        }
+    }
+    println!("timeline: {early} of 6 charted buffers released with the out-fence before the flip");
+    assert!(
+        early >= 1,
+        "the chart shows an out-fence release before its flip: {}",
+        records["rows"]
     );
 }

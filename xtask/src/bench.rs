@@ -134,6 +134,15 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "xtask: bench: build {build_s:.1}s, VM {vm_s:.1}s (boot {boot_s:.1}s), total {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    for name in ["tty-early-3buf", "tty-flip-3buf"] {
+        let chart = raw_dest.join(format!("{name}.timeline.svg"));
+        if chart.exists() {
+            println!(
+                "xtask: bench: timeline of six consecutive buffers on VKMS ({name}): {}",
+                chart.display()
+            );
+        }
+    }
     let failed = report.failed_scenarios();
     if !failed.is_empty() {
         println!(

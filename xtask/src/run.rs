@@ -123,6 +123,8 @@ fn run_vm_demo(commits: u64) -> Result<i32> {
     for name in [
         "screen.png",
         "stats.json",
+        "timeline.svg",
+        "timeline.json",
         "compositor.log",
         "fullscreen.log",
         "window.log",
@@ -234,5 +236,9 @@ fn print_summary(dest: &Path) -> Result<()> {
     );
     println!("  screenshot: {}", dest.join("screen.png").display());
     println!("  stats:      {}", dest.join("stats.json").display());
+    println!(
+        "  timeline:   {} (six consecutive buffers of the scanned-out client: commit, on the plane, off it with the out-fence, released before the flip)",
+        dest.join("timeline.svg").display()
+    );
     Ok(())
 }

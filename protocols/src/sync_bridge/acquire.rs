@@ -171,6 +171,16 @@ pub(crate) fn pre_commit<D: SyncBridgeHandler>(
     surface: &WlSurface,
 ) {
     state.sync_bridge().stats.s.commits += 1;
+    if crate::timeline::enabled()
+        && with_states(surface, |states| {
+            matches!(
+                pending_buffer(states).0,
+                PendingBuffer::Dmabuf | PendingBuffer::Other
+            )
+        })
+    {
+        crate::timeline::commit(surface);
+    }
     match with_states(surface, plan_commit) {
         Plan::Nothing => {}
         Plan::Reject(fault) => {
@@ -194,11 +204,15 @@ struct WaitCtx {
     flag: Arc<AtomicBool>,
     committed_ns: u64,
     dh: DisplayHandle,
+    /// The surface's [`timeline::surface_key`](crate::timeline::surface_key) (0 when no
+    /// timeline is recorded).
+    timeline_key: u64,
 }
 
 /// A wait's fence signalled: release the blocker and re-evaluate the client's queue.
 fn fired<D: SyncBridgeHandler>(state: &mut D, ctx: &WaitCtx, signalled_ns: Option<u64>) {
     let woke = monotonic_now_ns();
+    crate::timeline::acquire_signalled(ctx.timeline_key, ctx.id, signalled_ns.unwrap_or(0));
     ctx.flag.store(true, Ordering::Release);
     let surface = ctx.surface.upgrade().ok();
     if let Some(s) = &surface {
@@ -285,8 +299,14 @@ fn start_wait<D: SyncBridgeHandler>(
         flag: flag.clone(),
         committed_ns: monotonic_now_ns(),
         dh: dh.clone(),
+        timeline_key: if crate::timeline::enabled() {
+            crate::timeline::surface_key(surface)
+        } else {
+            0
+        },
     };
     let id = ctx.id;
+    crate::timeline::acquire_wait(surface, id);
     let handle = bridge.loop_handle.clone();
     let gauges = bridge.held_gauges().clone();
     let already =

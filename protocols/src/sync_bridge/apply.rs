@@ -104,16 +104,18 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
         Applied::New(buffer) => {
             // The same implicit buffer committed again (or smithay's current state not
             // consumed yet): keep its record.
-            if target.is_none()
-                && current.is_some_and(|id| bridge.tracker.is_same_implicit(id, &buffer))
-            {
-                return;
+            if let (None, Some(id)) = (&target, current) {
+                if bridge.tracker.is_same_implicit(id, &buffer) {
+                    crate::timeline::applied(surface, id);
+                    return;
+                }
             }
             let dmabuf = get_dmabuf(&buffer).ok().cloned();
             let client = surface
                 .client()
                 .map(|c| bridge.client_budget(dh, &c.id()).held);
             let id = bridge.attach_buffer(&buffer, dmabuf, target, client);
+            crate::timeline::applied(surface, id);
             with_states(surface, |states| {
                 with_surface_sync_in(states, |s| s.current = Some(id))
             });

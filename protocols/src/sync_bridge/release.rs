@@ -76,6 +76,8 @@ use smithay::backend::renderer::utils::Buffer as SmithayBuffer;
 use smithay::reexports::calloop::timer::{TimeoutAction, Timer};
 use smithay::reexports::wayland_server::{protocol::wl_buffer::WlBuffer, Resource, Weak};
 use syncbridge_bridge::dmabuf::{import_planes, Access};
+
+use crate::timeline;
 use syncbridge_bridge::release::{EndReadError, ReaderId, ReleaseMerger, Unkept};
 use syncbridge_bridge::source::SyncFileSource;
 use syncbridge_bridge::sync_file::SyncFile;
@@ -296,6 +298,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
     pub fn frame_rendered(&mut self, render_fence: Option<SyncFile>, sampled: &[BufferId]) {
         let fence = render_fence.map(Rc::new);
         for &id in sampled {
+            timeline::sampled(id, fence.is_some());
             if self.add_reader_fence(id, fence.as_ref()) {
                 self.try_release(id);
             } else {
@@ -312,6 +315,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
     pub fn hold_readers(&mut self, sampled: &[BufferId]) -> HeldReads {
         let mut reads = Vec::new();
         for &id in sampled {
+            timeline::sampled(id, true);
             let Some(rec) = self.tracker.records.get_mut(&id) else {
                 self.stats.s.reader_reports_unknown += 1;
                 continue;
@@ -355,6 +359,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         no_longer_shown: &[BufferId],
     ) {
         for &id in shown {
+            timeline::on_plane(id);
             match self.tracker.records.get_mut(&id) {
                 Some(rec) => match rec.merger.begin_read() {
                     Ok(reader) => rec.scanouts.push(reader),
@@ -369,6 +374,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         }
         let fence = out_fence.map(Rc::new);
         for &id in no_longer_shown {
+            timeline::off_plane(id, fence.is_some());
             // The fence goes in first (or holds a reader of its own when it cannot be
             // kept); only then does the scanout reader end.
             if !self.add_reader_fence(id, fence.as_ref()) {
@@ -403,10 +409,10 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
             return;
         };
         self.stats.s.buffers_released += 1;
-        self.deliver(rec, fences);
+        self.deliver(id, rec, fences);
     }
 
-    fn deliver(&mut self, rec: BufferRecord, fences: Vec<Shared>) {
+    fn deliver(&mut self, id: BufferId, rec: BufferRecord, fences: Vec<Shared>) {
         let BufferRecord {
             dmabuf,
             target,
@@ -416,12 +422,16 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
         } = rec;
         match target {
             None => {
-                let Some(dmabuf) = dmabuf else { return };
+                let Some(dmabuf) = dmabuf else {
+                    timeline::released(id, "wl_buffer.release");
+                    return;
+                };
                 let pending: Vec<Shared> = fences
                     .into_iter()
                     .filter(|f| !f.is_signaled().unwrap_or(false))
                     .collect();
                 if pending.is_empty() {
+                    timeline::released(id, "wl_buffer.release (readers done)");
                     return;
                 }
                 let imported = if self.config.dmabuf_fences.is_supported() {
@@ -443,6 +453,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
                     false
                 };
                 if imported {
+                    timeline::released(id, "wl_buffer.release (fence in the dma-buf)");
                     return;
                 }
                 match smithay_buffer {
@@ -450,6 +461,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
                         self.stats.s.releases_held_until_signalled += 1;
                         self.when_signalled(pending, move |_: &mut D| {
                             // wl_buffer.release goes out now (with smithay's last clone).
+                            timeline::released(id, "wl_buffer.release (fences signalled)");
                             drop(buffer);
                             drop(held);
                         });
@@ -466,14 +478,16 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
             }
             Some(ReleaseTarget::Syncobj(point)) => match single_fence(fences) {
                 Ok(fence) => match point.deliver(fence.as_deref()) {
-                    Ok(how) => record(&mut self.stats, how),
+                    Ok(how) => record(&mut self.stats, id, how),
                     Err((err, point)) => {
                         tracing::warn!(%err, "transferring the release fence failed; waiting on the CPU");
                         self.stats.s.release_points_cpu_waited += 1;
                         self.stats.s.releases_held_until_signalled += 1;
                         let fences: Vec<Shared> = fence.into_iter().collect();
                         self.when_signalled(fences, move |_: &mut D| {
-                            let _ = point.deliver(None);
+                            if let Ok(how) = point.deliver(None) {
+                                timeline::released(id, how.name());
+                            }
                             drop(held);
                         });
                     }
@@ -482,7 +496,9 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
                     self.stats.s.release_points_cpu_waited += 1;
                     self.stats.s.releases_held_until_signalled += 1;
                     self.when_signalled(fences, move |_: &mut D| {
-                        let _ = point.deliver(None);
+                        if let Ok(how) = point.deliver(None) {
+                            timeline::released(id, how.name());
+                        }
                         drop(held);
                     });
                 }
@@ -494,25 +510,25 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
                     match fence.try_clone() {
                         Ok(spare) => {
                             drop(spare);
-                            record(&mut self.stats, object.deliver(Some(&fence)));
+                            record(&mut self.stats, id, object.deliver(Some(&fence)));
                         }
                         Err(err) => {
                             tracing::warn!(%err, "no fd to send fenced_release; releasing when the fence signals");
                             self.stats.s.releases_held_until_signalled += 1;
                             self.when_signalled(vec![fence], move |state: &mut D| {
                                 let how = object.deliver(None);
-                                record(&mut state.sync_bridge().stats, how);
+                                record(&mut state.sync_bridge().stats, id, how);
                                 drop(held);
                             });
                         }
                     }
                 }
-                Ok(None) => record(&mut self.stats, object.deliver(None)),
+                Ok(None) => record(&mut self.stats, id, object.deliver(None)),
                 Err(fences) => {
                     self.stats.s.releases_held_until_signalled += 1;
                     self.when_signalled(fences, move |state: &mut D| {
                         let how = object.deliver(None);
-                        record(&mut state.sync_bridge().stats, how);
+                        record(&mut state.sync_bridge().stats, id, how);
                         drop(held);
                     });
                 }
@@ -604,7 +620,8 @@ impl<D> Gate<D> {
     }
 }
 
-fn record(stats: &mut StatsCollector, how: Delivered) {
+fn record(stats: &mut StatsCollector, id: BufferId, how: Delivered) {
+    timeline::released(id, how.name());
     let s = &mut stats.s;
     match how {
         Delivered::PointFenced => s.release_points_fenced += 1,

@@ -487,6 +487,13 @@ fn run() -> Res<u32> {
                         vkms.display().to_string(),
                         "--release-mode".into(),
                         mode.into(),
+                        // The chart of six consecutive buffers: early release before the
+                        // flip, or release at the flip.
+                        "--timeline".into(),
+                        d.out
+                            .join(format!("{name}.timeline.svg"))
+                            .display()
+                            .to_string(),
                     ];
                     d.syncbridge(&name, &["seatd-launch", "--"], &extra, &client, min(1));
                 }

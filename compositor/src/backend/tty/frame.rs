@@ -318,6 +318,7 @@ impl State {
         let Some(mut pending) = out.pending.take() else {
             return;
         };
+        syncbridge_protocols::timeline::page_flip(index as u64, flip_ns);
         let feedback = pending.feedback.take();
         if let Some(id) = pending.lag_fence.take() {
             super::out_fence_lag::signal_later(&self.loop_handle, tty, id);

@@ -713,6 +713,7 @@ impl TtyBackend {
             }
             (fence, _) => (fence, None),
         };
+        syncbridge_protocols::timeline::atomic_commit(index as u64, out_fence.is_some());
         if let Some(fence) = &out_fence {
             stats.out_fences += 1;
             if fence.is_signaled().unwrap_or(false) {
