@@ -94,7 +94,7 @@ fn demo_shows_direct_scanout_and_composition_with_every_release_path() {
         stats["sync"]["commits_waited"]
     );
 
-    assert_timeline_shows_the_early_release(&out);
+    assert_timeline_shows_each_release_against_its_flip(&out);
 
     let image = read_png(&out.join("screen.png")).expect("screen.png written");
     let coloured = image.coloured_pixels();
@@ -108,21 +108,15 @@ fn demo_shows_direct_scanout_and_composition_with_every_release_path() {
 
 /// `--timeline`: the chart is of the scanned-out client (phase 1), and its records show
 /// what the chart draws: each charted buffer went on the plane, came off it at a later
-/// commit with that commit's out-fence, and was released before the page flip that ended
-/// the display's reads of it.
-fn assert_timeline_shows_the_early_release(out: &std::path::Path) {
+/// commit (with that commit's out-fence), was released, and its release is set against
+/// the page flip of that commit (the one that ended the display's reads of it).
+fn assert_timeline_shows_each_release_against_its_flip(out: &std::path::Path) {
     let chart = std::fs::read_to_string(out.join("timeline.svg")).expect("timeline.svg written");
     assert!(chart.starts_with("<svg"), "an SVG chart");
     let records: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("timeline.json")).expect("timeline.json written"),
     )
     .expect("timeline JSON");
-    let flips: Vec<u64> = records["page_flips"]
-        .as_array()
-        .expect("page_flips")
-        .iter()
-        .map(|f| count(&f[0]))
-        .collect();
     let charted: Vec<u64> = records["charted_buffers"]
         .as_array()
         .expect("charted_buffers")
@@ -135,7 +129,7 @@ fn assert_timeline_shows_the_early_release(out: &std::path::Path) {
         "six buffers charted: {}",
         records["charted_buffers"]
     );
-    let mut early = 0;
+    let mut fenced = 0;
     for id in &charted {
         let row = records["rows"]
             .as_array()
@@ -150,20 +144,32 @@ fn assert_timeline_shows_the_early_release(out: &std::path::Path) {
             on >= 1,
             "a charted buffer of phase 1 was on the plane: {row}"
         );
-        let released = count(&row["released"][0]);
+        assert!(!row["released"].is_null(), "it was released: {row}");
         let off = row["off_plane"].as_array().cloned().unwrap_or_default();
         assert!(!off.is_empty(), "it came off the plane: {row}");
-        if off.iter().any(|o| o[1] == true) {
-            let flip = flips.iter().copied().filter(|f| *f >= released).min();
-            if flip.is_some_and(|f| released < f) {
-                early += 1;
-            }
-        }
+        fenced += usize::from(off.iter().any(|o| o[1] == true));
     }
-    println!("timeline: {early} of 6 charted buffers released with the out-fence before the flip");
     assert!(
-        early >= 1,
-        "the chart shows an out-fence release before its flip: {}",
+        fenced >= 1,
+        "charted buffers came off the plane with the commit's out-fence: {}",
         records["rows"]
+    );
+    // The release's lead over the flip of the commit that took the buffer off the plane.
+    let leads: Vec<i64> = records["charted_release_lead_ns"]
+        .as_array()
+        .expect("charted_release_lead_ns")
+        .iter()
+        .filter_map(|l| l.as_i64())
+        .collect();
+    let early = leads.iter().filter(|l| **l > 0).count();
+    println!("timeline: release leads over their flips (ns): {leads:?}");
+    println!("timeline: {early} of 6 charted buffers released before their flip, {fenced} with the out-fence");
+    // Whether a release beats its flip is the emulated CPU's timing (3 of 6 in a run
+    // here): the chart must show each one's flip, whichever side it falls on.
+    assert_eq!(
+        leads.len(),
+        6,
+        "each charted release is set against the flip of the commit that took its buffer off the plane: {}",
+        records["charted_release_lead_ns"]
     );
 }

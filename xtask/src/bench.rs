@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the benchmarks of issue 7, in one VM boot.
 //!
-//! Builds `syncbridge`, `bench-client` and `bench-driver` (release by default), boots the
-//! test VM once and runs `bench-driver` there. The driver leaves raw files per scenario
+//! Builds `syncbridge`, `bench-client`, `bench-driver` and `latch-floor` (release by
+//! default), boots the test VM once and runs `bench-driver` there. The driver leaves raw files per scenario
 //! (client JSON, syncbridge `--stats-json`, compositor log) in the scratch directory; this
 //! module reads them on the host, prints the table, and writes into `target/bench/`:
 //! `bench.json` (every figure plus the environment), one SVG chart per figure, and
@@ -82,6 +82,8 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "bench-client",
         "--bin",
         "bench-driver",
+        "--bin",
+        "latch-floor",
     ]);
     if !args.debug {
         cargo.arg("--release");
@@ -204,6 +206,8 @@ struct Scenario {
     note: String,
     client: Value,
     stats: Value,
+    /// `latch-floor`'s output (`floor-*` scenarios).
+    floor: Value,
     /// Largest `fences_held` / `fds_held` in the compositor's periodic stats lines.
     log_fences_max: Option<u64>,
     log_fds_max: Option<u64>,
@@ -275,6 +279,7 @@ impl Report {
             scenarios.push(Scenario {
                 client: read_json(&dir.join(format!("{name}.client.json"))),
                 stats: read_json(&dir.join(format!("{name}.stats.json"))),
+                floor: read_json(&dir.join(format!("{name}.floor.json"))),
                 log_fences_max: log_field_max(&log, "fences_held"),
                 log_fds_max: log_field_max(&log, "fds_held"),
                 name,
@@ -305,6 +310,21 @@ impl Report {
                 ))
             })
             .collect()
+    }
+
+    /// The bare wake-up measured in the same round as latch run (`mode`, `round`).
+    fn floor(&self, mode: &str, round: &str) -> Option<&Value> {
+        self.get(&format!("floor-{mode}-{round}"))
+            .map(|s| &s.floor["wake_us"])
+            .filter(|w| w.is_object())
+    }
+
+    /// The compositor's latch latency minus the bare wake-up of the same round, at p50 and
+    /// p99 (us): what the compositor's loop adds over its event source.
+    fn latch_overhead(&self, mode: &str, round: &str, latch: &Value) -> (Option<f64>, Option<f64>) {
+        let floor = self.floor(mode, round);
+        let minus = |q: &str, fq: &str| Some(latch[q].as_f64()? - floor?[fq].as_f64()?);
+        (minus("p50_us", "p50"), minus("p99_us", "p99"))
     }
 
     fn get(&self, name: &str) -> Option<&Scenario> {
@@ -376,7 +396,15 @@ impl Report {
             self.latch_runs()
                 .into_iter()
                 .filter(|(m, _, _)| m == mode)
-                .map(|(_, round, l)| json!({ "run": round, "latency": l }))
+                .map(|(_, round, l)| {
+                    let (p50, p99) = self.latch_overhead(mode, &round, &l);
+                    json!({
+                        "run": round,
+                        "latency": l,
+                        "bare_wake_up_us": self.floor(mode, &round),
+                        "overhead_over_bare_wake_up_us": { "p50": p50, "p99": p99 },
+                    })
+                })
                 .collect::<Vec<_>>()
         };
         let mut frames = Vec::new();
@@ -517,6 +545,24 @@ impl Report {
                 fmt(l["p99_us"].as_f64(), 0),
                 fmt_u(l["count"].as_u64())
             );
+            if let Some(w) = self.floor(mode, round) {
+                let _ = writeln!(
+                    t,
+                    "    {:<44} {:>10} {:>10} {:>8}",
+                    "  bare wake-up of the same source (floor)",
+                    fmt(w["p50"].as_f64(), 0),
+                    fmt(w["p99"].as_f64(), 0),
+                    fmt_u(w["count"].as_u64())
+                );
+                let (p50, p99) = self.latch_overhead(mode, round, l);
+                let _ = writeln!(
+                    t,
+                    "    {:<44} {:>10} {:>10}",
+                    "  overhead: latch minus floor",
+                    fmt(p50, 0),
+                    fmt(p99, 0)
+                );
+            }
         }
         for (round, e, p) in
             runs.iter()

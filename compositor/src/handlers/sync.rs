@@ -115,7 +115,8 @@ pub fn render_sync(sync: SyncPoint) -> RenderSync {
 }
 
 /// The bridge's ids of the buffers a render read: every surface of every window whose
-/// element was drawn (not skipped) in `states`.
+/// element was rendered in `states`. A buffer scanned out directly (`ZeroCopy`) was not
+/// read by the render: its reader is the plane's, reported with the atomic commit.
 pub fn sampled_buffers(
     bridge: &SyncBridge<State>,
     space: &Space<Window>,
@@ -128,7 +129,12 @@ pub fn sampled_buffers(
         window.with_surfaces(|surface, _| {
             let was_drawn = states
                 .element_render_state(Id::from_wayland_resource(surface))
-                .is_some_and(|s| s.presentation_state != RenderElementPresentationState::Skipped);
+                .is_some_and(|s| {
+                    matches!(
+                        s.presentation_state,
+                        RenderElementPresentationState::Rendering { .. }
+                    )
+                });
             if was_drawn {
                 drawn.push(surface.clone());
             }

@@ -69,9 +69,9 @@ fn axis_for(timeline: &Timeline, rows: &[&BufferRow]) -> Axis {
         let mut last = r.applied_ns;
         if let Some((t, _)) = &r.released {
             last = last.max(*t);
-            if let Some(f) = timeline.flip_after(*t) {
-                last = last.max(f);
-            }
+        }
+        if let Some(f) = timeline.flip_ending_scanout(r) {
+            last = last.max(f);
         }
         for (t, _) in &r.off_plane {
             last = last.max(*t);
@@ -224,11 +224,11 @@ fn row(s: &mut String, timeline: &Timeline, axis: &Axis, r: &BufferRow, y: f64) 
     if let Some((t, how)) = &r.released {
         let x = axis.x(*t);
         marker(s, "release", x, y);
-        let lead = timeline
-            .flip_after(*t)
-            .filter(|f| axis.contains(*f))
-            .map(|f| format!("{:.1} ms before the next flip", (f - t) as f64 / 1e6))
-            .unwrap_or_default();
+        let lead = match timeline.release_lead_ns(r) {
+            Some(ns) if ns >= 0 => format!("{:.1} ms before its flip", ns as f64 / 1e6),
+            Some(ns) => format!("{:.1} ms after its flip", -ns as f64 / 1e6),
+            None => String::new(),
+        };
         let _ = write!(
             s,
             r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{RELEASE}">{}</text><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
@@ -329,7 +329,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_released_buffer_gets_its_row_and_its_lead_over_the_next_flip() {
+    fn a_released_buffer_gets_its_row_and_its_lead_over_its_flip() {
         let mut t = Timeline::default();
         for (i, b) in (10..13u64).enumerate() {
             let base = i as u64 * 16_000_000;
@@ -346,6 +346,7 @@ mod tests {
                     ..Default::default()
                 },
             );
+            t.atomic_commits.push((base + 18_500_000, 0, true));
             t.page_flips.push((base + 24_000_000, 0));
         }
         let svg = svg(&t);
@@ -353,7 +354,7 @@ mod tests {
         for b in 10..13 {
             assert!(svg.contains(&format!(">buffer {b}<")), "row of buffer {b}");
         }
-        assert!(svg.contains("4.5 ms before the next flip"), "{svg}");
+        assert!(svg.contains("4.5 ms before its flip"), "{svg}");
         assert!(svg.contains(">flip<"), "flip lines are drawn");
     }
 

@@ -164,14 +164,30 @@ impl Timeline {
         rows.into_iter().skip(start).take(count).collect()
     }
 
-    /// The page flip that ended the display's reads of a buffer released at `t`: the first
-    /// flip at or after it.
-    pub fn flip_after(&self, t: u64) -> Option<u64> {
+    /// The page flip that ended the display's reads of a scanned-out buffer: the flip of
+    /// the atomic commit that took it off its plane (the last commit made before the
+    /// bridge heard of it; the first flip after that commit). `None` for a buffer never
+    /// taken off a plane, or when that flip was not recorded.
+    pub fn flip_ending_scanout(&self, row: &BufferRow) -> Option<u64> {
+        let (off, _) = row.off_plane.last()?;
+        let commit = self
+            .atomic_commits
+            .iter()
+            .map(|(t, _, _)| *t)
+            .filter(|t| t <= off)
+            .max()?;
         self.page_flips
             .iter()
             .map(|(f, _)| *f)
-            .filter(|f| *f >= t)
+            .filter(|f| *f >= commit)
             .min()
+    }
+
+    /// How long before that flip the release went out (ns; negative: after it).
+    pub fn release_lead_ns(&self, row: &BufferRow) -> Option<i64> {
+        let flip = self.flip_ending_scanout(row)?;
+        let (released, _) = row.released.as_ref()?;
+        Some(i64::try_from(i128::from(flip) - i128::from(*released)).unwrap_or(0))
     }
 
     /// Every row, the commits and flips, as JSON.
@@ -182,6 +198,7 @@ impl Timeline {
             "page_flips": self.page_flips,
             "dropped_events": self.dropped,
             "charted_buffers": self.chart_rows(CHARTED).iter().map(|r| r.buffer).collect::<Vec<_>>(),
+            "charted_release_lead_ns": self.chart_rows(CHARTED).iter().map(|r| self.release_lead_ns(r)).collect::<Vec<_>>(),
         })
     }
 }
@@ -253,7 +270,25 @@ mod tests {
         let b = &t.rows[&101];
         assert_eq!((b.commit_ns, b.acquire_signalled_ns), (Some(20), Some(24)));
         assert_eq!(a.released.as_ref().map(|r| r.0), Some(40));
-        assert_eq!(t.flip_after(40), Some(45));
+        assert_eq!(t.release_lead_ns(a), None, "never on a plane");
         assert_eq!(t.chart_rows(6).len(), 1, "only buffer 100 is complete");
+    }
+
+    #[test]
+    fn the_flip_ending_a_scanout_is_that_of_the_commit_that_took_it_off() {
+        // The commit at 200 took the buffer off; its flip came at 210, before the bridge
+        // heard of it at 212 (a slow cycle): the release is late, not 37 early.
+        let t = Timeline {
+            atomic_commits: vec![(100, 0, true), (200, 0, true)],
+            page_flips: vec![(150, 0), (210, 0), (250, 0)],
+            ..Default::default()
+        };
+        let row = BufferRow {
+            off_plane: vec![(212, true)],
+            released: Some((213, "wl_buffer.release".into())),
+            ..Default::default()
+        };
+        assert_eq!(t.flip_ending_scanout(&row), Some(210));
+        assert_eq!(t.release_lead_ns(&row), Some(-3));
     }
 }

@@ -248,6 +248,31 @@ impl Driver {
         self.syncbridge(name, &[], &e, client, limit);
     }
 
+    /// `latch-floor` (beside this binary): the bare wake-up of the bridge's event source
+    /// in a minimal loop, writing `<name>.floor.json`.
+    fn floor(&mut self, name: &str, mode: &str, rounds: u64) {
+        let start = Instant::now();
+        let result = (|| -> Res<(i32, bool)> {
+            let (so, se) = self.log_file(name)?;
+            let mut child = Command::new(sibling("latch-floor"))
+                .args(["--mode", mode, "--rounds", &rounds.to_string(), "--out"])
+                .arg(self.out.join(format!("{name}.floor.json")))
+                .stdin(Stdio::null())
+                .stdout(so)
+                .stderr(se)
+                .spawn()
+                .map_err(|e| format!("spawning latch-floor: {e}"))?;
+            Ok(wait_limited(&mut child, Duration::from_secs(120)))
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((code, timed_out)) => {
+                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
+            }
+            Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+
     /// Weston 10 headless (pixman) with the client connecting to its socket.
     fn weston(&mut self, name: &str, client: &[String], limit: Duration) {
         let start = Instant::now();
@@ -388,6 +413,11 @@ fn run() -> Res<u32> {
                 "64",
             ]);
             d.headless(&name, &["--implicit-wait", mode], &client, min(3));
+        }
+        // The floor under it, in the same round: the bare wake-up of the same source.
+        let name = format!("floor-{mode}-{round}");
+        if want(&name) {
+            d.floor(&name, mode, sizes.latch_iterations);
         }
     }
 
