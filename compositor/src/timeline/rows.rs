@@ -192,13 +192,14 @@ impl Timeline {
 
     /// Every row, the commits and flips, as JSON.
     pub fn to_json(&self) -> serde_json::Value {
+        let charted = self.chart_rows(CHARTED);
         serde_json::json!({
             "rows": self.rows.values().collect::<Vec<_>>(),
             "atomic_commits": self.atomic_commits,
             "page_flips": self.page_flips,
             "dropped_events": self.dropped,
-            "charted_buffers": self.chart_rows(CHARTED).iter().map(|r| r.buffer).collect::<Vec<_>>(),
-            "charted_release_lead_ns": self.chart_rows(CHARTED).iter().map(|r| self.release_lead_ns(r)).collect::<Vec<_>>(),
+            "charted_buffers": charted.iter().map(|r| r.buffer).collect::<Vec<_>>(),
+            "charted_release_lead_ns": charted.iter().map(|r| self.release_lead_ns(r)).collect::<Vec<_>>(),
         })
     }
 }
