@@ -204,12 +204,23 @@ impl Running {
             .map_or(0, |v| v.parse().unwrap_or(u64::MAX))
     }
 
-    /// Its resident set size in KiB.
+    /// Its resident set size in KiB (`VmRSS`: anonymous, file-backed and shared pages).
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Its resident anonymous memory in KiB (`RssAnon`: heap, stacks, private maps), what a
+    /// leak grows. Unlike `VmRSS` it leaves out code and data pages of the binary and its
+    /// libraries, which fault in the first time a path runs, and mapped client buffers.
+    pub fn anon_rss_kib(&self) -> u64 {
+        self.status_kib("RssAnon:")
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
