@@ -61,7 +61,8 @@ const VM: &[&str] = &[
 const VM_WHERE_AVAILABLE: &[&str] = &["qemu-system-modules-opengl"];
 
 /// Real clients and runtime pieces the tests use: seatd for a seat on VKMS, weston's
-/// demo clients (and Weston itself, the benchmark peer and a nested-backend host),
+/// demo clients (and Weston itself, the benchmark peer and a nested-backend host), sway
+/// (the benchmark peer on VKMS),
 /// wayland-info, Mesa (kms_swrast and virgl in the VM), mesa-utils (eglinfo in the VM),
 /// Xvfb for the nested backend and the VM's GL display, python3 with
 /// libXtst to drive Xvfb's fake input in the nested input test, and the X11 client
@@ -69,6 +70,8 @@ const VM_WHERE_AVAILABLE: &[&str] = &["qemu-system-modules-opengl"];
 const RUNTIME: &[&str] = &[
     "seatd",
     "weston",
+    // The benchmark's peer on VKMS (wlroots' DRM backend with pixman, as a user session).
+    "sway",
     "wayland-utils",
     "libgl1-mesa-dri",
     "libegl-mesa0",

@@ -109,6 +109,11 @@ const REQUIREMENTS: &[Requirement] = &[
         "weston",
         "the benchmark peer and nested tests",
     ),
+    req(
+        Need::Cmd("sway"),
+        "sway",
+        "the benchmark's peer on VKMS (sway 1.7, wlroots)",
+    ),
     req(Need::Cmd("weston-simple-dmabuf-egl"), "weston", CLIENTS),
     req(
         Need::Cmd("weston-simple-shm"),

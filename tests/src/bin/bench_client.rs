@@ -627,6 +627,8 @@ fn mode_frames(a: &Args) -> Res<String> {
     }
     let mut lat_frames = Vec::new();
     let mut lat_ms = Vec::new();
+    // Present-to-present of one client's consecutive presented commits.
+    let mut p2p_ms = Vec::new();
     let mut presented_times = BTreeSet::new();
     let (mut presented, mut discarded, mut pending) = (0u64, 0u64, 0u64);
     let mut missed = 0u64;
@@ -651,6 +653,9 @@ fn mode_frames(a: &Args) -> Res<String> {
                         lat_ms.push(d / 1e6);
                         if refresh > 0 {
                             lat_frames.push(d / refresh as f64);
+                        }
+                        if let Some(prev) = last {
+                            p2p_ms.push(t.saturating_sub(prev) as f64 / 1e6);
                         }
                         if let (Some(prev), true) = (last, refresh > 0) {
                             let cycles = ((t.saturating_sub(prev)) as f64 / refresh as f64).round();
@@ -689,6 +694,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         ("refresh_ns", refresh_ns.to_string()),
         ("commit_to_present_frames", summary(lat_frames)),
         ("commit_to_present_ms", summary(lat_ms)),
+        ("present_to_present_ms", summary(p2p_ms)),
         ("window_s", num((t1.saturating_sub(t0)) as f64 / 1e9)),
         ("output_frames_in_window", frames_in_window.to_string()),
         ("compositor_cpu_s", num(cpu)),

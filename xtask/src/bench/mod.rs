@@ -24,6 +24,8 @@ use crate::cmd::{target_dir, workspace_root};
 use crate::install;
 use crate::vm::{self, VmArgs};
 
+mod vkms_peer;
+
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// A tiny version (a few seconds per scenario), as `cargo xtask test` runs it.
@@ -432,6 +434,7 @@ impl Report {
         json!({
             "latch_latency_us": { "export": latch("export"), "poll": latch("poll") },
             "frames": frames,
+            "frames_on_vkms_against_sway": self.vkms_peer_figures(),
             "release_on_vkms": self.tty_rows().iter().map(|r| json!({
                 "scenario": r.name, "release_mode": r.mode, "buffers": r.buffers,
                 "release_lead_p50_us": r.lead_p50, "release_lead_p99_us": r.lead_p99,
@@ -805,6 +808,8 @@ impl Report {
         } else {
             let _ = writeln!(t, "    stalled clients: did not complete");
         }
+
+        self.vkms_peer_table(&mut t);
 
         let _ = writeln!(
             t,

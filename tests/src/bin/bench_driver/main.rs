@@ -1,7 +1,8 @@
 //! `bench-driver`: runs the scenarios of `cargo xtask bench` inside the test VM.
 //!
-//! For each scenario it starts a compositor (syncbridge headless, Weston 10 headless, or
-//! syncbridge on VKMS through `seatd-launch` when the tty backend exists), runs
+//! For each scenario it starts a compositor (syncbridge headless, Weston 10 headless,
+//! syncbridge on VKMS through `seatd-launch` when the tty backend exists, or sway 1.7 on
+//! the same VKMS as an unprivileged user), runs
 //! `bench-client` against it, and leaves raw files in `--out DIR`:
 //! `<scenario>.client.json` (what the client measured), `<scenario>.stats.json`
 //! (syncbridge's `--stats-json`), `<scenario>.log` (compositor output), and one line per
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::virtio_gpu::{find_virtio_gpu_nodes, VirtioGpu};
+
+mod sway;
 
 type Res<T> = Result<T, String>;
 
@@ -330,6 +333,40 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// sway on the VKMS card `card` (see [`sway::Sway`]) with the client on its socket.
+    fn sway(&mut self, name: &str, card: &Path, client: &[String], limit: Duration) {
+        let start = Instant::now();
+        let result = (|| -> Res<(i32, bool)> {
+            let path = self.out.join(format!("{name}.log"));
+            let log =
+                std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let sway = sway::Sway::start(name, card, &log)?;
+            // Let it finish its first modeset before the client's clock starts.
+            std::thread::sleep(Duration::from_secs(1));
+            let argv = self.client_args(name, client);
+            let spawned = Command::new(&argv[0])
+                .args(&argv[1..])
+                .arg("--socket")
+                .arg(&sway.socket)
+                .arg("--compositor-pid")
+                .arg(sway.pid().to_string())
+                .stdin(Stdio::null())
+                .spawn();
+            let r = spawned.map(|mut c| wait_limited(&mut c, limit));
+            sway.stop();
+            r.map_err(|e| format!("spawning the client: {e}"))
+        })();
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((code, timed_out)) => {
+                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
+            }
+            Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -379,15 +416,21 @@ fn run() -> Res<u32> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|e| format!("weston not runnable: {e}"));
+    let sway_version = Command::new("sway")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("sway not runnable: {e}"));
     let help = help_of(&d.syncbridge);
     let tty = help.contains("--release-mode") && help.contains("--implicit-wait");
     let env = format!(
-        "{{\"smoke\":{smoke},\"kernel\":\"{}\",\"cpus\":{},\"weston\":\"{}\",\"render_node\":\"{}\",\"vkms\":\"{}\",\"tty_backend\":{tty}}}\n",
+        "{{\"smoke\":{smoke},\"kernel\":\"{}\",\"cpus\":{},\"weston\":\"{}\",\"sway\":\"{}\",\"render_node\":\"{}\",\"vkms\":\"{}\",\"tty_backend\":{tty}}}\n",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         weston_version.replace('"', "'"),
+        sway_version.replace('"', "'"),
         d.render_node.as_ref().map_or(String::new(), |p| p.display().to_string()),
         vkms.as_ref().map_or(String::new(), |p| p.display().to_string()),
     );
@@ -481,6 +524,42 @@ fn run() -> Res<u32> {
             "64",
         ]);
         d.headless("stall", &[], &client, min(3));
+    }
+
+    // Commit -> present, present -> present and CPU per frame on VKMS: syncbridge's tty
+    // backend against sway 1.7 (wlroots, pixman) on the same card in the same boot, both
+    // with presentation feedback from the page flip.
+    if tty {
+        if let Some(vkms) = &vkms {
+            for &n in &sizes.client_counts {
+                let client = strings(&[
+                    "--mode",
+                    "frames",
+                    "--clients",
+                    &n.to_string(),
+                    "--secs",
+                    sizes.frames_secs,
+                    "--warmup-secs",
+                    sizes.warmup_secs,
+                    "--buffers",
+                    "3",
+                    "--size",
+                    "128",
+                ]);
+                let name = format!("vkms-syncbridge-{n}");
+                if want(&name) {
+                    let extra = strings(&["--backend", "tty", "--drm-device"])
+                        .into_iter()
+                        .chain([vkms.display().to_string()])
+                        .collect::<Vec<_>>();
+                    d.syncbridge(&name, &["seatd-launch", "--"], &extra, &client, min(5));
+                }
+                let name = format!("vkms-sway-{n}");
+                if want(&name) {
+                    d.sway(&name, vkms, &client, min(5));
+                }
+            }
+        }
     }
 
     // Release lead time on VKMS: out-fence import (early) vs release at the page flip,
