@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use smithay::utils::{Clock, Monotonic};
+
 /// One refresh cycle of an output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameTick {
@@ -24,6 +26,16 @@ pub struct FrameClock {
 }
 
 impl FrameClock {
+    /// A clock ticking every `refresh`, anchored now: `Instant::now()` and CLOCK_MONOTONIC
+    /// are read back to back here. An anchor read by the caller before a slow step (a GLES
+    /// renderer takes seconds to start in the emulated VM) would put every presentation
+    /// time that far in the past, before the commits it reports.
+    pub fn starting_now(refresh: Duration) -> Self {
+        let now = Instant::now();
+        let now_monotonic = Clock::<Monotonic>::new().now().into();
+        Self::new(refresh, now, now_monotonic)
+    }
+
     /// A clock ticking every `refresh`, anchored so `now_monotonic` corresponds to `now`.
     pub fn new(refresh: Duration, now: Instant, now_monotonic: Duration) -> Self {
         Self {
@@ -101,6 +113,19 @@ mod tests {
         assert_eq!(
             clock.monotonic_at(now + Duration::from_millis(3)),
             Duration::from_secs(5) + Duration::from_millis(3)
+        );
+    }
+
+    #[test]
+    fn a_clock_starting_now_maps_instants_to_clock_monotonic_now() {
+        let clock = FrameClock::starting_now(Duration::from_millis(16));
+        std::thread::sleep(Duration::from_millis(20));
+        let mapped = clock.monotonic_at(Instant::now());
+        let kernel: Duration = Clock::<Monotonic>::new().now().into();
+        let off = kernel.abs_diff(mapped);
+        assert!(
+            off < Duration::from_millis(5),
+            "{mapped:?} against {kernel:?}"
         );
     }
 }

@@ -228,7 +228,6 @@ impl State {
             commit_timing: CommitTimingManagerState::new::<State>(dh),
         };
 
-        let now: std::time::Duration = clock.now().into();
         // Headless composites on the render device (GLES) when there is one: it is
         // selected before the backend, which needs it to choose its renderer.
         let renderer = crate::backend::headless_renderer::HeadlessRendererConfig {
@@ -240,14 +239,7 @@ impl State {
                 _ => None,
             },
         };
-        let backend = Backend::new(
-            config.backend,
-            dh,
-            &config.outputs,
-            &config.tty,
-            now,
-            &renderer,
-        )?;
+        let backend = Backend::new(config.backend, dh, &config.outputs, &config.tty, &renderer)?;
 
         let mut space = Space::default();
         let mut stats = CompositorStats::default();

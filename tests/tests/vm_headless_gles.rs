@@ -180,3 +180,51 @@ fn vgem_headless_auto_renderer_is_pixman() {
         "the log says why GLES does not run:\n{log}"
     );
 }
+
+/// Presentation times are CLOCK_MONOTONIC at the frame, after the commit they report.
+/// The GLES renderer takes seconds to start on virgl in the emulated VM, and the headless
+/// frame clock was once anchored to a CLOCK_MONOTONIC read before that start: every
+/// `presented` then lay that far in the past, before its own commit (the bench's headless
+/// commit -> present read 0.00 refresh cycles for every frame).
+#[test]
+fn virgl_headless_presentation_times_come_after_their_commits() {
+    use std::time::Duration;
+    use syncbridge_bridge::sync_file::monotonic_now_ns;
+    use syncbridge_tests::client::{Commit, Presentation, TestClient};
+    use syncbridge_tests::compositor_bin::{start_syncbridge, Options};
+
+    require_vm();
+    let node = render_node_of(&virgl_card());
+    let rb = start_syncbridge("headless-gles-clock", &Options::headless(Some(&node)));
+    let mut c = TestClient::connect(&rb.socket).expect("connect");
+    let s = c.create_toplevel();
+    c.blocking_roundtrip();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let b = c.create_shm_buffer(64, 64);
+        c.attach(s, Some(b));
+        let before = Duration::from_nanos(monotonic_now_ns());
+        let k = c.commit(s, Commit::feedback());
+        assert!(
+            c.blocking_dispatch_until(Duration::from_secs(30), |r| r.outcome(k).is_some()),
+            "no feedback for commit {k:?}; log:\n{}",
+            rb.log()
+        );
+        let after = Duration::from_nanos(monotonic_now_ns());
+        let Some(Presentation::Presented { time, .. }) = c.rec.outcome(k) else {
+            panic!("commit {k:?} was not presented: {:?}", c.rec.outcome(k));
+        };
+        assert!(
+            before <= time && time <= after,
+            "presented at {time:?}, committed at {before:?}, feedback read at {after:?}"
+        );
+        seen.push(time - before);
+    }
+    let (stats, log) = rb.stop();
+    assert!(
+        log.contains("renderer: GLES"),
+        "the clock is checked behind the slow GLES start-up; log:\n{log}"
+    );
+    assert_eq!(stats["protocol_errors_sent"], 0, "{stats:#}");
+    eprintln!("commit -> presented: {seen:?}");
+}

@@ -9,8 +9,6 @@
 //! which blocks on unsignalled fences: this backend relies on the fence bridge never
 //! letting a commit apply before its acquire fence signalled.
 
-use std::time::Instant;
-
 use smithay::{
     backend::{
         allocator::{dmabuf::Dmabuf, gbm::GbmBuffer, Format, Fourcc},
@@ -84,12 +82,10 @@ pub struct HeadlessBackend {
 
 impl HeadlessBackend {
     /// Create the outputs (and their wl_output globals), laid out left to right.
-    /// `now_monotonic` is CLOCK_MONOTONIC now, to anchor the frame clocks. `renderer`
-    /// says which renderer to try on which device.
+    /// `renderer` says which renderer to try on which device.
     pub fn new(
         dh: &DisplayHandle,
         outputs: &[OutputConfig],
-        now_monotonic: std::time::Duration,
         renderer: &HeadlessRendererConfig,
     ) -> Result<Self, BackendError> {
         let (mut renderer, renderer_reason) = HeadlessRenderer::new(renderer)?;
@@ -109,7 +105,6 @@ impl HeadlessBackend {
                 "headless: renderer: pixman (CPU)"
             ),
         }
-        let now = Instant::now();
         let mut x = 0;
         let mut created = Vec::with_capacity(outputs.len());
         for config in outputs {
@@ -142,7 +137,7 @@ impl HeadlessBackend {
                 output,
                 _global: global,
                 framebuffer,
-                clock: FrameClock::new(config.refresh_interval(), now, now_monotonic),
+                clock: FrameClock::starting_now(config.refresh_interval()),
                 rendered_once: false,
                 timer: None,
                 held_back: 0,

@@ -224,29 +224,21 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Start backend `kind`: headless and nested with `outputs` (`now_monotonic` is
-    /// CLOCK_MONOTONIC now), tty with `tty` (session, device, one output per connector).
+    /// Start backend `kind`: headless and nested with `outputs`, tty with `tty` (session,
+    /// device, one output per connector).
     /// `renderer` is what the headless backend composites with, and where.
     pub fn new(
         kind: BackendKind,
         dh: &smithay::reexports::wayland_server::DisplayHandle,
         outputs: &[OutputConfig],
         tty: &tty::TtyConfig,
-        now_monotonic: std::time::Duration,
         renderer: &headless_renderer::HeadlessRendererConfig,
     ) -> Result<Self, BackendError> {
         match kind {
             BackendKind::Headless => Ok(Backend::Headless(HeadlessBackend::new(
-                dh,
-                outputs,
-                now_monotonic,
-                renderer,
+                dh, outputs, renderer,
             )?)),
-            BackendKind::Nested => Ok(Backend::Nested(Box::new(NestedBackend::new(
-                dh,
-                outputs,
-                now_monotonic,
-            )?))),
+            BackendKind::Nested => Ok(Backend::Nested(Box::new(NestedBackend::new(dh, outputs)?))),
             BackendKind::Tty => Ok(Backend::Tty(Box::new(TtyBackend::new(dh, tty)?))),
         }
     }

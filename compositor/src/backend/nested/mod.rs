@@ -13,8 +13,6 @@
 
 pub mod input;
 
-use std::time::{Duration, Instant};
-
 use smithay::{
     backend::{
         allocator::{dmabuf::Dmabuf, Format, Fourcc},
@@ -141,11 +139,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 impl NestedBackend {
     /// Open a window of the first configured output's size (further outputs are
     /// ignored: one window is one output) and create its `wl_output` global.
-    pub fn new(
-        dh: &DisplayHandle,
-        outputs: &[OutputConfig],
-        now_monotonic: Duration,
-    ) -> Result<Self, NestedError> {
+    pub fn new(dh: &DisplayHandle, outputs: &[OutputConfig]) -> Result<Self, NestedError> {
         let config = outputs.first().ok_or(NestedError::NoOutput)?;
         let Some(session) = session_variable() else {
             return Err(NestedError::NoSession);
@@ -207,7 +201,7 @@ impl NestedBackend {
             change_tracker: window_tracker(size),
             output,
             _global: global,
-            clock: FrameClock::new(config.refresh_interval(), Instant::now(), now_monotonic),
+            clock: FrameClock::starting_now(config.refresh_interval()),
             refresh_mhz,
             dmabuf_formats,
         })

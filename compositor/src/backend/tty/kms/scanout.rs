@@ -339,7 +339,7 @@ pub fn create_output(
         mode_blob,
         slots,
         render_count: 0,
-        clock: FrameClock::new(refresh, Instant::now(), monotonic_now()),
+        clock: FrameClock::starting_now(refresh),
         needs_modeset: true,
         alive: true,
         shown: Shown::Nothing,
