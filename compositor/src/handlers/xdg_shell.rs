@@ -92,14 +92,53 @@ delegate_xdg_shell!(State);
 
 /// Windows cascade from the top-left corner of the first output.
 fn next_window_location(space: &Space<Window>) -> Point<i32, Logical> {
-    let origin = space
+    let geometry = space
         .outputs()
         .next()
-        .and_then(|o| space.output_geometry(o))
-        .map(|g| g.loc)
-        .unwrap_or_default();
-    let n = i32::try_from(space.elements().count() % 8).unwrap_or(0);
-    origin + Point::from((n * CASCADE_STEP, n * CASCADE_STEP))
+        .and_then(|o| space.output_geometry(o));
+    let origin = geometry.map(|g| g.loc).unwrap_or_default();
+    let width = geometry.map_or(0, |g| g.size.w);
+    origin + cascade_slot(space.elements().count(), width)
+}
+
+/// Windows in one cascade chain.
+const CASCADE_CHAIN: usize = 8;
+/// Chains side by side before the cascade starts over.
+const CASCADE_CHAINS: usize = 4;
+
+/// Where the `index`-th window goes, from the output's top-left corner: 8 to a chain,
+/// [`CASCADE_STEP`] apart; each further chain a fifth of the output's width to the right,
+/// so a new window does not land exactly on an earlier one and hide it (a hidden window
+/// gets a frame callback once a second only) until 32 windows are open.
+fn cascade_slot(index: usize, output_width: i32) -> Point<i32, Logical> {
+    let index = index % (CASCADE_CHAIN * CASCADE_CHAINS);
+    let chain = i32::try_from(index / CASCADE_CHAIN).unwrap_or(0);
+    let slot = i32::try_from(index % CASCADE_CHAIN).unwrap_or(0);
+    Point::from((
+        chain * (output_width / 5) + slot * CASCADE_STEP,
+        slot * CASCADE_STEP,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_32_windows_each_get_a_place_of_their_own() {
+        let slots: Vec<_> = (0..32).map(|i| cascade_slot(i, 1024)).collect();
+        for (i, a) in slots.iter().enumerate() {
+            assert!(
+                a.x + 128 <= 1024,
+                "window {i} at {a:?} starts off the output"
+            );
+            for (j, b) in slots.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "windows {i} and {j}");
+            }
+        }
+        assert_eq!(cascade_slot(1, 1024), Point::from((32, 32)));
+        assert_eq!(cascade_slot(32, 1024), cascade_slot(0, 1024));
+    }
 }
 
 /// Per-commit xdg bookkeeping: the initial configure of toplevels and popups.
