@@ -120,27 +120,6 @@ fn cascade_slot(index: usize, output_width: i32) -> Point<i32, Logical> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_32_windows_each_get_a_place_of_their_own() {
-        let slots: Vec<_> = (0..32).map(|i| cascade_slot(i, 1024)).collect();
-        for (i, a) in slots.iter().enumerate() {
-            assert!(
-                a.x + 128 <= 1024,
-                "window {i} at {a:?} starts off the output"
-            );
-            for (j, b) in slots.iter().enumerate().skip(i + 1) {
-                assert_ne!(a, b, "windows {i} and {j}");
-            }
-        }
-        assert_eq!(cascade_slot(1, 1024), Point::from((32, 32)));
-        assert_eq!(cascade_slot(32, 1024), cascade_slot(0, 1024));
-    }
-}
-
 /// Per-commit xdg bookkeeping: the initial configure of toplevels and popups.
 pub fn handle_commit(popups: &mut PopupManager, space: &Space<Window>, surface: &WlSurface) {
     if let Some(window) = crate::window_lookup::window_in(space, surface) {
@@ -165,5 +144,26 @@ pub fn handle_commit(popups: &mut PopupManager, space: &Space<Window>, surface: 
                 tracing::debug!(%err, "popup configure failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_32_windows_each_get_a_place_of_their_own() {
+        let slots: Vec<_> = (0..32).map(|i| cascade_slot(i, 1024)).collect();
+        for (i, a) in slots.iter().enumerate() {
+            assert!(
+                a.x + 128 <= 1024,
+                "window {i} at {a:?} starts off the output"
+            );
+            for (j, b) in slots.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "windows {i} and {j}");
+            }
+        }
+        assert_eq!(cascade_slot(1, 1024), Point::from((32, 32)));
+        assert_eq!(cascade_slot(32, 1024), cascade_slot(0, 1024));
     }
 }
