@@ -355,10 +355,15 @@ impl Report {
     }
 
     fn client_counts(&self) -> Vec<u64> {
+        self.client_counts_of("frames-syncbridge-")
+    }
+
+    /// The N of the scenarios named `{prefix}N`, sorted, once each.
+    fn client_counts_of(&self, prefix: &str) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .scenarios
             .iter()
-            .filter_map(|s| s.name.strip_prefix("frames-syncbridge-"))
+            .filter_map(|s| s.name.strip_prefix(prefix))
             .filter_map(|n| n.parse().ok())
             .collect();
         v.sort_unstable();

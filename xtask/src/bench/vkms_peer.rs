@@ -28,15 +28,7 @@ impl Pair<'_> {
 
 impl Report {
     fn vkms_client_counts(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .scenarios
-            .iter()
-            .filter_map(|s| s.name.strip_prefix("vkms-syncbridge-"))
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        self.client_counts_of("vkms-syncbridge-")
     }
 
     fn vkms_pair(&self, n: u64) -> Pair<'_> {

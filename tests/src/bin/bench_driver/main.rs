@@ -48,6 +48,25 @@ impl Sizes {
         }
     }
 
+    /// The frames client of `n` clients (shm, 3 buffers, 128x128), the same for every
+    /// compositor it is compared on.
+    fn frames_client(&self, n: usize) -> Vec<String> {
+        strings(&[
+            "--mode",
+            "frames",
+            "--clients",
+            &n.to_string(),
+            "--secs",
+            self.frames_secs,
+            "--warmup-secs",
+            self.warmup_secs,
+            "--buffers",
+            "3",
+            "--size",
+            "128",
+        ])
+    }
+
     fn smoke() -> Self {
         Sizes {
             latch_iterations: 8,
@@ -168,6 +187,17 @@ impl Driver {
         println!("bench-driver: {name}: exit {code} in {secs:.1} s {note}");
     }
 
+    /// Records a scenario started at `start`: its exit status, or why it did not run.
+    fn finish(&mut self, name: &str, start: Instant, result: Res<(i32, bool)>) {
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((code, timed_out)) => {
+                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
+            }
+            Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+
     fn log_file(&self, name: &str) -> Res<(Stdio, Stdio)> {
         let path = self.out.join(format!("{name}.log"));
         let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -232,13 +262,7 @@ impl Driver {
                 .map_err(|e| format!("spawning {}: {e}", argv[0]))?;
             Ok(wait_limited(&mut child, limit))
         })();
-        let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok((code, timed_out)) => {
-                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
-            }
-            Err(e) => self.record(name, -1, secs, &e),
-        }
+        self.finish(name, start, result);
     }
 
     fn headless(&mut self, name: &str, extra: &[&str], client: &[String], limit: Duration) {
@@ -267,13 +291,7 @@ impl Driver {
                 .map_err(|e| format!("spawning latch-floor: {e}"))?;
             Ok(wait_limited(&mut child, Duration::from_secs(120)))
         })();
-        let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok((code, timed_out)) => {
-                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
-            }
-            Err(e) => self.record(name, -1, secs, &e),
-        }
+        self.finish(name, start, result);
     }
 
     /// Weston 10 headless (pixman) with the client connecting to its socket.
@@ -323,13 +341,7 @@ impl Driver {
             terminate(&mut weston);
             Ok(r)
         })();
-        let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok((code, timed_out)) => {
-                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
-            }
-            Err(e) => self.record(name, -1, secs, &e),
-        }
+        self.finish(name, start, result);
     }
 }
 
@@ -357,13 +369,7 @@ impl Driver {
             sway.stop();
             r.map_err(|e| format!("spawning the client: {e}"))
         })();
-        let secs = start.elapsed().as_secs_f64();
-        match result {
-            Ok((code, timed_out)) => {
-                self.record(name, code, secs, if timed_out { "timed out" } else { "" })
-            }
-            Err(e) => self.record(name, -1, secs, &e),
-        }
+        self.finish(name, start, result);
     }
 }
 
@@ -466,20 +472,7 @@ fn run() -> Res<u32> {
 
     // Commit -> present and CPU per frame, syncbridge and Weston, same client.
     for &n in &sizes.client_counts {
-        let client = strings(&[
-            "--mode",
-            "frames",
-            "--clients",
-            &n.to_string(),
-            "--secs",
-            sizes.frames_secs,
-            "--warmup-secs",
-            sizes.warmup_secs,
-            "--buffers",
-            "3",
-            "--size",
-            "128",
-        ]);
+        let client = sizes.frames_client(n);
         let name = format!("frames-syncbridge-{n}");
         if want(&name) {
             d.headless(&name, &[], &client, min(5));
@@ -532,20 +525,7 @@ fn run() -> Res<u32> {
     if tty {
         if let Some(vkms) = &vkms {
             for &n in &sizes.client_counts {
-                let client = strings(&[
-                    "--mode",
-                    "frames",
-                    "--clients",
-                    &n.to_string(),
-                    "--secs",
-                    sizes.frames_secs,
-                    "--warmup-secs",
-                    sizes.warmup_secs,
-                    "--buffers",
-                    "3",
-                    "--size",
-                    "128",
-                ]);
+                let client = sizes.frames_client(n);
                 let name = format!("vkms-syncbridge-{n}");
                 if want(&name) {
                     let extra = strings(&["--backend", "tty", "--drm-device"])
