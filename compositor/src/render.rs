@@ -33,8 +33,10 @@ impl State {
     pub fn on_frame_timer(&mut self, index: usize, deadline: Instant) -> Option<Instant> {
         let clock = self.backend.frame_clock_mut(index)?;
         let refresh = clock.refresh();
-        let tick = clock.tick_at(clock.monotonic_at(deadline));
         let now = Instant::now();
+        // The frame's time is its render, not a deadline that passed before it: a commit the
+        // loop read in between is in this frame, and its presentation cannot precede it.
+        let tick = clock.tick_at(clock.monotonic_at(deadline.max(now)));
         let mut next = deadline + refresh;
         let mut missed = 0;
         while next <= now {
@@ -181,8 +183,9 @@ impl State {
     }
 
     /// Headless and nested: no display reports when a frame is shown, so feedback goes
-    /// out right after the render, with the frame clock's time and sequence; `vsync`
-    /// only (frames follow the clock, never torn), never `hw_clock` or `hw_completion`.
+    /// out right after the render, with the frame clock's time (the render's start, never
+    /// before a commit it shows) and sequence; `vsync` only (frames follow the clock,
+    /// never torn), never `hw_clock` or `hw_completion`.
     fn send_clock_presentation_feedback(
         &self,
         output: &Output,
