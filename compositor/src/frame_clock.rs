@@ -36,23 +36,26 @@ impl FrameClock {
         const GOOD: Duration = Duration::from_micros(20);
         const TRIES: usize = 16;
         let clock = Clock::<Monotonic>::new();
-        let mut best: Option<(Duration, Instant, Duration)> = None;
-        for _ in 0..TRIES {
+        // (gap between the two CLOCK_MONOTONIC reads, the Instant, their midpoint)
+        let bracket = || {
             let before: Duration = clock.now().into();
             let instant = Instant::now();
             let after: Duration = clock.now().into();
             let gap = after.saturating_sub(before);
-            if best.is_none_or(|(best_gap, ..)| gap < best_gap) {
-                best = Some((gap, instant, before + gap / 2));
-            }
-            if gap <= GOOD {
+            (gap, instant, before + gap / 2)
+        };
+        let mut best = bracket();
+        for _ in 1..TRIES {
+            if best.0 <= GOOD {
                 break;
             }
+            let next = bracket();
+            if next.0 < best.0 {
+                best = next;
+            }
         }
-        match best {
-            Some((_, instant, monotonic)) => Self::new(refresh, instant, monotonic),
-            None => Self::new(refresh, Instant::now(), clock.now().into()),
-        }
+        let (_, instant, monotonic) = best;
+        Self::new(refresh, instant, monotonic)
     }
 
     /// A clock ticking every `refresh`, anchored so `now_monotonic` corresponds to `now`.
