@@ -28,6 +28,15 @@ pub enum ImplicitWaitArg {
     Poll,
 }
 
+/// `--overlay-planes`: whether the tty backend uses overlay planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OverlayPlanesArg {
+    /// Windows that fit a plane go on overlay planes where the kernel accepts them.
+    Auto,
+    /// Every window is composited.
+    Off,
+}
+
 /// An output size, `WIDTHxHEIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputSize {
@@ -140,6 +149,12 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = crate::backend::tty::release::ReleaseMode::Auto)]
     pub release_mode: crate::backend::tty::release::ReleaseMode,
 
+    /// tty backend: put windows whose buffer a plane can show as is (a dma-buf at scale 1,
+    /// untransformed, overlapped by nothing above it) on overlay planes where the kernel
+    /// accepts them (auto), or composite every window (off).
+    #[arg(long, value_enum, default_value_t = OverlayPlanesArg::Auto)]
+    pub overlay_planes: OverlayPlanesArg,
+
     /// tty backend, for testing error recovery: before every N-th frame commit, submit an
     /// extra page flip so that the kernel refuses that commit with EBUSY.
     #[arg(long, value_name = "N")]
@@ -220,6 +235,7 @@ impl Cli {
                     .kms_inject_out_fence_lag_ms
                     .zip(self.kms_inject_out_fence_lag_commits)
                     .map(|(ms, n)| (Duration::from_millis(u64::from(ms)), n)),
+                overlay_planes: self.overlay_planes == OverlayPlanesArg::Auto,
             },
         }
     }

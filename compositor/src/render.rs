@@ -79,6 +79,18 @@ impl State {
         self.space.refresh();
         self.popups.cleanup();
 
+        if let crate::backend::Backend::Tty(tty) = &mut self.backend {
+            tty.cursor = self.seat.get_pointer().map(|pointer| {
+                let focused = pointer.current_focus().is_some();
+                crate::backend::tty::cursor::CursorView {
+                    location: pointer.current_location(),
+                    image: crate::backend::tty::cursor::CursorImage::from_status(
+                        &self.cursor_status,
+                        focused,
+                    ),
+                }
+            });
+        }
         let bridge = &self.sync_bridge;
         let rendered = self
             .backend
@@ -217,6 +229,16 @@ impl State {
                 time,
                 Some(OFFSCREEN_FRAME_THROTTLE),
                 surface_primary_scanout_output,
+            );
+        }
+        // The pointer's surface (an animated cursor draws its next image on these).
+        if let smithay::input::pointer::CursorImageStatus::Surface(surface) = &self.cursor_status {
+            smithay::desktop::utils::send_frames_surface_tree(
+                surface,
+                output,
+                time,
+                Some(OFFSCREEN_FRAME_THROTTLE),
+                |_, _| Some(output.clone()),
             );
         }
     }

@@ -126,6 +126,61 @@ impl Screenshot {
         })
     }
 
+    /// Draw `data` (`height` rows of `stride` bytes, `width` 4-byte pixels in `order`)
+    /// with its top-left corner at (`x`, `y`), clipped to this image: copied when
+    /// `alpha` is false, else blended over (premultiplied alpha, as KMS blends planes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn draw_over(
+        &mut self,
+        (x, y): (i32, i32),
+        width: u32,
+        height: u32,
+        stride: usize,
+        order: PixelOrder,
+        alpha: bool,
+        data: &[u8],
+    ) -> Result<(), ScreenshotError> {
+        let (_, total) = layout(width, height, stride)?;
+        if data.len() < total {
+            return Err(ScreenshotError::Layout("fewer bytes than height * stride"));
+        }
+        for sy in 0..height {
+            let ty = i64::from(y) + i64::from(sy);
+            let Ok(ty) = u32::try_from(ty) else {
+                continue;
+            };
+            if ty >= self.height {
+                break;
+            }
+            for sx in 0..width {
+                let Ok(tx) = u32::try_from(i64::from(x) + i64::from(sx)) else {
+                    continue;
+                };
+                if tx >= self.width {
+                    break;
+                }
+                let at = sy as usize * stride + sx as usize * 4;
+                let px = &data[at..at + 4];
+                let (r, g, b, a) = match order {
+                    PixelOrder::Bgrx => (px[2], px[1], px[0], px[3]),
+                    PixelOrder::Rgbx => (px[0], px[1], px[2], px[3]),
+                };
+                let i = (ty as usize * self.width as usize + tx as usize) * 4;
+                let dst = &mut self.rgba[i..i + 3];
+                if !alpha || a == 0xff {
+                    dst.copy_from_slice(&[r, g, b]);
+                } else {
+                    let keep = u16::from(0xff - a);
+                    for (d, s) in dst.iter_mut().zip([r, g, b]) {
+                        let v = u16::from(s) + (u16::from(*d) * keep + 127) / 255;
+                        *d = v.min(0xff) as u8;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width
@@ -269,6 +324,35 @@ pub fn on_sigusr1(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draw_over_clips_copies_and_blends_premultiplied() {
+        // A 3x2 grey image.
+        let grey = [100u8, 100, 100, 0].repeat(6);
+        let mut shot = Screenshot::from_pixels(3, 2, 12, PixelOrder::Bgrx, false, &grey)
+            .expect("valid layout");
+        // 2x2 BGRA, drawn at (-1, 1): only its right column's top pixel lands, at (0, 1).
+        let over = [
+            0, 0, 0, 0xff, 10, 20, 0x80, 0x80, // row 0: opaque black, half-alpha red-ish
+            1, 1, 1, 0xff, 1, 1, 1, 0xff, // row 1: below the image
+        ];
+        shot.draw_over((-1, 1), 2, 2, 8, PixelOrder::Bgrx, true, &over)
+            .expect("draw");
+        // Premultiplied: src + dst * (255 - a) / 255, with a = 0x80.
+        let keep = |d: u16| ((d * (255 - 0x80) + 127) / 255) as u8;
+        assert_eq!(
+            shot.pixel(0, 1),
+            Some([0x80 + keep(100), 20 + keep(100), 10 + keep(100), 255])
+        );
+        // Untouched elsewhere.
+        assert_eq!(shot.pixel(1, 1), Some([100, 100, 100, 255]));
+        assert_eq!(shot.pixel(0, 0), Some([100, 100, 100, 255]));
+        // Without alpha the source is copied, even where its alpha byte says 0.
+        let x = [5u8, 6, 7, 0];
+        shot.draw_over((2, 0), 1, 1, 4, PixelOrder::Bgrx, false, &x)
+            .expect("draw");
+        assert_eq!(shot.pixel(2, 0), Some([7, 6, 5, 255]));
+    }
 
     #[test]
     fn converts_bgrx_with_stride_and_rgbx_flipped() {

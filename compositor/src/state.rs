@@ -95,6 +95,8 @@ pub struct State {
     pub space: Space<Window>,
     /// xdg popups.
     pub popups: PopupManager,
+    /// The pointer's image as the focused client last set it (`wl_pointer.set_cursor`).
+    pub cursor_status: smithay::input::pointer::CursorImageStatus,
     /// zwp_relative_pointer_manager_v1, once an embedder enabled it.
     pub relative_pointer: Option<smithay::wayland::relative_pointer::RelativePointerManagerState>,
     /// Where frames go.
@@ -337,6 +339,7 @@ impl State {
             seat,
             space,
             popups: PopupManager::default(),
+            cursor_status: smithay::input::pointer::CursorImageStatus::default_named(),
             relative_pointer: None,
             backend,
             render_device,

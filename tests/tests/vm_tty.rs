@@ -271,7 +271,8 @@ fn vkms_unsignalled_acquire_fence_keeps_the_previous_frame() {
 #[test]
 fn vkms_composited_window_shows_the_client_colours() {
     let path = card_of("vkms");
-    let comp = Compositor::start("composite", &path, &[]);
+    // Composition is the subject: the window would otherwise go on an overlay plane.
+    let comp = Compositor::start("composite", &path, &["--overlay-planes", "off"]);
     let card = open_display(&path);
     let alloc = Allocator::vgem();
     let mut c = comp.client();

@@ -313,6 +313,62 @@ fn virgl_gles_render_fence_is_in_the_released_buffer() {
     );
 }
 
+/// Iterations of [`GpuLoad::submit`](syncbridge_tests::kernel::virgl_gl::GpuLoad::submit)
+/// that keep the virgl GPU busy for about two seconds on this machine: measured, not
+/// assumed.
+fn two_second_load(load: &mut syncbridge_tests::kernel::virgl_gl::GpuLoad) -> u32 {
+    let probe = 64u32;
+    let started = std::time::Instant::now();
+    load.submit(probe)
+        .wait(Duration::from_secs(120))
+        .expect("the probe load finishes");
+    let probe_s = started.elapsed().as_secs_f64().max(0.001);
+    let iterations = ((2.0 * f64::from(probe) / probe_s) as u32).clamp(probe, 65_536);
+    println!("GPU load: {probe} iterations took {probe_s:.3} s; using {iterations}");
+    iterations
+}
+
+/// Wait until the compositor committed the frame that samples the buffer just shown: its
+/// composition buffer is on the primary plane (the kernel swaps the plane state at the
+/// commit, before the flip), replacing `before`.
+fn await_commit(
+    planes: &Card,
+    before: Option<smithay::reexports::drm::control::framebuffer::Handle>,
+    comp: &Compositor,
+    round: usize,
+) {
+    let deadline = std::time::Instant::now() + LONG;
+    while primary_fb(planes) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "round {round}: no frame committed for A; log:\n{}",
+            comp.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Wait until the primary plane kept its framebuffer for 300 ms: the compositor made no
+/// commit in that time (after a flip it may re-render the other slot once).
+fn await_idle(planes: &Card, comp: &Compositor, round: usize) {
+    let deadline = std::time::Instant::now() + LONG;
+    let mut last = primary_fb(planes);
+    let mut since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_millis(300) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "round {round}: the compositor never went idle; log:\n{}",
+            comp.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        let now = primary_fb(planes);
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        }
+    }
+}
+
 /// The render fence's hand-over, made deterministic: the test keeps the virgl GPU busy
 /// with a long render of its own (QEMU runs the guest's virgl command streams on one
 /// host thread and retires their fences in order), so the compositor's render that
@@ -320,9 +376,7 @@ fn virgl_gles_render_fence_is_in_the_released_buffer() {
 /// linux-drm-syncobj-v1 client's release point for A must then carry that render's
 /// fence: it materializes, and stays unsignalled while the load still runs. A bridge
 /// handed no fence (`frame_rendered(None)`) signals the point at once, telling the
-/// client A is free before the GPU read it. (An implicit client cannot show this on
-/// virgl: the kernel itself adds every command submission's fence to the buffers it
-/// references.)
+/// client A is free before the GPU read it. The implicit-sync side is the next test.
 #[test]
 fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence() {
     let card = virgl_card();
@@ -363,15 +417,7 @@ fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence(
         );
         frames = c.rec.surfaces[s].frames.len();
     }
-    // A load of about two seconds on this machine: measured, not assumed.
-    let probe = 64u32;
-    let started = std::time::Instant::now();
-    load.submit(probe)
-        .wait(Duration::from_secs(120))
-        .expect("the probe load finishes");
-    let probe_s = started.elapsed().as_secs_f64().max(0.001);
-    let mut iterations = ((2.0 * f64::from(probe) / probe_s) as u32).clamp(probe, 65_536);
-    println!("GPU load: {probe} iterations took {probe_s:.3} s; using {iterations}");
+    let mut iterations = two_second_load(&mut load);
     let rounds = 6;
     let mut busy_rounds = 0;
     for round in 0..rounds {
@@ -379,17 +425,7 @@ fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence(
         let before = primary_fb(&planes);
         let busy = load.submit(iterations);
         let a_point = show(&mut c, 0);
-        // The compositor committed the frame that samples A: its composition buffer is on
-        // the plane (the kernel swaps the plane state at the commit, before the flip).
-        let deadline = std::time::Instant::now() + LONG;
-        while primary_fb(&planes) == before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: no frame committed for A; log:\n{}",
-                comp.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        await_commit(&planes, before, &comp, round);
         // Replace A: its release point must carry the render that sampled it.
         show(&mut c, 1);
         rel.wait(a_point, WaitMode::Available, LONG)
@@ -443,6 +479,128 @@ fn virgl_gles_release_point_while_the_render_is_queued_carries_the_render_fence(
         fenced >= busy_rounds,
         "{fenced} release points fenced for {busy_rounds} releases made while the render \
          was queued"
+    );
+}
+
+/// The same hand-over for an implicit-sync client: with the compositor's render of A
+/// queued behind the GPU load, `wl_buffer.release` of A must come with the render's fence
+/// in A's dma-buf. Checked on both sides:
+/// - the client: right after the release, an EXPORT_SYNC_FILE(WRITE) of A is pending
+///   while the load runs, and signals after it;
+/// - the compositor: the bridge imported a render fence into a released dma-buf in every
+///   such round (`implicit_fences_imported`).
+///
+/// On virgl the kernel also adds each command submission's fence to the buffers it
+/// references, so the client-side check holds even for a bridge handed no fence; the
+/// import count is what `frame_rendered(None)` breaks (0 imported), and what a driver
+/// without that kernel bookkeeping (a buffer from another device) would leave the client
+/// without.
+#[test]
+fn virgl_gles_implicit_release_while_the_render_is_queued_carries_the_render_fence() {
+    let card = virgl_card();
+    let comp = Compositor::start("gles-busy-gpu-implicit", &card, &[]);
+    let display = Card::open(&card).expect("card");
+    let size = mode_size(&display);
+    let planes = open_display(&card);
+    let mut load =
+        syncbridge_tests::kernel::virgl_gl::GpuLoad::new(&render_node_of(&card), 512, 512);
+    let mut c = comp.client();
+    // Smaller than the output: composited by GLES, never scanned out.
+    let (w, h) = (size.0 - 32, size.1 - 32);
+    let s = configured_surface(&mut c);
+    let bufs: Vec<DmaBuffer> = (0..2).map(|_| load.client_buffer(w, h)).collect();
+    let wl: Vec<_> = bufs.iter().map(|b| c.create_dmabuf_buffer(b)).collect();
+    let show = |c: &mut syncbridge_tests::client::TestClient, b: usize| {
+        c.attach(s, Some(wl[b]));
+        c.commit(s, Commit::frame_and_feedback());
+        c.flush();
+    };
+    // Both buffers shown once first, so the compositor has imported them.
+    let mut frames = c.rec.surfaces[s].frames.len();
+    for b in [0, 1] {
+        show(&mut c, b);
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.surfaces[s].frames.len() > frames),
+            "warm-up frame {b}; log:\n{}",
+            comp.log_text()
+        );
+        frames = c.rec.surfaces[s].frames.len();
+    }
+    let mut iterations = two_second_load(&mut load);
+    let rounds = 6;
+    let mut busy_rounds = 0;
+    for round in 0..rounds {
+        // The compositor is idle (its last frames flipped: a commit still waiting for
+        // its flip would hold A's frame back until the load is done). Load the GPU,
+        // then show A.
+        await_idle(&planes, &comp, round);
+        let before = primary_fb(&planes);
+        let busy = load.submit(iterations);
+        let t0 = std::time::Instant::now();
+        show(&mut c, 0);
+        await_commit(&planes, before, &comp, round);
+        let t1 = t0.elapsed();
+        // Replace A: its release must carry the render that sampled it.
+        let releases = c.rec.releases(wl[0]);
+        show(&mut c, 1);
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.releases(wl[0]) > releases),
+            "round {round}: A released; log:\n{}",
+            comp.log_text()
+        );
+        println!(
+            "round {round}: A's frame committed {} ms after A, released {} ms after A",
+            t1.as_millis(),
+            t0.elapsed().as_millis()
+        );
+        let fence = export_sync_file(bufs[0].fd.as_fd(), Access::Write).expect("export");
+        let a_pending = !fence.is_signaled().expect("poll A's fences");
+        let load_pending = !busy.is_signaled().expect("poll the load");
+        println!(
+            "round {round}: {iterations} iterations; load still running at A's release: \
+             {load_pending}; A's dma-buf fences pending then: {a_pending}"
+        );
+        if load_pending {
+            busy_rounds += 1;
+            assert!(
+                a_pending,
+                "round {round}: A was released with no pending fence while the render \
+                 that samples A was still queued behind the GPU load; log:\n{}",
+                comp.log_text()
+            );
+        } else {
+            iterations = iterations.saturating_mul(2).min(65_536);
+        }
+        busy.wait(Duration::from_secs(120))
+            .expect("the load finishes");
+        fence
+            .wait(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("round {round}: A's fences signal after the render: {e}"));
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.surfaces[s].frames.len() > frames),
+            "frame callback after round {round}; log:\n{}",
+            comp.log_text()
+        );
+        frames = c.rec.surfaces[s].frames.len();
+    }
+    let stats = comp.stop();
+    assert_eq!(renderer(&stats)["name"], "gles");
+    let imported = stats["sync"]["release"]["implicit_fences_imported"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "{busy_rounds} of {rounds} rounds released A with the GPU busy; {imported} render \
+         fences imported into released dma-bufs"
+    );
+    assert!(
+        busy_rounds >= 1,
+        "the GPU load never outlasted a release (last: {iterations} iterations)"
+    );
+    assert!(
+        imported >= busy_rounds,
+        "{imported} render fences imported into released dma-bufs for {busy_rounds} \
+         releases made while the render was queued (release stats {})",
+        stats["sync"]["release"]
     );
 }
 

@@ -114,7 +114,14 @@ fn vkms_refused_composited_commit_is_redrawn_before_its_feedback() {
     let comp = Compositor::start(
         "composited-commit-refused",
         &path,
-        &["--kms-inject-composited-commit-failure-every", "3"],
+        // Composited frames are the subject: the windows would otherwise go on an
+        // overlay plane, leaving the primary plane without their pixels.
+        &[
+            "--kms-inject-composited-commit-failure-every",
+            "3",
+            "--overlay-planes",
+            "off",
+        ],
     );
     let card = open_display(&path);
     let alloc = Allocator::vgem();

@@ -94,7 +94,8 @@ fn show_each(
 #[test]
 fn vkms_presentation_feedback_is_the_page_flip() {
     let path = card_of("vkms");
-    let comp = Compositor::start("presentation-feedback", &path, &[]);
+    // The small window must be composited (no zero_copy): not on an overlay plane.
+    let comp = Compositor::start("presentation-feedback", &path, &["--overlay-planes", "off"]);
     let card = open_display(&path);
     let size = mode_size(&card);
     let alloc = Allocator::vgem();

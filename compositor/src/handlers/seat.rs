@@ -2,7 +2,7 @@
 
 use smithay::{
     delegate_seat,
-    input::{keyboard::XkbConfig, Seat, SeatHandler, SeatState},
+    input::{keyboard::XkbConfig, pointer::CursorImageStatus, Seat, SeatHandler, SeatState},
     reexports::wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle},
 };
 
@@ -15,6 +15,12 @@ impl SeatHandler for State {
 
     fn seat_state(&mut self) -> &mut SeatState<Self> {
         &mut self.protocols.seat
+    }
+
+    fn cursor_image(&mut self, _seat: &Seat<Self>, image: CursorImageStatus) {
+        self.cursor_status = image;
+        // The tty backend draws it on the cursor plane.
+        self.request_redraw();
     }
 }
 

@@ -90,6 +90,8 @@ pub struct InputRecord {
     pub keys: Vec<(u64, KeyboardEvent)>,
     /// Pointer events, in arrival order.
     pub pointer_events: Vec<(u64, PointerEvent)>,
+    /// The serial of the last `wl_pointer.enter` (what `wl_pointer.set_cursor` needs).
+    pub pointer_enter_serial: Option<u32>,
 }
 
 impl InputRecord {
@@ -145,6 +147,26 @@ impl InputRecord {
 }
 
 impl TestClient {
+    /// `wl_pointer.set_cursor` with the serial of the last `wl_pointer.enter`: `surface`
+    /// (a bare `wl_surface` from [`TestClient::create_surface`]; attach and commit its
+    /// image before or after) becomes the cursor with its `hotspot`, or `None` hides the
+    /// cursor. Panics without a pointer or before any `enter` (test scaffolding).
+    pub fn set_cursor(&mut self, surface: Option<&WlSurface>, hotspot: (i32, i32)) {
+        let pointer = self
+            .rec
+            .input
+            .pointer
+            .as_ref()
+            .expect("a wl_pointer (bind_seat first)");
+        let serial = self
+            .rec
+            .input
+            .pointer_enter_serial
+            .expect("wl_pointer.enter arrived (set_cursor needs its serial)");
+        pointer.set_cursor(serial, surface, hotspot.0, hotspot.1);
+        self.flush();
+    }
+
     /// Binds `wl_seat` (up to version 7) and waits (roundtrips) for its capabilities; the
     /// keyboard and pointer are taken as they are announced. Panics without a seat.
     pub fn bind_seat(&mut self) -> WlSeat {
@@ -228,15 +250,18 @@ impl Dispatch<WlPointer, ()> for Recorder {
     ) {
         let e = match event {
             wl_pointer::Event::Enter {
+                serial,
                 surface,
                 surface_x,
                 surface_y,
-                ..
-            } => PointerEvent::Enter {
-                surface,
-                x: surface_x,
-                y: surface_y,
-            },
+            } => {
+                state.input.pointer_enter_serial = Some(serial);
+                PointerEvent::Enter {
+                    surface,
+                    x: surface_x,
+                    y: surface_y,
+                }
+            }
             wl_pointer::Event::Leave { surface, .. } => PointerEvent::Leave { surface },
             wl_pointer::Event::Motion {
                 surface_x,

@@ -218,7 +218,7 @@ impl State {
         tracing::debug!(
             output = index,
             shown = ?shown,
-            no_longer_shown = ?report.no_longer_shown.as_ref().map(|(ids, _)| ids),
+            no_longer_shown = ?report.no_longer_shown.iter().map(|(ids, _)| ids).collect::<Vec<_>>(),
             out_fence = report.out_fence.is_some(),
             "scanout transition"
         );
@@ -226,44 +226,50 @@ impl State {
             .iter()
             .flat_map(|(ids, _)| ids.iter().copied())
             .collect();
-        match report.no_longer_shown {
-            Some((mut old, buffer)) => {
-                if mode == ActiveRelease::Early && report.out_fence.is_some() {
-                    old.extend_from_slice(&carried_ids);
-                    self.sync_bridge
-                        .scanout_committed(report.out_fence, &shown, &old);
-                    // The fence is in: now wl_buffer.release goes out, before the flip.
-                    drop(buffer);
-                    drop(carried);
-                    let now = monotonic_now_ns();
-                    if let Backend::Tty(tty) = &mut self.backend {
-                        tty.stats.early_releases += 1;
-                        if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut())
-                        {
-                            p.released_at_ns.push(now);
-                        }
-                    }
-                } else {
-                    // Nothing was carried with a fence here (that needs early mode and an
-                    // out-fence, the branch above).
-                    if !shown.is_empty() {
-                        self.sync_bridge
-                            .scanout_committed(report.out_fence, &shown, &[]);
-                    }
-                    match out.pending.as_mut() {
-                        Some(p) => p.release_at_flip.push((old, buffer)),
-                        None => {
-                            self.sync_bridge.scanout_committed(None, &[], &old);
-                        }
-                    }
+        let replaced = report.no_longer_shown;
+        if replaced.is_empty() {
+            if !shown.is_empty() || !carried_ids.is_empty() {
+                self.sync_bridge
+                    .scanout_committed(report.out_fence, &shown, &carried_ids);
+            }
+            drop(carried);
+        } else if mode == ActiveRelease::Early && report.out_fence.is_some() {
+            // Every plane of the CRTC: the out-fence signals when this commit's state
+            // replaced what they showed.
+            let mut old: Vec<syncbridge_protocols::BufferId> = replaced
+                .iter()
+                .flat_map(|(ids, _)| ids.iter().copied())
+                .collect();
+            old.extend_from_slice(&carried_ids);
+            self.sync_bridge
+                .scanout_committed(report.out_fence, &shown, &old);
+            // The fence is in: now wl_buffer.release goes out, before the flip.
+            let count = replaced.len();
+            drop(replaced);
+            drop(carried);
+            let now = monotonic_now_ns();
+            if let Backend::Tty(tty) = &mut self.backend {
+                tty.stats.early_releases += count as u64;
+                if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut()) {
+                    p.released_at_ns.extend(std::iter::repeat_n(now, count));
                 }
             }
-            None => {
-                if !shown.is_empty() || !carried_ids.is_empty() {
-                    self.sync_bridge
-                        .scanout_committed(report.out_fence, &shown, &carried_ids);
+        } else {
+            // Nothing was carried with a fence here (that needs early mode and an
+            // out-fence, the branch above).
+            if !shown.is_empty() {
+                self.sync_bridge
+                    .scanout_committed(report.out_fence, &shown, &[]);
+            }
+            match out.pending.as_mut() {
+                Some(p) => p.release_at_flip.extend(replaced),
+                None => {
+                    let old: Vec<_> = replaced
+                        .iter()
+                        .flat_map(|(ids, _)| ids.iter().copied())
+                        .collect();
+                    self.sync_bridge.scanout_committed(None, &[], &old);
                 }
-                drop(carried);
             }
         }
     }
@@ -437,11 +443,21 @@ impl State {
             .sum();
         for conn in connected.iter().filter(|c| !known.contains(&c.handle())) {
             let dh = tty.display_handle().clone();
+            let used_planes: Vec<_> = tty
+                .outputs
+                .iter()
+                .filter(|o| o.alive || o.handover.disable_due())
+                .flat_map(|o| o.planes())
+                .collect();
             match super::kms::scanout::create_output(
                 &tty.device,
                 &res,
                 conn,
-                &used,
+                super::kms::scanout::Taken {
+                    crtcs: &used,
+                    planes: &used_planes,
+                    overlays: tty.overlays_enabled,
+                },
                 &mut tty.renderer,
                 &dh,
                 x,

@@ -12,10 +12,13 @@
 //! [`input`] (libinput), [`kms`] (device, atomic requests, planes, outputs),
 //! [`release`] (early vs at-flip release, stats), [`frame`] (the per-output cycle, on
 //! [`State`](crate::State)), [`presentation`] (feedback and frame callbacks at the flip),
-//! [`out_fence_delay`] (per CRTC, how long after the flip the out-fence signals).
+//! [`out_fence_delay`] (per CRTC, how long after the flip the out-fence signals),
+//! [`cursor`] (the pointer's image) and `plane_cycle` (overlay and cursor planes in a
+//! refresh cycle).
 
 pub mod capture;
 pub mod commit_fault;
+pub mod cursor;
 pub mod dmabuf_scanout;
 mod fault;
 pub mod frame;
@@ -24,6 +27,7 @@ pub mod input;
 pub mod kms;
 pub mod out_fence_delay;
 pub mod out_fence_lag;
+mod plane_cycle;
 pub mod presentation;
 pub mod release;
 pub mod release_policy;
@@ -89,6 +93,8 @@ pub struct TtyConfig {
     /// Testing: the out-fences of the first N commits signal this long after their flip
     /// (see [`out_fence_lag`]).
     pub inject_out_fence_lag: Option<(std::time::Duration, u32)>,
+    /// Put windows on overlay planes where the kernel accepts them (`--overlay-planes`).
+    pub overlay_planes: bool,
 }
 
 /// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
@@ -217,6 +223,12 @@ pub struct TtyBackend {
     inject_commit: Option<commit_fault::CommitFaultInjector>,
     /// A wake-up of idle outputs is in the idle queue.
     pub(crate) wake_queued: bool,
+    /// Whether windows may go on overlay planes (`--overlay-planes`).
+    overlays_enabled: bool,
+    /// Client buffers an overlay plane refused: composited from then on.
+    overlay_refused: kms::overlay::Refused,
+    /// The pointer for the next refresh cycle (set by the compositor before each render).
+    pub cursor: Option<cursor::CursorView>,
     dh: DisplayHandle,
 }
 
@@ -268,7 +280,20 @@ impl TtyBackend {
         let mut x = 0;
         for conn in kms::scanout::connected(&device, &res) {
             let used: Vec<crtc::Handle> = outputs.iter().map(|o| o.crtc).collect();
-            match kms::scanout::create_output(&device, &res, &conn, &used, &mut renderer, dh, x) {
+            let used_planes: Vec<_> = outputs.iter().flat_map(|o| o.planes()).collect();
+            match kms::scanout::create_output(
+                &device,
+                &res,
+                &conn,
+                kms::scanout::Taken {
+                    crtcs: &used,
+                    planes: &used_planes,
+                    overlays: config.overlay_planes,
+                },
+                &mut renderer,
+                dh,
+                x,
+            ) {
                 Ok(out) => {
                     x += i32::try_from(out.size().0).unwrap_or(0);
                     outputs.push(out);
@@ -308,6 +333,19 @@ impl TtyBackend {
             }
         );
         tracing::info!(mode = release.name(), reason = %why, "tty: release of scanned-out buffers");
+        for out in &outputs {
+            tracing::info!(
+                output = %out.output.name(),
+                overlay_planes = out.overlays.len(),
+                cursor_plane = out.cursor.as_ref().map(|c| format!("{}x{}", c.size().0, c.size().1)),
+                "tty: planes: {}",
+                if config.overlay_planes {
+                    "windows whose buffer a plane shows as is go on the overlay planes (TEST_ONLY decides), the pointer on the cursor plane"
+                } else {
+                    "overlay planes off (--overlay-planes off): windows are composited; the pointer on the cursor plane"
+                }
+            );
+        }
         let release_adaptive =
             config.release_mode == ReleaseMode::Auto && release == ActiveRelease::Early;
         for out in &mut outputs {
@@ -375,6 +413,9 @@ impl TtyBackend {
             inject_busy: config.inject_ebusy_every.map(fault::BusyInjector::new),
             inject_commit,
             wake_queued: false,
+            overlays_enabled: config.overlay_planes,
+            overlay_refused: kms::overlay::Refused::default(),
+            cursor: None,
             dh: dh.clone(),
         })
     }
@@ -417,6 +458,10 @@ impl TtyBackend {
                     .json(&o.output.name(), u32::from(o.crtc), &o.release)
             })
             .collect();
+        let alive = self.outputs.iter().filter(|o| o.alive);
+        json["overlay_planes"] =
+            serde_json::json!(alive.clone().map(|o| o.overlays.len()).sum::<usize>());
+        json["cursor_planes"] = serde_json::json!(alive.filter(|o| o.cursor.is_some()).count());
         json["injected_out_fence_lags"] =
             serde_json::json!(self.inject_lag.as_ref().map_or(0, |i| i.injected));
         json["injected_commit_failures"] =
@@ -462,6 +507,9 @@ impl TtyBackend {
             inject_busy,
             inject_commit,
             inject_lag,
+            overlays_enabled,
+            overlay_refused,
+            cursor,
             ..
         } = self;
         let signalled_stub = in_fence_stub.as_ref().map(|s| &s.fence);
@@ -506,6 +554,52 @@ impl TtyBackend {
             }
         }
 
+        // Overlay planes: none with a client buffer on the primary (it covers the output),
+        // and a modeset sets every plane again.
+        overlay_refused.cleanup();
+        let overlay_candidates = if *overlays_enabled && chosen.is_none() && !modeset {
+            kms::overlay::candidates(space, &out.output, out.overlays.len(), buffer_id)
+        } else {
+            Vec::new()
+        };
+        let overlay_plan = kms::overlay::plan(
+            device,
+            fbs,
+            overlay_refused,
+            &out.overlays,
+            out.crtc,
+            overlay_candidates,
+            chosen.is_some(),
+            modeset,
+            &mut stats.overlay_test_failures,
+        );
+        // Re-commits of buffers that stay on an overlay: read from now on.
+        let mut overlay_rereads = Vec::new();
+        let mut on_overlays: Vec<(WlSurface, usize)> = Vec::new();
+        for (plane, a) in out.overlays.iter_mut().zip(&overlay_plan) {
+            match a {
+                kms::overlay::Assignment::Keep { reread, commit } => {
+                    if let Some((shown, dst)) = plane.shown.as_mut() {
+                        if let Some(id) = reread {
+                            shown.ids.push(*id);
+                            overlay_rereads.push(*id);
+                        }
+                        if let Some(commit) = commit {
+                            shown.commit = *commit;
+                        }
+                        on_overlays.push((shown.surface.clone(), plane_cycle::area(dst.size)));
+                    }
+                }
+                kms::overlay::Assignment::Show { candidate, dst, .. } => {
+                    on_overlays.push((candidate.surface.clone(), plane_cycle::area(dst.size)));
+                }
+                kms::overlay::Assignment::Clear | kms::overlay::Assignment::Idle => {}
+            }
+        }
+        let overlays_change = overlay_plan.iter().any(|a| a.changes());
+        let cursor_plan =
+            plane_cycle::plan_cursor(device, out, cursor.as_ref(), space, modeset, stats);
+
         let mut states = RenderElementStates::default();
         let mut sync = SyncPoint::signaled();
         // A composited frame's render fence, for IN_FENCE_FD (GLES with native fences).
@@ -519,11 +613,14 @@ impl TtyBackend {
         let (new_shown, fb, damaged) = match chosen {
             Some((c, fb)) => {
                 let same = matches!(&out.shown, Shown::Client(s) if Rc::ptr_eq(&s.fb, &fb));
-                if let (true, Shown::Client(s), Some(id)) = (same, &mut out.shown, c.id) {
-                    if !s.ids.contains(&id) {
+                let mut recommitted = false;
+                if let (true, Shown::Client(s)) = (same, &mut out.shown) {
+                    if let Some(id) = c.id.filter(|id| !s.ids.contains(id)) {
                         s.ids.push(id);
                         reread = Some(id);
                     }
+                    recommitted = s.commit != c.commit;
+                    s.commit = c.commit;
                 }
                 states.states.insert(
                     Id::from_wayland_resource(&c.surface),
@@ -532,7 +629,9 @@ impl TtyBackend {
                         presentation_state: RenderElementPresentationState::ZeroCopy,
                     },
                 );
-                let plane_fb = (!same || modeset).then_some(fb.fb);
+                // A re-commit of the buffer on the plane is committed again too: the
+                // client's presentation feedback and frame callbacks follow a flip.
+                let plane_fb = (!same || modeset || recommitted).then_some(fb.fb);
                 if plane_fb.is_some() {
                     placed_client = Some(c.dmabuf.clone());
                 }
@@ -541,10 +640,11 @@ impl TtyBackend {
                         surface: c.surface.clone(),
                         buffer: c.buffer.clone(),
                         ids: c.id.into_iter().collect(),
+                        commit: c.commit,
                         fb: fb.clone(),
                     })
                 });
-                (shown, plane_fb, !same)
+                (shown, plane_fb, !same || recommitted)
             }
             None => {
                 // Composite into the buffer that is not on screen.
@@ -562,12 +662,17 @@ impl TtyBackend {
                 } else {
                     usize::try_from(render_count - slot.rendered_at).unwrap_or(0)
                 };
+                let on_planes: Vec<Id> = on_overlays
+                    .iter()
+                    .map(|(s, _)| Id::from_wayland_resource(s))
+                    .collect();
                 let composited = renderer.composite(
                     &mut out.slots[slot_index].dmabuf,
                     &mut out.damage_tracker,
                     age,
                     space,
                     &out.output,
+                    &on_planes,
                 )?;
                 out.render_count = render_count;
                 out.slots[slot_index].rendered_at = render_count;
@@ -593,13 +698,27 @@ impl TtyBackend {
             }
         };
         let direct = matches!(new_shown.as_ref().unwrap_or(&out.shown), Shown::Client(_));
+        // Windows on overlay planes: shown without a copy (presentation feedback's
+        // zero_copy), not sampled by the render.
+        for (surface, visible_area) in &on_overlays {
+            states.states.insert(
+                Id::from_wayland_resource(surface),
+                RenderElementState {
+                    visible_area: *visible_area,
+                    presentation_state: RenderElementPresentationState::ZeroCopy,
+                },
+            );
+        }
+        let rereads: Vec<BufferId> = reread.into_iter().chain(overlay_rereads).collect();
+        let planes_change =
+            overlays_change || !matches!(cursor_plan, kms::cursor::CursorPlan::Keep);
 
-        if fb.is_none() && modeset_part.is_none() {
+        if fb.is_none() && modeset_part.is_none() && !planes_change {
             // Nothing new for the display: no commit, no flip. The output idles until a
             // client request wakes it; a buffer re-committed while on the plane is read
             // from now on (no fence: it was on screen already).
             out.report = Some(ScanoutReport {
-                shown: reread.into_iter().collect(),
+                shown: rereads,
                 ..Default::default()
             });
             out.idle = true;
@@ -617,14 +736,15 @@ impl TtyBackend {
         let mut req = match out.request(modeset_part, fb, true, in_fence) {
             Ok(req) => req,
             Err(err) => {
-                // No commit; a re-committed buffer that stays on the plane is read still.
-                out.report = reread.map(|id| ScanoutReport {
-                    shown: vec![id],
+                // No commit; re-committed buffers that stay on their planes are read still.
+                out.report = Some(ScanoutReport {
+                    shown: rereads,
                     ..Default::default()
                 });
                 return Err(err.into());
             }
         };
+        plane_cycle::add_planes(&mut req, out, &overlay_plan, cursor_plan, signalled_stub);
         if let (Some(injector), false) = (inject_busy.as_mut(), modeset) {
             injector.before_commit(device, out, stats);
         }
@@ -643,7 +763,8 @@ impl TtyBackend {
             // Commit without it rather than freeze the output until fds come back; this
             // frame's replaced buffer then goes back at the page-flip event (no fence).
             let _ = out.out_fence_slot.take();
-            if let Ok(req) = out.request(modeset_part, fb, false, in_fence) {
+            if let Ok(mut req) = out.request(modeset_part, fb, false, in_fence) {
+                plane_cycle::add_planes(&mut req, out, &overlay_plan, cursor_plan, signalled_stub);
                 stats.commits_without_out_fence += 1;
                 let times = stats.commits_without_out_fence;
                 // While fds stay exhausted this happens every frame: warn at 1, 2, 4, 8...
@@ -672,8 +793,14 @@ impl TtyBackend {
                 None => Attempt::Other,
             };
             failed_commit::after_refused_commit(out, fbs, attempt, &source, failed_stats);
-            out.report = reread.map(|id| ScanoutReport {
-                shown: vec![id],
+            // Buffers this commit put on overlay planes are composited from now on.
+            for a in &overlay_plan {
+                if let kms::overlay::Assignment::Show { candidate, .. } = a {
+                    overlay_refused.insert(&candidate.dmabuf);
+                }
+            }
+            out.report = Some(ScanoutReport {
+                shown: rereads,
                 ..Default::default()
             });
             return Err(TtyError::Commit {
@@ -728,16 +855,24 @@ impl TtyBackend {
         };
         let mut report = ScanoutReport {
             out_fence,
-            shown: reread.into_iter().collect(),
+            shown: rereads,
             ..Default::default()
         };
+        plane_cycle::commit_planes(
+            out,
+            overlay_plan,
+            cursor_plan,
+            &mut report,
+            &mut pending,
+            stats,
+        );
         if let Some(new) = new_shown {
             if let Shown::Client(c) = &new {
                 report.shown.extend(c.ids.iter().copied());
             }
             match std::mem::replace(&mut out.shown, new) {
                 Shown::Client(old) => {
-                    report.no_longer_shown = Some((old.ids, old.buffer));
+                    report.no_longer_shown.push((old.ids, old.buffer));
                     pending.retiring.push(old.fb);
                 }
                 Shown::Composited(_) | Shown::Nothing => {}
@@ -747,7 +882,8 @@ impl TtyBackend {
         out.report = Some(report);
         Ok(RenderedFrame {
             output: out.output.clone(),
-            damaged: damaged || modeset,
+            // A new frame on screen: composited, or a window's buffer on a plane.
+            damaged: damaged || modeset || overlays_change,
             states,
             sync,
         })

@@ -186,6 +186,18 @@ pub struct KmsStats {
     /// Times a CRTC switched between early release and release at the flip
     /// (`--release-mode auto`, see [`super::release_policy`]).
     pub release_mode_switches: u64,
+    /// Commits after which at least one overlay plane showed a client buffer.
+    pub overlay_frames: u64,
+    /// Client buffers newly put on an overlay plane.
+    pub overlay_assignments: u64,
+    /// Client buffers TEST_ONLY refused on an overlay plane (composited instead).
+    pub overlay_test_failures: u64,
+    /// Commits after which the cursor plane showed the pointer.
+    pub cursor_frames: u64,
+    /// Cursor images written into the cursor plane's buffers.
+    pub cursor_uploads: u64,
+    /// The last cursor image: "default", "client" or "hidden".
+    pub cursor_source: &'static str,
 }
 
 impl KmsStats {
@@ -225,6 +237,12 @@ impl KmsStats {
             "connectors_added": self.connectors_added,
             "session_pauses": self.session_pauses,
             "release_mode_switches": self.release_mode_switches,
+            "overlay_frames": self.overlay_frames,
+            "overlay_assignments": self.overlay_assignments,
+            "overlay_test_failures": self.overlay_test_failures,
+            "cursor_frames": self.cursor_frames,
+            "cursor_uploads": self.cursor_uploads,
+            "cursor_source": self.cursor_source,
         })
     }
 }

@@ -32,7 +32,7 @@ use smithay::{
         },
         renderer::{
             damage::{OutputDamageTracker, RenderOutputResult},
-            element::RenderElementStates,
+            element::{Element as _, Id, RenderElementStates},
             gles::GlesRenderer,
             sync::SyncPoint,
             Bind, Renderer,
@@ -260,7 +260,8 @@ impl TtyRenderer {
     }
 
     /// Composite `space` as `output` shows it into `target` (a slot's dma-buf, `age`
-    /// frames old; 0: unknown).
+    /// frames old; 0: unknown), leaving out the elements in `on_planes` (surfaces an
+    /// overlay plane shows).
     pub fn composite(
         &mut self,
         target: &mut Dmabuf,
@@ -268,6 +269,7 @@ impl TtyRenderer {
         age: usize,
         space: &Space<Window>,
         output: &Output,
+        on_planes: &[Id],
     ) -> Result<Composited, TtyError> {
         let name = output.name();
         match &mut self.which {
@@ -278,8 +280,9 @@ impl TtyRenderer {
                     .map_err(|e| TtyError::Render(format!("pixman: binding {name}: {e}")))?;
                 // Windows whose dma-bufs were fenced again after commit would block
                 // pixman's DMA_BUF_IOCTL_SYNC (and with it every output): they sit out.
-                let (elements, held_back) =
+                let (mut elements, held_back) =
                     cpu_renderer::ready_render_elements(renderer, space, output);
+                elements.retain(|e| !on_planes.contains(e.id()));
                 if held_back > 0 {
                     tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
                 }
@@ -307,9 +310,10 @@ impl TtyRenderer {
                 let renderer = gpu.gles();
                 // The GPU waits for client buffers' implicit fences itself: nothing
                 // blocks the CPU here, so no window has to sit out.
-                let elements =
+                let mut elements =
                     space_render_elements::<_, Window, _>(renderer, [space], output, 1.0)
                         .map_err(|e| TtyError::Render(format!("gles: elements of {name}: {e}")))?;
+                elements.retain(|e| !on_planes.contains(e.id()));
                 let mut fb = renderer
                     .bind(target)
                     .map_err(|e| TtyError::Render(format!("gles: binding {name}: {e}")))?;

@@ -18,6 +18,8 @@ use syncbridge_protocols::BufferId;
 use super::{
     handover::Carried,
     kms::{
+        atomic::set_plane,
+        cursor::CursorPlan,
         device::KmsDevice,
         planes::ClientFb,
         scanout::{Shown, TtyOutput},
@@ -42,10 +44,19 @@ fn take_plane_buffers(out: &mut TtyOutput) -> Held {
         held.buffers.push((c.ids, c.buffer));
         held.fbs.push(c.fb);
     }
+    for plane in &mut out.overlays {
+        if let Some((c, _)) = plane.shown.take() {
+            held.buffers.push((c.ids, c.buffer));
+            held.fbs.push(c.fb);
+        }
+    }
+    if let Some(cursor) = out.cursor.as_mut() {
+        cursor.forget();
+    }
     held
 }
 
-/// Switch `out`'s connector, CRTC and primary plane off in one blocking commit: when it
+/// Switch `out`'s connector, CRTC and planes off in one blocking commit: when it
 /// returns `Ok`, the CRTC no longer scans out anything of ours. Kernel errors keep
 /// their errno (EACCES while another DRM master is in front).
 fn switch_off(device: &KmsDevice, out: &TtyOutput) -> std::io::Result<()> {
@@ -55,6 +66,12 @@ fn switch_off(device: &KmsDevice, out: &TtyOutput) -> std::io::Result<()> {
     req.add_property(out.crtc, out.crtc_props.mode_id, Value::Blob(0));
     req.add_property(out.plane, out.plane_props.fb_id, Value::Framebuffer(None));
     req.add_property(out.plane, out.plane_props.crtc_id, Value::CRTC(None));
+    for plane in &out.overlays {
+        set_plane(&mut req, plane.handle, &plane.props, out.crtc, None, None);
+    }
+    if let Some(cursor) = &out.cursor {
+        cursor.add_to_request(&mut req, out.crtc, CursorPlan::Clear);
+    }
     device
         .fd
         .atomic_commit(AtomicCommitFlags::ALLOW_MODESET, req)

@@ -65,7 +65,7 @@ impl CrtcProps {
     }
 }
 
-/// Build the request for `plan` on (`crtc`, `plane`). `out_fence` arms OUT_FENCE_PTR;
+/// Build the request for `plan` on (`crtc`, its primary `plane`). `out_fence` arms OUT_FENCE_PTR;
 /// `in_fence` (compositor-made only) goes into IN_FENCE_FD when the plane changes.
 pub fn build(
     crtc: crtc::Handle,
@@ -87,38 +87,82 @@ pub fn build(
         req.add_property(crtc, crtc_props.active, property::Value::Boolean(true));
     }
     if let Some(fb) = plan.fb {
-        let p = plane_props;
-        req.add_property(plane, p.fb_id, property::Value::Framebuffer(Some(fb)));
-        req.add_property(plane, p.crtc_id, property::Value::CRTC(Some(crtc)));
-        let (sw, sh) = plan.src;
-        let (dw, dh) = plan.dst;
-        req.add_property(plane, p.src_x, property::Value::UnsignedRange(0));
-        req.add_property(plane, p.src_y, property::Value::UnsignedRange(0));
-        req.add_property(
-            plane,
-            p.src_w,
-            property::Value::UnsignedRange(u64::from(sw) << 16),
-        );
-        req.add_property(
-            plane,
-            p.src_h,
-            property::Value::UnsignedRange(u64::from(sh) << 16),
-        );
-        req.add_property(plane, p.crtc_x, property::Value::SignedRange(0));
-        req.add_property(plane, p.crtc_y, property::Value::SignedRange(0));
-        req.add_property(plane, p.crtc_w, property::Value::SignedRange(i64::from(dw)));
-        req.add_property(plane, p.crtc_h, property::Value::SignedRange(i64::from(dh)));
-        if let (Some(prop), Some(fence)) = (p.in_fence_fd, in_fence) {
-            // Compositor-made: always allowed (see the module docs).
-            if let Ok(Some(v)) = in_fence_value(fence, FenceOrigin::Compositor) {
-                req.add_property(plane, prop, property::Value::SignedRange(v));
-            }
-        }
+        let state = PlaneState {
+            fb,
+            src: plan.src,
+            dst: (0, 0),
+            dst_size: plan.dst,
+        };
+        set_plane(&mut req, plane, plane_props, crtc, Some(state), in_fence);
     }
     if let (Some(prop), Some(slot)) = (crtc_props.out_fence_ptr, out_fence) {
         req.add_property(crtc, prop, property::Value::SignedRange(slot.arm()));
     }
     Ok(req)
+}
+
+/// What a plane shows: all of `fb` (`src` pixels) at `dst` on the CRTC, `dst_size` big.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaneState {
+    /// The framebuffer.
+    pub fb: framebuffer::Handle,
+    /// Its size in pixels.
+    pub src: (u32, u32),
+    /// Where its top-left corner goes (may be negative: a cursor half off the screen).
+    pub dst: (i32, i32),
+    /// How big it is on the CRTC.
+    pub dst_size: (u32, u32),
+}
+
+/// Set `plane` to `state` on `crtc` (`None`: switch it off). `in_fence` (compositor-made
+/// only) goes into IN_FENCE_FD with a new framebuffer.
+pub fn set_plane(
+    req: &mut AtomicModeReq,
+    plane: plane::Handle,
+    p: &PlaneProps,
+    crtc: crtc::Handle,
+    state: Option<PlaneState>,
+    in_fence: Option<&SyncFile>,
+) {
+    let Some(state) = state else {
+        req.add_property(plane, p.fb_id, property::Value::Framebuffer(None));
+        req.add_property(plane, p.crtc_id, property::Value::CRTC(None));
+        return;
+    };
+    req.add_property(plane, p.fb_id, property::Value::Framebuffer(Some(state.fb)));
+    req.add_property(plane, p.crtc_id, property::Value::CRTC(Some(crtc)));
+    let (sw, sh) = state.src;
+    let (dw, dh) = state.dst_size;
+    req.add_property(plane, p.src_x, property::Value::UnsignedRange(0));
+    req.add_property(plane, p.src_y, property::Value::UnsignedRange(0));
+    req.add_property(
+        plane,
+        p.src_w,
+        property::Value::UnsignedRange(u64::from(sw) << 16),
+    );
+    req.add_property(
+        plane,
+        p.src_h,
+        property::Value::UnsignedRange(u64::from(sh) << 16),
+    );
+    req.add_property(
+        plane,
+        p.crtc_x,
+        property::Value::SignedRange(i64::from(state.dst.0)),
+    );
+    req.add_property(
+        plane,
+        p.crtc_y,
+        property::Value::SignedRange(i64::from(state.dst.1)),
+    );
+    req.add_property(plane, p.crtc_w, property::Value::SignedRange(i64::from(dw)));
+    req.add_property(plane, p.crtc_h, property::Value::SignedRange(i64::from(dh)));
+    if let (Some(prop), Some(fence)) = (p.in_fence_fd, in_fence) {
+        // Compositor-made: always allowed (see the module docs).
+        if let Ok(Some(v)) = in_fence_value(fence, FenceOrigin::Compositor) {
+            req.add_property(plane, prop, property::Value::SignedRange(v));
+        }
+    }
 }
 
 /// The flags of a real (non-test) commit.

@@ -21,7 +21,9 @@ use smithay::{
             Buffer as _, Modifier,
         },
         drm::DrmDeviceFd,
-        renderer::utils::{with_renderer_surface_state, Buffer, RendererSurfaceStateUserData},
+        renderer::utils::{
+            with_renderer_surface_state, Buffer, CommitCounter, RendererSurfaceStateUserData,
+        },
     },
     desktop::{Space, Window},
     output::Output,
@@ -55,6 +57,8 @@ pub struct Candidate {
     pub dmabuf: Dmabuf,
     /// The fence bridge's id of this attachment of the buffer (`None`: not tracked).
     pub id: Option<BufferId>,
+    /// The surface's commit counter (smithay's; it moves with every attach).
+    pub commit: CommitCounter,
 }
 
 /// The direct-scanout candidate of `output` (mode size `size`), if any. `buffer_id` is
@@ -78,10 +82,23 @@ pub fn candidate(
         return None;
     }
     let surface = window.wl_surface()?.into_owned();
+    let c = fits_a_plane(&surface, buffer_id)?;
+    ((c.dmabuf.width(), c.dmabuf.height()) == size).then_some(c)
+}
+
+/// `surface`'s buffer, if the surface can be shown on a plane as is: it is the only
+/// surface of its tree with content (no subsurface shows anything), and its buffer is a
+/// dma-buf, untransformed, at scale 1, the surface's own size. It is current, so the
+/// fence bridge already waited for its acquire fence (commits are applied only after
+/// their blockers cleared).
+pub fn fits_a_plane(
+    surface: &WlSurface,
+    buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
+) -> Option<Candidate> {
     // Only the root surface may have content.
     let mut with_content = 0;
     with_surface_tree_downward(
-        &surface,
+        surface,
         (),
         |_, _, _| TraversalAction::DoChildren(()),
         |_, states, _| {
@@ -100,34 +117,29 @@ pub fn candidate(
     if with_content != 1 {
         return None;
     }
-    let (buffer, fits) = with_renderer_surface_state(&surface, |st| {
+    let (buffer, fits, commit) = with_renderer_surface_state(surface, |st| {
         let fits = st.buffer_transform() == Transform::Normal
             && st.buffer_scale() == 1
-            && st.buffer_size().is_some_and(|s| {
-                u32::try_from(s.w).ok() == Some(size.0) && u32::try_from(s.h).ok() == Some(size.1)
-            })
+            && st.buffer_size().is_some()
             && st.surface_size() == st.buffer_size();
-        (st.buffer().cloned(), fits)
+        (st.buffer().cloned(), fits, st.current_commit())
     })?;
     let buffer = buffer?;
     if !fits {
         return None;
     }
     let dmabuf = get_dmabuf(&buffer).ok()?.clone();
-    let (w, h) = (dmabuf.width(), dmabuf.height());
-    if (w, h) != size {
-        return None;
-    }
     // The id of exactly this buffer: read in the same dispatch as the buffer, outside
     // the surface's state lock (the lookup takes it).
-    let id = buffer_id(&surface);
+    let id = buffer_id(surface);
     // Any format: the kernel decides (ADDFB2 refuses formats no plane has, TEST_ONLY
     // what this plane cannot show), and a refused buffer is composited.
     Some(Candidate {
-        surface,
+        surface: surface.clone(),
         buffer,
         dmabuf,
         id,
+        commit,
     })
 }
 

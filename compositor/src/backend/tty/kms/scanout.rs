@@ -1,4 +1,4 @@
-//! One output of the TTY backend: connector, CRTC, primary plane, mode, our own dumb
+//! One output of the TTY backend: connector, CRTC, primary, overlay and cursor planes, mode, our own dumb
 //! buffers to composite into, and what the screen currently shows.
 
 use std::{rc::Rc, time::Instant};
@@ -20,7 +20,9 @@ use syncbridge_protocols::BufferId;
 
 use super::{
     atomic::{CommitPlan, CrtcProps, Modeset},
+    cursor::CursorPlane,
     device::{KmsDevice, PropMap},
+    overlay::OverlayPlane,
     planes::ClientFb,
 };
 use crate::{
@@ -97,6 +99,10 @@ pub struct ClientScanout {
     pub ids: Vec<BufferId>,
     /// Its framebuffer (kept until the flip that stops showing it).
     pub fb: Rc<ClientFb>,
+    /// The surface's commit counter when the plane last took this buffer: a later
+    /// commit (the buffer attached again) is committed to KMS again, so its presentation
+    /// feedback and frame callbacks follow a flip.
+    pub commit: smithay::backend::renderer::utils::CommitCounter,
 }
 
 /// An atomic commit waiting for its page-flip event.
@@ -135,8 +141,8 @@ pub struct ScanoutReport {
     /// Ids the plane starts reading: the client buffer this commit put on the plane, or
     /// a re-commit of the client buffer that stays there.
     pub shown: Vec<BufferId>,
-    /// A client buffer this commit stopped showing.
-    pub no_longer_shown: Option<(Vec<BufferId>, Buffer)>,
+    /// Client buffers this commit stopped showing (primary and overlay planes).
+    pub no_longer_shown: Vec<(Vec<BufferId>, Buffer)>,
 }
 
 /// One connector + CRTC + primary plane.
@@ -150,6 +156,10 @@ pub struct TtyOutput {
     pub crtc_props: CrtcProps,
     pub plane: plane::Handle,
     pub plane_props: PlaneProps,
+    /// Overlay planes this output owns (see [`overlay`](super::overlay)).
+    pub overlays: Vec<OverlayPlane>,
+    /// Its cursor plane, if the CRTC has one.
+    pub cursor: Option<CursorPlane>,
     pub mode: Mode,
     pub mode_blob: Option<u64>,
     pub slots: Vec<Slot>,
@@ -177,6 +187,13 @@ pub struct TtyOutput {
 }
 
 impl TtyOutput {
+    /// Every plane this output owns.
+    pub fn planes(&self) -> impl Iterator<Item = plane::Handle> + '_ {
+        std::iter::once(self.plane)
+            .chain(self.overlays.iter().map(|o| o.handle))
+            .chain(self.cursor.as_ref().map(|c| c.handle))
+    }
+
     /// Mode size in pixels.
     pub fn size(&self) -> (u32, u32) {
         let (w, h) = self.mode.size();
@@ -242,12 +259,24 @@ fn plane_type(props: &PropMap) -> Option<u64> {
     props.value("type")
 }
 
-/// Set up an output for `conn`, using a CRTC not in `used`.
+/// What a new output may take: CRTCs and planes other outputs hold are not free.
+#[derive(Debug, Clone, Copy)]
+pub struct Taken<'a> {
+    /// CRTCs in use.
+    pub crtcs: &'a [crtc::Handle],
+    /// Planes in use.
+    pub planes: &'a [plane::Handle],
+    /// Whether the output takes overlay planes (`--overlay-planes`).
+    pub overlays: bool,
+}
+
+/// Set up an output for `conn`, using a CRTC, its primary plane, a cursor plane and (if
+/// `taken.overlays`) the overlay planes it can use, none of them `taken`.
 pub fn create_output(
     dev: &KmsDevice,
     res: &ResourceHandles,
     conn: &connector::Info,
-    used: &[crtc::Handle],
+    taken: Taken<'_>,
     renderer: &mut TtyRenderer,
     dh: &DisplayHandle,
     x: i32,
@@ -262,11 +291,16 @@ pub fn create_output(
         .iter()
         .filter_map(|e| dev.fd.get_encoder(*e).ok())
         .flat_map(|e| res.filter_crtcs(e.possible_crtcs()))
-        .find(|c| !used.contains(c))
+        .find(|c| !taken.crtcs.contains(c))
         .ok_or(TtyError::NoCrtc)?;
     let planes = dev.fd.plane_handles().map_err(kms("listing planes"))?;
     let mut primary = None;
+    let mut overlays = Vec::new();
+    let mut cursor = None;
     for p in planes {
+        if taken.planes.contains(&p) {
+            continue;
+        }
         let Ok(info) = dev.fd.get_plane(p) else {
             continue;
         };
@@ -274,13 +308,33 @@ pub fn create_output(
             continue;
         }
         let props = PropMap::read(&dev.fd, p).map_err(kms("reading plane properties"))?;
-        // DRM_PLANE_TYPE_PRIMARY = 1
-        if plane_type(&props) == Some(1) {
-            primary = Some((p, props));
-            break;
+        // DRM_PLANE_TYPE_OVERLAY = 0, PRIMARY = 1, CURSOR = 2.
+        match plane_type(&props) {
+            Some(1) if primary.is_none() => primary = Some((p, props)),
+            Some(0) if taken.overlays => match PlaneProps::new(&props) {
+                Ok(props) => overlays.push(OverlayPlane {
+                    handle: p,
+                    props,
+                    shown: None,
+                }),
+                Err(err) => tracing::debug!(plane = ?p, %err, "overlay plane skipped"),
+            },
+            Some(2) if cursor.is_none() => match PlaneProps::new(&props)
+                .map_err(|e| e.to_string())
+                .and_then(|props| CursorPlane::new(dev, p, props).map_err(|e| e.to_string()))
+            {
+                Ok(plane) => cursor = Some(plane),
+                Err(err) => {
+                    tracing::warn!(plane = ?p, %err, "cursor plane unusable: no cursor on this output")
+                }
+            },
+            _ => {}
         }
     }
     let (plane, plane_props) = primary.ok_or(TtyError::NoPrimaryPlane)?;
+    if cursor.is_none() {
+        tracing::warn!(crtc = ?crtc, "no cursor plane: the pointer is not drawn on this output");
+    }
     let conn_props =
         PropMap::read(&dev.fd, conn.handle()).map_err(kms("reading connector properties"))?;
     let crtc_props = PropMap::read(&dev.fd, crtc).map_err(kms("reading CRTC properties"))?;
@@ -335,6 +389,8 @@ pub fn create_output(
         crtc_props: CrtcProps::new(&crtc_props)?,
         plane,
         plane_props: PlaneProps::new(&plane_props)?,
+        overlays,
+        cursor,
         mode,
         mode_blob,
         slots,
