@@ -26,20 +26,6 @@ const CONTROL_MASK: u32 = 0x4;
 /// (32, 32), so the output's top-left 32x32 corner shows only the first.
 const CASCADE: f64 = 32.0;
 
-/// Waits until the compositor logged libinput adding the device `name`.
-fn wait_device_added(comp: &Compositor, name: &str) {
-    let needle = format!("input device added name={name} ");
-    let start = Instant::now();
-    while !comp.log_text().contains(&needle) {
-        assert!(
-            start.elapsed() < LONG,
-            "libinput did not add {name}; log:\n{}",
-            comp.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits until the compositor logged libinput removing the device `name`.
 fn wait_device_removed(comp: &Compositor, name: &str) {
     let start = Instant::now();
@@ -186,8 +172,8 @@ fn vkms_uinput_pointer_and_keyboard_reach_the_client_and_focus_follows_click() {
     let mut kbd = VirtualKeyboard::create("syncbridge-test-kbd-startup").expect("uinput keyboard");
     let mut ptr = VirtualPointer::create("syncbridge-test-ptr-startup").expect("uinput pointer");
     let comp = Compositor::start("input", &card, &[]);
-    wait_device_added(&comp, kbd.name());
-    wait_device_added(&comp, ptr.name());
+    comp.wait_device_added(kbd.name());
+    comp.wait_device_added(ptr.name());
     let size = output_size(&card);
 
     let mut c = seat_client(&comp);
@@ -343,8 +329,8 @@ fn vkms_uinput_devices_hot_added_while_running_deliver_input() {
     // Added while the compositor runs: udev reports them, libinput adds them.
     let mut kbd = VirtualKeyboard::create("syncbridge-test-kbd-hotplug").expect("uinput keyboard");
     let mut ptr = VirtualPointer::create("syncbridge-test-ptr-hotplug").expect("uinput pointer");
-    wait_device_added(&comp, kbd.name());
-    wait_device_added(&comp, ptr.name());
+    comp.wait_device_added(kbd.name());
+    comp.wait_device_added(ptr.name());
 
     pointer_to_origin(&mut ptr);
     wait_pointer_on(&mut c, s, "hot-added pointer");
@@ -357,7 +343,7 @@ fn vkms_uinput_devices_hot_added_while_running_deliver_input() {
     wait_device_removed(&comp, &gone);
     let mut kbd2 =
         VirtualKeyboard::create("syncbridge-test-kbd-hotplug2").expect("second uinput keyboard");
-    wait_device_added(&comp, kbd2.name());
+    comp.wait_device_added(kbd2.name());
     type_and_expect(&mut c, &mut kbd2, &[KeyCode::KEY_Q]);
     assert_eq!(c.rec.input.keyboard_focus(), Some(&c.surfaces[s].wl));
 

@@ -17,7 +17,7 @@
 //!   its shm buffer, placed by its hotspot), or nothing once the client hides it.
 
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use syncbridge_bridge::dmabuf::{export_sync_file, Access};
 use syncbridge_tests::client::buffers::{Allocator, DmaBuffer};
@@ -376,20 +376,6 @@ fn vkms_overlay_planes_off_composites_everything() {
 // The cursor plane
 // ------------------------------------------------------------------------------------
 
-/// Waits until the compositor logged libinput adding the device `name`.
-fn wait_device_added(comp: &Compositor, name: &str) {
-    let needle = format!("input device added name={name} ");
-    let start = Instant::now();
-    while !comp.log_text().contains(&needle) {
-        assert!(
-            start.elapsed() < LONG,
-            "libinput did not add {name}; log:\n{}",
-            comp.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Moves far up and left: the compositor clamps the pointer to the output's (0, 0).
 fn pointer_to_origin(p: &mut VirtualPointer) {
     for _ in 0..3 {
@@ -455,7 +441,7 @@ fn vkms_cursor_plane_shows_the_default_and_the_client_cursor() {
     // Created before the compositor: libinput finds it when it enumerates udev.
     let mut ptr = VirtualPointer::create("syncbridge-test-ptr-cursor").expect("uinput pointer");
     let comp = Compositor::start("planes-cursor", &path, &[]);
-    wait_device_added(&comp, ptr.name());
+    comp.wait_device_added(ptr.name());
     let card = open_display(&path);
     let size = cursor_size(&card);
     println!("cursor size (DRM_CAP_CURSOR_WIDTH x HEIGHT): {size:?}");

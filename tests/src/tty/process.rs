@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::display::LONG;
 use crate::client::TestClient;
 use crate::kernel::card::{find_nodes, NodeKind};
 use crate::kernel::require_vm;
@@ -132,6 +133,20 @@ impl Compositor {
             std::thread::sleep(Duration::from_millis(50));
         }
         c
+    }
+
+    /// Waits until the compositor logged libinput adding the device `name`.
+    pub fn wait_device_added(&self, name: &str) {
+        let needle = format!("input device added name={name} ");
+        let start = Instant::now();
+        while !self.log_text().contains(&needle) {
+            assert!(
+                start.elapsed() < LONG,
+                "libinput did not add {name}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log_text(&self) -> String {
