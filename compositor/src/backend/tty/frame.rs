@@ -18,7 +18,7 @@ use smithay::reexports::{
 };
 use syncbridge_bridge::sync_file::monotonic_now_ns;
 
-use super::{release::ActiveRelease, TtyError};
+use super::{kms::scanout::ids_of, release::ActiveRelease, TtyError};
 use crate::{backend::Backend, state::State};
 
 fn ns(d: Duration) -> u64 {
@@ -222,10 +222,7 @@ impl State {
             out_fence = report.out_fence.is_some(),
             "scanout transition"
         );
-        let carried_ids: Vec<syncbridge_protocols::BufferId> = carried
-            .iter()
-            .flat_map(|(ids, _)| ids.iter().copied())
-            .collect();
+        let carried_ids = ids_of(&carried);
         let replaced = report.no_longer_shown;
         if replaced.is_empty() {
             if !shown.is_empty() || !carried_ids.is_empty() {
@@ -236,10 +233,7 @@ impl State {
         } else if mode == ActiveRelease::Early && report.out_fence.is_some() {
             // Every plane of the CRTC: the out-fence signals when this commit's state
             // replaced what they showed.
-            let mut old: Vec<syncbridge_protocols::BufferId> = replaced
-                .iter()
-                .flat_map(|(ids, _)| ids.iter().copied())
-                .collect();
+            let mut old = ids_of(&replaced);
             old.extend_from_slice(&carried_ids);
             self.sync_bridge
                 .scanout_committed(report.out_fence, &shown, &old);
@@ -263,13 +257,9 @@ impl State {
             }
             match out.pending.as_mut() {
                 Some(p) => p.release_at_flip.extend(replaced),
-                None => {
-                    let old: Vec<_> = replaced
-                        .iter()
-                        .flat_map(|(ids, _)| ids.iter().copied())
-                        .collect();
-                    self.sync_bridge.scanout_committed(None, &[], &old);
-                }
+                None => self
+                    .sync_bridge
+                    .scanout_committed(None, &[], &ids_of(&replaced)),
             }
         }
     }
@@ -334,11 +324,7 @@ impl State {
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
         }
         super::out_fence_delay::measure(tty, index, pending.out_fence.take(), flip_ns);
-        let ids: Vec<_> = pending
-            .release_at_flip
-            .iter()
-            .flat_map(|(ids, _)| ids.iter().copied())
-            .collect();
+        let ids = ids_of(&pending.release_at_flip);
         let count = pending.release_at_flip.len();
         if !ids.is_empty() {
             self.sync_bridge.scanout_committed(None, &[], &ids);

@@ -635,15 +635,7 @@ impl TtyBackend {
                 if plane_fb.is_some() {
                     placed_client = Some(c.dmabuf.clone());
                 }
-                let shown = (!same).then(|| {
-                    Shown::Client(ClientScanout {
-                        surface: c.surface.clone(),
-                        buffer: c.buffer.clone(),
-                        ids: c.id.into_iter().collect(),
-                        commit: c.commit,
-                        fb: fb.clone(),
-                    })
-                });
+                let shown = (!same).then(|| Shown::Client(ClientScanout::new(&c, fb.clone())));
                 (shown, plane_fb, !same || recommitted)
             }
             None => {

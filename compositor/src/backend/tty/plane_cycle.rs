@@ -89,14 +89,9 @@ pub(super) fn commit_planes(
             kms::overlay::Assignment::Show { candidate, fb, dst } => {
                 stats.overlay_assignments += 1;
                 report.shown.extend(candidate.id);
-                let new = ClientScanout {
-                    surface: candidate.surface,
-                    buffer: candidate.buffer,
-                    ids: candidate.id.into_iter().collect(),
-                    commit: candidate.commit,
-                    fb,
-                };
-                plane.shown.replace((new, dst))
+                plane
+                    .shown
+                    .replace((ClientScanout::new(&candidate, fb), dst))
             }
             kms::overlay::Assignment::Clear => plane.shown.take(),
             kms::overlay::Assignment::Keep { .. } | kms::overlay::Assignment::Idle => None,

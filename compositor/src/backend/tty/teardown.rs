@@ -123,11 +123,7 @@ impl State {
     /// (a blocking switch-off succeeded, or the device is gone). Each buffer's scanout
     /// readers end at the bridge, then our holders drop (`wl_buffer.release`).
     pub(crate) fn tty_release_unread(&mut self, held: Held) {
-        let ids: Vec<BufferId> = held
-            .buffers
-            .iter()
-            .flat_map(|(ids, _)| ids.iter().copied())
-            .collect();
+        let ids = super::kms::scanout::ids_of(&held.buffers);
         if !ids.is_empty() {
             tracing::debug!(
                 ?ids,

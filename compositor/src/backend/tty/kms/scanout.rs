@@ -105,6 +105,26 @@ pub struct ClientScanout {
     pub commit: smithay::backend::renderer::utils::CommitCounter,
 }
 
+impl ClientScanout {
+    /// `candidate`'s buffer, shown from `fb` (its id is the plane's first reader).
+    pub fn new(candidate: &super::planes::Candidate, fb: Rc<ClientFb>) -> Self {
+        Self {
+            surface: candidate.surface.clone(),
+            buffer: candidate.buffer.clone(),
+            ids: candidate.id.into_iter().collect(),
+            commit: candidate.commit,
+            fb,
+        }
+    }
+}
+
+/// The bridge's ids of client buffers planes held, in order.
+pub fn ids_of(held: &[(Vec<BufferId>, Buffer)]) -> Vec<BufferId> {
+    held.iter()
+        .flat_map(|(ids, _)| ids.iter().copied())
+        .collect()
+}
+
 /// An atomic commit waiting for its page-flip event.
 #[derive(Debug, Default)]
 pub struct PendingFlip {
