@@ -2,19 +2,24 @@
 //! VM on VKMS: `cargo xtask test --vm-only --vm-filter vm_tty_dmabuf_feedback`.
 //!
 //! A wayland-client binds `zwp_linux_dmabuf_v1` (v4), asks `get_surface_feedback` for
-//! its toplevel and decodes every batch (format table mapped from its fd). A windowed
-//! surface has no scanout tranche; once fullscreen with a buffer committed it gets one
-//! first, aimed at the VKMS card (its `dev_t`, from stat), with formats the card's
-//! primary plane lists in IN_FORMATS (read here from the kernel); unfullscreened, the
-//! plain feedback again. Nothing is re-sent while nothing changes, and the main device
-//! is the one the compositor logs and reports.
+//! its toplevel and decodes every batch (format table mapped from its fd).
+//! - The primary plane (overlay planes off): a windowed surface has no scanout tranche;
+//!   once fullscreen with a buffer committed it gets one first, aimed at the VKMS card
+//!   (its `dev_t`, from stat), with formats the card's primary plane lists in IN_FORMATS
+//!   (read here from the kernel); unfullscreened, the plain feedback again. Nothing is
+//!   re-sent while nothing changes, and the main device is the one the compositor logs
+//!   and reports.
+//! - The overlay planes: a window that nothing overlaps gets a scanout tranche with what
+//!   every overlay plane lists in IN_FORMATS; a second window cascading onto it takes
+//!   that over (the lower window gets the plain feedback, the upper one the tranche),
+//!   and the lower window gets it back when the upper one goes.
 
 use std::time::Duration;
 
 use syncbridge_tests::client::buffers::Allocator;
 use syncbridge_tests::client::dmabuf_feedback::{Feedback, FeedbackQueue};
 use syncbridge_tests::client::{Commit, TestClient, MOD_LINEAR, XRGB8888};
-use syncbridge_tests::kernel::kms::active_primary_in_formats;
+use syncbridge_tests::kernel::kms::{active_primary_in_formats, overlay_in_formats};
 use syncbridge_tests::tty::*;
 
 /// Show `buffer` on `s` and wait until it is presented.
@@ -47,7 +52,8 @@ fn describe(f: &Feedback) -> String {
 fn vkms_fullscreen_surface_gets_a_scanout_tranche_of_the_primary_plane() {
     let path = card_of("vkms");
     let card_dev = rustix::fs::stat(&path).expect("stat the VKMS card").st_rdev;
-    let comp = Compositor::start("dmabuf-feedback", &path, &[]);
+    // Overlays off: a window is composited, so only the primary plane has a tranche.
+    let comp = Compositor::start("dmabuf-feedback", &path, &["--overlay-planes", "off"]);
     let card = open_display(&path);
     let size = mode_size(&card);
     let alloc = Allocator::vgem();
@@ -210,4 +216,138 @@ fn vkms_fullscreen_surface_gets_a_scanout_tranche_of_the_primary_plane() {
         "main device: {render_device} ({rdev:#x}); scanout target: {} ({card_dev:#x})",
         path.display()
     );
+}
+
+/// Whether `f` has a scanout tranche first, aimed at `card_dev`, then the render tranche.
+fn scanout_first(f: &Feedback, card_dev: u64) -> bool {
+    f.tranches
+        .first()
+        .is_some_and(|t| t.is_scanout() && t.target_device == card_dev)
+        && f.tranches.iter().any(|t| !t.is_scanout())
+}
+
+#[test]
+fn vkms_window_nothing_overlaps_gets_a_scanout_tranche_of_the_overlay_planes() {
+    let path = card_of("vkms");
+    let card_dev = rustix::fs::stat(&path).expect("stat the VKMS card").st_rdev;
+    let comp = Compositor::start("dmabuf-feedback-overlay", &path, &[]);
+    let card = open_display(&path);
+    let overlays = overlay_in_formats(&card);
+    assert!(
+        !overlays.is_empty(),
+        "VKMS has overlay planes (enable_overlay=1)"
+    );
+    let alloc = Allocator::vgem();
+
+    // The lower window: 64x64 at the first cascade place, nothing above it.
+    let mut c1 = comp.client();
+    let s1 = configured_surface(&mut c1);
+    let mut fq1 = FeedbackQueue::for_surface(&c1, s1);
+    let b1 = alloc.allocate(64, 64).expect("buffer 1");
+    fill(&b1, 0x0000_ff00);
+    let w1 = c1.create_dmabuf_buffer(&b1);
+    show(&comp, &mut c1, s1, w1, "window 1");
+    assert!(
+        fq1.pump_until(&mut c1, LONG, |log| log
+            .latest()
+            .is_some_and(|f| scanout_first(f, card_dev))),
+        "window 1, overlapped by nothing: a scanout tranche of the overlay planes first; got {} batches: {:#?}",
+        fq1.log.batches.len(),
+        fq1.log.latest()
+    );
+    let free = fq1.log.latest().expect("a feedback").clone();
+    // Before its first buffer the window was no candidate: maybe a plain batch first.
+    let batches_free = fq1.log.batches.len();
+    println!("window 1 alone: {} (batch {batches_free})", describe(&free));
+    let scanout = free.scanout().expect("scanout tranche");
+    assert!(
+        scanout.formats.contains(&(XRGB8888, MOD_LINEAR)),
+        "XRGB8888/LINEAR (what VKMS's overlays take) is offered: {:x?}",
+        scanout.formats
+    );
+    for (i, plane) in overlays.iter().enumerate() {
+        for f in &scanout.formats {
+            assert!(
+                plane.contains(f),
+                "{f:x?} is offered for the overlays but overlay plane {i} does not list it: {plane:x?}"
+            );
+        }
+    }
+    println!(
+        "VKMS overlay planes: {}, IN_FORMATS {:?} pairs; offered: {} pairs",
+        overlays.len(),
+        overlays.iter().map(Vec::len).collect::<Vec<_>>(),
+        scanout.formats.len()
+    );
+
+    // The upper window cascades onto it: the lower one is overlapped now.
+    let mut c2 = comp.client();
+    let s2 = configured_surface(&mut c2);
+    let mut fq2 = FeedbackQueue::for_surface(&c2, s2);
+    let b2 = alloc.allocate(64, 64).expect("buffer 2");
+    fill(&b2, 0x00ff_0000);
+    let w2 = c2.create_dmabuf_buffer(&b2);
+    show(&comp, &mut c2, s2, w2, "window 2");
+    assert!(
+        fq2.pump_until(&mut c2, LONG, |log| log
+            .latest()
+            .is_some_and(|f| scanout_first(f, card_dev))),
+        "window 2, on top: a scanout tranche; got {:#?}",
+        fq2.log.latest()
+    );
+    show(&comp, &mut c1, s1, w1, "window 1 again, overlapped");
+    assert!(
+        fq1.pump_until(&mut c1, LONG, |log| log
+            .latest()
+            .is_some_and(|f| f.scanout().is_none())),
+        "window 1, overlapped by window 2: the plain feedback; got {:#?}",
+        fq1.log.latest()
+    );
+    let covered = fq1.log.latest().expect("a feedback").clone();
+    println!("window 1 covered: {}", describe(&covered));
+    assert_eq!(
+        covered.tranches.len(),
+        1,
+        "only the render tranche: {covered:#?}"
+    );
+    assert_eq!(
+        Some(&covered.tranches[0]),
+        free.tranches.iter().find(|t| !t.is_scanout()),
+        "the plain feedback is the render tranche of the free one"
+    );
+    assert_eq!(
+        fq2.log.latest().and_then(Feedback::scanout),
+        Some(scanout),
+        "the same overlay tranche for window 2"
+    );
+
+    // The upper window goes: the lower one is free again.
+    drop(fq2);
+    drop(c2);
+    assert!(
+        fq1.pump_until(&mut c1, LONG, |log| log
+            .latest()
+            .is_some_and(|f| scanout_first(f, card_dev))),
+        "window 1, free again: the scanout tranche back; got {:#?}",
+        fq1.log.latest()
+    );
+    assert_eq!(fq1.log.latest(), Some(&free), "the same feedback as before");
+    assert_eq!(
+        fq1.log.batches.len(),
+        batches_free + 2,
+        "one batch per change (free, covered, free)"
+    );
+    assert!(fq1.log.errors.is_empty(), "decoding: {:?}", fq1.log.errors);
+
+    // The tranche's promise: window 1's buffer did go on an overlay plane.
+    show(&comp, &mut c1, s1, w1, "window 1 once more");
+    let stats = comp.stop();
+    let k = &stats["kms"];
+    let overlay_frames = k["overlay_frames"].as_u64().unwrap_or(0);
+    println!("overlay frames: {overlay_frames}");
+    assert!(
+        overlay_frames >= 1,
+        "a free window's dma-buf was shown on an overlay plane: {k}"
+    );
+    assert_eq!(stats["protocol_errors_sent"], 0);
 }

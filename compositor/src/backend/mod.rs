@@ -322,11 +322,15 @@ impl Backend {
         }
     }
 
-    /// The scanout tranche of `output` (tty only: nested and headless put no client
-    /// buffer on a plane).
-    pub fn scanout_tranche(&self, output: &Output) -> Option<tty::dmabuf_scanout::ScanoutTranche> {
+    /// The scanout tranche of `output`'s `kind` of planes (tty only: nested and
+    /// headless put no client buffer on a plane).
+    pub fn scanout_tranche(
+        &self,
+        output: &Output,
+        kind: tty::dmabuf_scanout::PlaneKind,
+    ) -> Option<tty::dmabuf_scanout::ScanoutTranche> {
         match self {
-            Backend::Tty(b) => b.scanout_tranche(output),
+            Backend::Tty(b) => b.scanout_tranche(output, kind),
             _ => None,
         }
     }

@@ -25,9 +25,10 @@ pub struct DmabufSupport {
     pub main_device: u64,
     /// What the renderer imports (the render tranche).
     pub formats: Vec<Format>,
-    /// Per output, its feedback with a scanout tranche (built on first use; `None`:
-    /// the output has none). Outputs no longer in the space are dropped.
-    pub(crate) scanout: Vec<(smithay::output::Output, Option<DmabufFeedback>)>,
+    /// Per output and kind of plane, its feedback with a scanout tranche (built on
+    /// first use; `None`: the output has none). Outputs no longer in the space are
+    /// dropped.
+    pub(crate) scanout: Vec<super::dmabuf_surface::CachedScanout>,
     /// The layout the per-surface feedback was last chosen for.
     pub(crate) layout: super::dmabuf_surface::Layout,
 }

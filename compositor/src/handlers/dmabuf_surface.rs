@@ -1,25 +1,34 @@
 //! Per-surface linux-dmabuf feedback (`get_surface_feedback`).
 //!
 //! Every surface gets the default feedback (the render tranche: the main device and what
-//! the renderer imports) unless it may go on a plane: on the tty backend, a toplevel that
-//! is the only window on an output and either is fullscreen there or covers it exactly
-//! (at its origin, its size: what [`kms::planes::candidate`] scans out directly once the
-//! buffer fits). Such a surface gets the output's scanout feedback: first a tranche
-//! flagged `scanout` whose target device is the KMS device and whose formats are what the
-//! output's primary plane scans out (IN_FORMATS) that the renderer also imports (a buffer
-//! the plane refuses is composited), then the render tranche.
+//! the renderer imports) unless it may go on a plane. On the tty backend that is:
+//! - the primary plane: a toplevel that is the only window on an output and either is
+//!   fullscreen there or covers it exactly (at its origin, its size: what
+//!   [`kms::planes::candidate`] scans out directly once the buffer fits);
+//! - an overlay plane: otherwise, a toplevel that lies wholly on an output at scale 1,
+//!   untransformed, has no popups, and is overlapped by no window above it (popups
+//!   included), among the topmost as many such windows as the output has overlay planes
+//!   (the layout half of [`kms::overlay::candidates`]; the buffer half, its size and
+//!   transform, is the client's to meet, and is what the tranche is for).
+//!
+//! Such a surface gets the output's scanout feedback: first a tranche flagged `scanout`
+//! whose target device is the KMS device and whose formats are what those planes scan
+//! out (IN_FORMATS; for overlays, what every overlay plane takes) that the renderer also
+//! imports (a buffer the plane refuses is composited), then the render tranche.
 //!
 //! The choice is made again after a refresh cycle of a tty output in which the layout
-//! (outputs, windows' places and sizes, fullscreen states) changed, so a surface that
-//! stops being a candidate (unfullscreened, moved, resized, its output gone) gets the
-//! default feedback back; an unchanged layout costs one pass over the windows.
-//! smithay sends a surface's feedback only when it differs from what it last sent. The
-//! nested and headless backends put nothing on a plane: no scanout tranche there.
+//! (outputs, windows' stacking, places and sizes, popups, fullscreen states) changed, so
+//! a surface that stops being a candidate (unfullscreened, moved, covered, its output
+//! gone) gets the default feedback back; an unchanged layout costs one pass over the
+//! windows. smithay sends a surface's feedback only when it differs from what it last
+//! sent. The nested and headless backends put nothing on a plane: no scanout tranche
+//! there.
 //!
 //! [`kms::planes::candidate`]: crate::backend::tty::kms::planes::candidate
+//! [`kms::overlay::candidates`]: crate::backend::tty::kms::overlay::candidates
 
 use smithay::{
-    desktop::Window,
+    desktop::{PopupManager, Window},
     output::Output,
     reexports::{
         wayland_protocols::{
@@ -28,7 +37,7 @@ use smithay::{
         },
         wayland_server::protocol::wl_surface::WlSurface,
     },
-    utils::{Logical, Point, Rectangle, Size},
+    utils::{Logical, Point, Rectangle, Size, Transform},
     wayland::{
         compositor::with_states,
         dmabuf::{DmabufFeedback, DmabufFeedbackBuilder, SurfaceDmabufFeedbackState},
@@ -38,7 +47,11 @@ use smithay::{
 
 use std::cell::RefCell;
 
-use crate::state::State;
+use crate::{backend::tty::dmabuf_scanout::PlaneKind, state::State};
+
+/// An output's feedback with the scanout tranche of one kind of its planes, and how
+/// many such planes it has; `None`: it has no such tranche.
+pub(crate) type CachedScanout = (Output, PlaneKind, Option<(DmabufFeedback, usize)>);
 
 /// The feedback last chosen for a window (in its user data).
 #[derive(Debug)]
@@ -48,8 +61,18 @@ struct ChosenFeedback(RefCell<Option<DmabufFeedback>>);
 /// unchanged layout is not chosen for again.
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Layout {
-    outputs: Vec<(Output, Rectangle<i32, Logical>)>,
+    outputs: Vec<OutputPlacement>,
+    /// Bottom to top.
     windows: Vec<Placement>,
+}
+
+/// One output's part of the [`Layout`].
+#[derive(Debug, PartialEq)]
+struct OutputPlacement {
+    output: Output,
+    geo: Rectangle<i32, Logical>,
+    /// Scale 1 and untransformed: logical is physical, so a window can go on an overlay.
+    unscaled: bool,
 }
 
 /// One window's part of the [`Layout`].
@@ -60,6 +83,7 @@ struct Placement {
     bbox: Rectangle<i32, Logical>,
     size: Size<i32, Logical>,
     fullscreen: bool,
+    popups: bool,
 }
 
 impl Placement {
@@ -75,7 +99,14 @@ impl State {
         let outputs = self
             .space
             .outputs()
-            .filter_map(|o| Some((o.clone(), self.space.output_geometry(o)?)))
+            .filter_map(|o| {
+                Some(OutputPlacement {
+                    output: o.clone(),
+                    geo: self.space.output_geometry(o)?,
+                    unscaled: o.current_scale().integer_scale() == 1
+                        && o.current_transform() == Transform::Normal,
+                })
+            })
             .collect();
         let windows = self
             .space
@@ -90,6 +121,9 @@ impl State {
                             .states
                             .contains(xdg_toplevel::State::Fullscreen)
                     }),
+                    popups: window
+                        .wl_surface()
+                        .is_some_and(|s| PopupManager::popups_for_surface(&s).next().is_some()),
                     window: window.clone(),
                 })
             })
@@ -97,14 +131,23 @@ impl State {
         Layout { outputs, windows }
     }
 
-    /// `output`'s feedback with its scanout tranche, built on first use (and its formats
-    /// logged once); `None` where the output has no scanout tranche.
-    fn scanout_feedback(&mut self, output: &Output) -> Option<DmabufFeedback> {
+    /// `output`'s feedback with the scanout tranche of its `kind` of planes and how many
+    /// such planes it has, built on first use (and its formats logged once); `None` where
+    /// the output has no such tranche.
+    fn scanout_feedback(
+        &mut self,
+        output: &Output,
+        kind: PlaneKind,
+    ) -> Option<(DmabufFeedback, usize)> {
         let support = self.dmabuf.as_ref()?;
-        if let Some((_, cached)) = support.scanout.iter().find(|(o, _)| o == output) {
+        if let Some((_, _, cached)) = support
+            .scanout
+            .iter()
+            .find(|(o, k, _)| o == output && *k == kind)
+        {
             return cached.clone();
         }
-        let built = self.backend.scanout_tranche(output).and_then(|tranche| {
+        let built = self.backend.scanout_tranche(output, kind).and_then(|tranche| {
             let formats: Vec<_> = tranche
                 .formats
                 .iter()
@@ -118,8 +161,10 @@ impl State {
             if formats.is_empty() {
                 tracing::info!(
                     output = %output.name(),
+                    planes = tranche.planes,
                     plane_formats = tranche.formats.len(),
-                    "linux-dmabuf: no scanout tranche: the renderer imports none of the primary plane's formats"
+                    "linux-dmabuf: no scanout tranche for the {}: the renderer imports none of their formats",
+                    kind.name()
                 );
                 return None;
             }
@@ -131,21 +176,23 @@ impl State {
                     tracing::info!(
                         output = %output.name(),
                         target_device = tranche.device,
+                        planes = tranche.planes,
                         plane_formats = tranche.formats.len(),
                         offered = offered.len(),
                         formats = %offered.join(" "),
-                        "linux-dmabuf: scanout tranche of the primary plane for surfaces that may go on it"
+                        "linux-dmabuf: scanout tranche of the {} for surfaces that may go on them",
+                        kind.name()
                     );
-                    Some(feedback)
+                    Some((feedback, tranche.planes))
                 }
                 Err(err) => {
-                    tracing::warn!(output = %output.name(), %err, "linux-dmabuf: building the scanout feedback");
+                    tracing::warn!(output = %output.name(), %err, "linux-dmabuf: building the scanout feedback of the {}", kind.name());
                     None
                 }
             }
         });
         if let Some(support) = self.dmabuf.as_mut() {
-            support.scanout.push((output.clone(), built.clone()));
+            support.scanout.push((output.clone(), kind, built.clone()));
         }
         built
     }
@@ -181,31 +228,47 @@ impl State {
         }
         support
             .scanout
-            .retain(|(output, _)| layout.outputs.iter().any(|(o, _)| o == output));
+            .retain(|(output, _, _)| layout.outputs.iter().any(|o| o.output == *output));
         let default = support.feedback.clone();
-        // Each output's plane window: the only window on it, if that one fits it. One
-        // pass over the windows per output; the first output a window fits wins.
-        let mut plane_output: Vec<Option<Output>> = vec![None; layout.windows.len()];
-        for (output, geo) in &layout.outputs {
+        // Each window's scanout feedback, if it may go on a plane.
+        let mut chosen: Vec<Option<DmabufFeedback>> = vec![None; layout.windows.len()];
+        for out in &layout.outputs {
+            // The primary plane's window: the only window on it, if that one fits it.
             let mut on_it = layout
                 .windows
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.bbox.overlaps(*geo));
+                .filter(|(_, p)| p.bbox.overlaps(out.geo));
             if let (Some((i, p)), None) = (on_it.next(), on_it.next()) {
-                if p.fits(*geo) && plane_output[i].is_none() {
-                    plane_output[i] = Some(output.clone());
+                if p.fits(out.geo) && chosen[i].is_none() {
+                    if let Some((feedback, _)) =
+                        self.scanout_feedback(&out.output, PlaneKind::Primary)
+                    {
+                        chosen[i] = Some(feedback);
+                        continue;
+                    }
+                }
+            }
+            if !out.unscaled {
+                continue;
+            }
+            let Some((feedback, planes)) = self.scanout_feedback(&out.output, PlaneKind::Overlay)
+            else {
+                continue;
+            };
+            let boxes: Vec<_> = layout.windows.iter().map(|p| (p.bbox, p.popups)).collect();
+            for i in overlay_windows(&boxes, out.geo, planes) {
+                if chosen[i].is_none() {
+                    chosen[i] = Some(feedback.clone());
                 }
             }
         }
-        for (placement, output) in layout.windows.iter().zip(plane_output) {
+        for (placement, feedback) in layout.windows.iter().zip(chosen) {
             let window = &placement.window;
             let Some(surface) = window.wl_surface().map(|s| s.into_owned()) else {
                 continue;
             };
-            let feedback = output
-                .and_then(|output| self.scanout_feedback(&output))
-                .unwrap_or_else(|| default.clone());
+            let feedback = feedback.unwrap_or_else(|| default.clone());
             // Kept for a feedback object the client asks for later.
             let chosen = window
                 .user_data()
@@ -220,5 +283,89 @@ impl State {
         if let Some(support) = self.dmabuf.as_mut() {
             support.layout = layout;
         }
+    }
+}
+
+/// The windows that may go on one of `planes` overlay planes of the output at `geo`,
+/// topmost first, as indices into `windows` (each its bbox, popups included, and whether
+/// it has popups; bottom to top): walking down from the top, a window wholly on the
+/// output, without popups, that no window above it on the output overlaps (see
+/// [`kms::overlay`](crate::backend::tty::kms::overlay)).
+fn overlay_windows(
+    windows: &[(Rectangle<i32, Logical>, bool)],
+    geo: Rectangle<i32, Logical>,
+    planes: usize,
+) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut above: Vec<Rectangle<i32, Logical>> = Vec::new();
+    for (i, (bbox, popups)) in windows.iter().enumerate().rev() {
+        if found.len() == planes {
+            break;
+        }
+        if !bbox.overlaps(geo) {
+            continue;
+        }
+        let free = !above.iter().any(|a| a.overlaps(*bbox));
+        above.push(*bbox);
+        if free && !popups && geo.contains_rect(*bbox) {
+            found.push(i);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rect(x: i32, y: i32, w: i32, h: i32) -> Rectangle<i32, Logical> {
+        Rectangle::new((x, y).into(), (w, h).into())
+    }
+
+    const OUTPUT: (i32, i32, i32, i32) = (0, 0, 1024, 768);
+
+    fn geo() -> Rectangle<i32, Logical> {
+        rect(OUTPUT.0, OUTPUT.1, OUTPUT.2, OUTPUT.3)
+    }
+
+    #[test]
+    fn windows_nothing_overlaps_are_overlay_candidates_topmost_first() {
+        let windows = [(rect(0, 0, 64, 64), false), (rect(100, 0, 64, 64), false)];
+        assert_eq!(overlay_windows(&windows, geo(), 8), vec![1, 0]);
+    }
+
+    #[test]
+    fn an_overlapped_window_is_no_candidate_but_the_one_above_it_is() {
+        // The second window cascades 32 px onto the first.
+        let windows = [(rect(0, 0, 64, 64), false), (rect(32, 32, 64, 64), false)];
+        assert_eq!(overlay_windows(&windows, geo(), 8), vec![1]);
+    }
+
+    #[test]
+    fn a_window_overlapped_by_an_overlapped_window_is_no_candidate_either() {
+        // 0 is under 1, 1 under 2; only 2 is free.
+        let windows = [
+            (rect(0, 0, 64, 64), false),
+            (rect(32, 32, 64, 64), false),
+            (rect(64, 64, 64, 64), false),
+        ];
+        assert_eq!(overlay_windows(&windows, geo(), 8), vec![2]);
+    }
+
+    #[test]
+    fn windows_off_the_output_partly_or_with_popups_are_no_candidates() {
+        let windows = [
+            (rect(1000, 0, 64, 64), false),
+            (rect(0, 0, 64, 64), true),
+            (rect(2000, 0, 64, 64), false),
+        ];
+        assert!(overlay_windows(&windows, geo(), 8).is_empty());
+    }
+
+    #[test]
+    fn no_more_candidates_than_planes() {
+        let windows: Vec<_> = (0..5).map(|i| (rect(i * 100, 0, 64, 64), false)).collect();
+        assert_eq!(overlay_windows(&windows, geo(), 2), vec![4, 3]);
+        assert!(overlay_windows(&windows, geo(), 0).is_empty());
     }
 }

@@ -177,19 +177,35 @@ pub fn active_primary_in_formats(card: &Card) -> Vec<(u32, u64)> {
         if info.crtc().is_none() || plane_type(card, p) != Some(1) {
             continue;
         }
-        let props = card.get_properties(p).expect("plane properties");
-        let blob = props
-            .iter()
-            .find_map(|(h, v)| {
-                card.get_property(*h)
-                    .is_ok_and(|i| i.name().to_str() == Ok("IN_FORMATS"))
-                    .then_some(*v)
-            })
-            .expect("the primary plane has IN_FORMATS");
-        let data = card.get_property_blob(blob).expect("IN_FORMATS blob");
-        return decode_in_formats(&data);
+        return in_formats(card, p);
     }
     panic!("no active primary plane on {}", card.path.display());
+}
+
+/// The `IN_FORMATS` of every overlay plane of `card` (the card needs universal planes),
+/// one list per plane. Panics if an overlay plane has no `IN_FORMATS` (VKMS has it).
+pub fn overlay_in_formats(card: &Card) -> Vec<Vec<(u32, u64)>> {
+    card.plane_handles()
+        .expect("planes")
+        .into_iter()
+        .filter(|p| plane_type(card, *p) == Some(0))
+        .map(|p| in_formats(card, p))
+        .collect()
+}
+
+/// The (fourcc, modifier) pairs of `plane`'s `IN_FORMATS` blob. Panics without one.
+fn in_formats(card: &Card, plane: drm::control::plane::Handle) -> Vec<(u32, u64)> {
+    let props = card.get_properties(plane).expect("plane properties");
+    let blob = props
+        .iter()
+        .find_map(|(h, v)| {
+            card.get_property(*h)
+                .is_ok_and(|i| i.name().to_str() == Ok("IN_FORMATS"))
+                .then_some(*v)
+        })
+        .expect("the plane has IN_FORMATS");
+    let data = card.get_property_blob(blob).expect("IN_FORMATS blob");
+    decode_in_formats(&data)
 }
 
 /// `struct drm_format_modifier_blob`: header of six u32 (version, flags, count_formats,

@@ -1,7 +1,8 @@
 //! What the tty backend tells linux-dmabuf feedback: the main device (the GPU that
-//! composites) and, per output, the scanout tranche (the KMS device and what its
-//! primary plane scans out). See [`handlers::dmabuf_surface`](crate::handlers::dmabuf_surface)
-//! for which surfaces get it.
+//! composites) and, per output, the scanout tranches (the KMS device and what its
+//! primary plane, or every one of its overlay planes, scans out). See
+//! [`handlers::dmabuf_surface`](crate::handlers::dmabuf_surface) for which surfaces get
+//! them.
 
 use std::path::PathBuf;
 
@@ -12,13 +13,36 @@ use smithay::{
 
 use super::{kms::in_formats, TtyBackend};
 
-/// A preferred tranche for buffers that may go on an output's primary plane.
+/// Which of an output's planes a scanout tranche is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaneKind {
+    /// The primary plane (a window that covers the output).
+    Primary,
+    /// The overlay planes (a window that lies on the output, overlapped by nothing
+    /// above it; see [`kms::overlay`](super::kms::overlay)).
+    Overlay,
+}
+
+impl PlaneKind {
+    /// For logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlaneKind::Primary => "primary plane",
+            PlaneKind::Overlay => "overlay planes",
+        }
+    }
+}
+
+/// A preferred tranche for buffers that may go on an output's primary or overlay planes.
 #[derive(Debug, Clone)]
 pub struct ScanoutTranche {
     /// `dev_t` of the KMS device (its card node): the tranche's target device.
     pub device: u64,
-    /// What the primary plane scans out (IN_FORMATS), format and modifier.
+    /// What the planes scan out (IN_FORMATS), format and modifier: for the overlay
+    /// planes, what every one of them takes (a candidate may get any of them).
     pub formats: Vec<Format>,
+    /// How many such planes the output has (1 for the primary plane).
+    pub planes: usize,
 }
 
 impl TtyBackend {
@@ -50,21 +74,45 @@ impl TtyBackend {
         }
     }
 
-    /// The scanout tranche of `output`: the KMS device and its primary plane's formats.
-    /// `None` for an output that is not this backend's (or gone), or when the plane's
-    /// formats cannot be read (logged).
-    pub fn scanout_tranche(&self, output: &Output) -> Option<ScanoutTranche> {
+    /// The scanout tranche of `output`'s `kind` of planes: the KMS device and the planes'
+    /// formats. `None` for an output that is not this backend's (or gone), for overlay
+    /// planes when it has none or they are off (`--overlay-planes off`), or when the
+    /// planes' formats cannot be read (logged).
+    pub fn scanout_tranche(&self, output: &Output, kind: PlaneKind) -> Option<ScanoutTranche> {
         let device = self.device.dev_id()?;
         let out = self
             .outputs
             .iter()
             .find(|o| o.alive && o.output == *output)?;
-        match in_formats::plane_formats(&self.device.fd, out.plane) {
-            Ok(formats) => Some(ScanoutTranche { device, formats }),
-            Err(err) => {
-                tracing::warn!(output = %output.name(), %err, "no scanout tranche: the primary plane's formats are unknown");
-                None
+        let planes: Vec<_> = match kind {
+            PlaneKind::Primary => vec![out.plane],
+            PlaneKind::Overlay if self.overlays_enabled => {
+                out.overlays.iter().map(|o| o.handle).collect()
+            }
+            PlaneKind::Overlay => Vec::new(),
+        };
+        let mut formats: Option<Vec<Format>> = None;
+        for plane in &planes {
+            match in_formats::plane_formats(&self.device.fd, *plane) {
+                Ok(these) => {
+                    formats = Some(match formats {
+                        None => these,
+                        Some(mut all) => {
+                            all.retain(|f| these.contains(f));
+                            all
+                        }
+                    })
+                }
+                Err(err) => {
+                    tracing::warn!(output = %output.name(), plane = ?plane, %err, "no scanout tranche for the {}: a plane's formats are unknown", kind.name());
+                    return None;
+                }
             }
         }
+        Some(ScanoutTranche {
+            device,
+            formats: formats?,
+            planes: planes.len(),
+        })
     }
 }
