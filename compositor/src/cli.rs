@@ -37,6 +37,15 @@ pub enum OverlayPlanesArg {
     Off,
 }
 
+/// `--late-latch`: when the tty backend's refresh cycle runs after a page flip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LateLatchArg {
+    /// As late before the vblank as the cycle's measured work allows.
+    Auto,
+    /// At the page flip.
+    Off,
+}
+
 /// An output size, `WIDTHxHEIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputSize {
@@ -155,6 +164,12 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = OverlayPlanesArg::Auto)]
     pub overlay_planes: OverlayPlanesArg,
 
+    /// tty backend: after a page flip, run the next refresh cycle as late before the
+    /// vblank as its measured work allows, so client commits made meanwhile make that
+    /// vblank (auto), or run it at the flip (off).
+    #[arg(long, value_enum, default_value_t = LateLatchArg::Auto)]
+    pub late_latch: LateLatchArg,
+
     /// tty backend, for testing error recovery: before every N-th frame commit, submit an
     /// extra page flip so that the kernel refuses that commit with EBUSY.
     #[arg(long, value_name = "N")]
@@ -236,6 +251,7 @@ impl Cli {
                     .zip(self.kms_inject_out_fence_lag_commits)
                     .map(|(ms, n)| (Duration::from_millis(u64::from(ms)), n)),
                 overlay_planes: self.overlay_planes == OverlayPlanesArg::Auto,
+                late_latch: self.late_latch == LateLatchArg::Auto,
             },
         }
     }

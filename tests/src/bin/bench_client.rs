@@ -7,8 +7,10 @@
 //! Modes:
 //! - `frames`: every client redraws on each frame callback (shm or vgem dma-bufs) and asks
 //!   for presentation feedback on every commit, for `--warmup-secs` then `--secs`. Reports commit -> presented in frames,
-//!   missed refresh cycles, and the compositor's CPU time (from `/proc/PID/stat`) per
-//!   distinct presentation time seen in the measurement window.
+//!   missed refresh cycles, the compositor's CPU time (from `/proc/PID/stat`) per
+//!   distinct presentation time seen in the measurement window, and how often each set of
+//!   `wp_presentation_feedback` flags came. With `--fullscreen` each toplevel asks to be
+//!   fullscreen first and its buffers take the size that configure gives.
 //! - `latch`: one client commits a vgem buffer carrying an unsignalled write fence, waits
 //!   until the compositor has the commit (a roundtrip), sleeps a known time and signals the
 //!   fence. The compositor's `--stats-json` holds the latch latency; the client reports
@@ -23,7 +25,7 @@
 //! The compositor's pid is `--compositor-pid`, default the parent (syncbridge runs this
 //! client as its `-- COMMAND`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -81,6 +83,10 @@ struct Args {
     /// What the buffers are.
     #[arg(long = "buffer-kind", value_enum, default_value_t = BufKind::Shm)]
     kind: BufKind,
+    /// `frames` mode: ask for fullscreen after the first configure and draw buffers of the
+    /// size the fullscreen configure gives (overrides `--size`).
+    #[arg(long)]
+    fullscreen: bool,
     /// The compositor's pid (default: the parent process).
     #[arg(long)]
     compositor_pid: Option<i32>,
@@ -247,8 +253,55 @@ struct Feedback {
     signalled_ns: u64,
 }
 
-/// (presented ns, refresh ns), or None when discarded; None while pending.
-type Outcome = Option<Option<(u64, u64)>>;
+/// What a `presented` event said about one commit.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    /// Presentation time, ns.
+    time_ns: u64,
+    /// Refresh interval, ns (0: unknown).
+    refresh_ns: u64,
+    /// `wp_presentation_feedback.kind` bits.
+    flags: u32,
+}
+
+/// `Some(shown)`, or None when discarded; None while pending.
+type Outcome = Option<Option<Shown>>;
+
+/// `wp_presentation_feedback.kind` bits and their names, in protocol order.
+const PRESENTATION_KINDS: [(u32, &str); 4] = [
+    (0x1, "vsync"),
+    (0x2, "hw_clock"),
+    (0x4, "hw_completion"),
+    (0x8, "zero_copy"),
+];
+
+/// The name of a flag set: the kind names joined with `|` ("vsync|hw_clock"), "none" for
+/// 0, and any bits the protocol does not define as one hex entry.
+fn flags_name(flags: u32) -> String {
+    let mut names: Vec<String> = PRESENTATION_KINDS
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| (*name).to_string())
+        .collect();
+    let known = PRESENTATION_KINDS.iter().fold(0, |m, (bit, _)| m | bit);
+    if flags & !known != 0 {
+        names.push(format!("{:#x}", flags & !known));
+    }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join("|")
+    }
+}
+
+/// `{"flag set name": count, ...}`, names sorted.
+fn flags_json(counts: &BTreeMap<String, u64>) -> String {
+    let body: Vec<String> = counts
+        .iter()
+        .map(|(name, n)| format!("{}:{n}", s(name)))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
 
 #[derive(Debug)]
 struct Client {
@@ -337,8 +390,15 @@ impl Client {
             .map(|f| {
                 let outcome = arrived.get(&f.commit).map(|o| match *o {
                     Presentation::Presented {
-                        time, refresh_ns, ..
-                    } => Some((time.as_nanos() as u64, u64::from(refresh_ns))),
+                        time,
+                        refresh_ns,
+                        flags,
+                        ..
+                    } => Some(Shown {
+                        time_ns: time.as_nanos() as u64,
+                        refresh_ns: u64::from(refresh_ns),
+                        flags,
+                    }),
                     Presentation::Discarded => None,
                 });
                 (*f, outcome)
@@ -367,6 +427,38 @@ impl Client {
                 .map_err(|e| format!("dispatch: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Asks the configured toplevel to be fullscreen and waits (20 s at most) for an
+    /// acked configure with a non-zero size; returns that size.
+    fn fullscreen(&mut self) -> Res<(i32, i32)> {
+        let surface = self.surface.ok_or("no surface")?;
+        let rec = &self.tc.rec.surfaces[surface];
+        let (sizes_before, acks_before) = (rec.sizes.len(), rec.configures.len());
+        self.tc.surfaces[surface].toplevel.set_fullscreen(None);
+        self.flush()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rec = &self.tc.rec.surfaces[surface];
+            let since = rec.sizes.get(sizes_before..).unwrap_or_default();
+            let acked = rec.configures.len().saturating_sub(acks_before);
+            // Each xdg_toplevel.configure ends with an xdg_surface.configure, acked as it
+            // arrives: the size counts once its own ack went out.
+            let fullscreen = since
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, (w, h))| *w > 0 && *h > 0);
+            if let Some((_, &size)) = fullscreen.filter(|(i, _)| *i < acked) {
+                return Ok(size);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "--fullscreen: no xdg_toplevel.configure with a non-zero size within 20 s of set_fullscreen (sizes configured since: {since:?})"
+                ));
+            }
+            pump(&mut [&mut *self], Duration::from_millis(50))?;
+        }
     }
 
     fn add_shm_buffer(&mut self, (w, h): (i32, i32)) -> Res<usize> {
@@ -541,11 +633,18 @@ fn connect_clients(a: &Args, n: usize) -> Res<Vec<Client>> {
     Ok(v)
 }
 
-fn add_buffers(c: &mut Client, a: &Args, vgem: Option<&Allocator>, n: usize) -> Res<()> {
+/// `n` buffers of `size` (vgem dma-bufs or shm, as `--buffer-kind` says).
+fn add_buffers(
+    c: &mut Client,
+    a: &Args,
+    vgem: Option<&Allocator>,
+    n: usize,
+    size: (i32, i32),
+) -> Res<()> {
     for _ in 0..n {
         match (a.kind, vgem) {
-            (BufKind::Vgem, Some(v)) => c.add_vgem_buffer(v, a.size)?,
-            _ => c.add_shm_buffer(a.size)?,
+            (BufKind::Vgem, Some(v)) => c.add_vgem_buffer(v, size)?,
+            _ => c.add_shm_buffer(size)?,
         };
     }
     c.roundtrip()?;
@@ -577,8 +676,16 @@ fn globals_json(c: &Client) -> String {
 fn mode_frames(a: &Args) -> Res<String> {
     let vgem = (a.kind == BufKind::Vgem).then(Allocator::vgem);
     let mut clients = connect_clients(a, a.clients)?;
+    // The buffer sizes used, once each ("WxH").
+    let mut sizes_used = BTreeSet::new();
     for c in clients.iter_mut() {
-        add_buffers(c, a, vgem.as_ref(), a.buffers)?;
+        let size = if a.fullscreen {
+            c.fullscreen()?
+        } else {
+            a.size
+        };
+        sizes_used.insert(format!("{}x{}", size.0, size.1));
+        add_buffers(c, a, vgem.as_ref(), a.buffers, size)?;
     }
     // A fixed time window, not a frame count: every client draws on each frame callback
     // for the whole window, however often the compositor calls it back (an occluded
@@ -634,13 +741,19 @@ fn mode_frames(a: &Args) -> Res<String> {
     let mut missed = 0u64;
     let mut refresh_ns = 0u64;
     let mut commits_measured = 0u64;
+    // Flag-set name -> presented commits in the window that carried it.
+    let mut flags_seen: BTreeMap<String, u64> = BTreeMap::new();
     for c in &clients {
         let mut last: Option<u64> = None;
         for (f, outcome) in c.outcomes() {
             let measured = f.committed_ns >= t0 && f.committed_ns < t1;
             commits_measured += u64::from(measured);
             match outcome {
-                Some(Some((t, refresh))) => {
+                Some(Some(Shown {
+                    time_ns: t,
+                    refresh_ns: refresh,
+                    flags,
+                })) => {
                     if refresh > 0 {
                         refresh_ns = refresh;
                     }
@@ -649,6 +762,7 @@ fn mode_frames(a: &Args) -> Res<String> {
                     }
                     if measured {
                         presented += 1;
+                        *flags_seen.entry(flags_name(flags)).or_default() += 1;
                         let d = t.saturating_sub(f.committed_ns) as f64;
                         lat_ms.push(d / 1e6);
                         if refresh > 0 {
@@ -683,7 +797,11 @@ fn mode_frames(a: &Args) -> Res<String> {
                 "shm"
             }),
         ),
-        ("size", s(&format!("{}x{}", a.size.0, a.size.1))),
+        (
+            "size",
+            s(&sizes_used.into_iter().collect::<Vec<_>>().join(",")),
+        ),
+        ("fullscreen", a.fullscreen.to_string()),
         ("commits_measured", commits_measured.to_string()),
         ("secs", num(a.secs)),
         ("presented", presented.to_string()),
@@ -695,6 +813,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         ("commit_to_present_frames", summary(lat_frames)),
         ("commit_to_present_ms", summary(lat_ms)),
         ("present_to_present_ms", summary(p2p_ms)),
+        ("presentation_flags", flags_json(&flags_seen)),
         ("window_s", num((t1.saturating_sub(t0)) as f64 / 1e9)),
         ("output_frames_in_window", frames_in_window.to_string()),
         ("compositor_cpu_s", num(cpu)),
@@ -765,9 +884,9 @@ fn mode_latch(a: &Args) -> Res<String> {
     }
     let mut refresh = 0;
     for (f, outcome) in c.outcomes() {
-        if let Some(Some((t, r))) = outcome {
-            refresh = r;
-            sig_to_present_ms.push(t.saturating_sub(f.signalled_ns) as f64 / 1e6);
+        if let Some(Some(shown)) = outcome {
+            refresh = shown.refresh_ns;
+            sig_to_present_ms.push(shown.time_ns.saturating_sub(f.signalled_ns) as f64 / 1e6);
         }
     }
     Ok(obj(&[
@@ -784,7 +903,7 @@ fn mode_bounds(a: &Args) -> Res<String> {
     let pid = a.compositor_pid();
     let mut clients = connect_clients(a, 1)?;
     let c = &mut clients[0];
-    add_buffers(c, a, vgem.as_ref(), a.buffers)?;
+    add_buffers(c, a, vgem.as_ref(), a.buffers, a.size)?;
     c.commit(0, false, false)?;
     c.roundtrip()?;
     std::thread::sleep(Duration::from_millis(300));
@@ -891,8 +1010,8 @@ fn mode_stall(a: &Args) -> Res<String> {
         .count();
     let mut refresh = 0;
     for (_, outcome) in &outcomes {
-        if let Some(Some((_, r))) = *outcome {
-            refresh = r;
+        if let Some(Some(shown)) = outcome {
+            refresh = shown.refresh_ns;
         }
     }
     let stall_s = stall_start.elapsed().as_secs_f64();
@@ -945,5 +1064,20 @@ fn main() -> std::process::ExitCode {
             eprintln!("bench-client: error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_sets_are_named_by_their_kinds() {
+        assert_eq!(flags_name(0), "none");
+        assert_eq!(flags_name(0x7), "vsync|hw_clock|hw_completion");
+        assert_eq!(flags_name(0xf), "vsync|hw_clock|hw_completion|zero_copy");
+        assert_eq!(flags_name(0x8 | 0x30), "zero_copy|0x30");
+        let counts = BTreeMap::from([("none".to_string(), 2), ("vsync".to_string(), 5)]);
+        assert_eq!(flags_json(&counts), r#"{"none":2,"vsync":5}"#);
     }
 }

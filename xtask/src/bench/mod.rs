@@ -24,6 +24,7 @@ use crate::cmd::{target_dir, workspace_root};
 use crate::install;
 use crate::vm::{self, VmArgs};
 
+mod kms_paths;
 mod vkms_peer;
 
 #[derive(Args, Debug, Clone)]
@@ -440,6 +441,7 @@ impl Report {
             "latch_latency_us": { "export": latch("export"), "poll": latch("poll") },
             "frames": frames,
             "frames_on_vkms_against_sway": self.vkms_peer_figures(),
+            "presentation_on_vkms_by_plane": self.kms_path_figures(),
             "release_on_vkms": self.tty_rows().iter().map(|r| json!({
                 "scenario": r.name, "release_mode": r.mode, "buffers": r.buffers,
                 "release_lead_p50_us": r.lead_p50, "release_lead_p99_us": r.lead_p99,
@@ -815,6 +817,7 @@ impl Report {
         }
 
         self.vkms_peer_table(&mut t);
+        self.kms_path_table(&mut t);
 
         let _ = writeln!(
             t,

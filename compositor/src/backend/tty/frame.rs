@@ -21,6 +21,15 @@ use syncbridge_bridge::sync_file::monotonic_now_ns;
 use super::{kms::scanout::ids_of, release::ActiveRelease, TtyError};
 use crate::{backend::Backend, state::State};
 
+/// A cycle that waited for its deadline after a flip.
+#[derive(Debug, Clone, Copy)]
+struct Latched {
+    /// The vblank sequence of the flip that started it.
+    after_seq: u32,
+    /// How late its timer fired.
+    late_by: Duration,
+}
+
 fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -84,7 +93,7 @@ impl State {
             .map(|(i, _)| i)
             .collect();
         for index in idle {
-            self.tty_frame(index, None);
+            self.tty_frame(index, None, None);
         }
     }
 
@@ -112,17 +121,25 @@ impl State {
                 .map(|(i, _)| i)
                 .collect();
             for index in woken {
-                state.tty_frame(index, None);
+                state.tty_frame(index, None, None);
             }
         });
     }
 
     /// One refresh cycle of output `index`; `vblank` is the kernel time of the flip that
-    /// started it.
-    fn tty_frame(&mut self, index: usize, vblank: Option<Duration>) {
+    /// started it, `latched` set when the cycle waited for its deadline after that flip.
+    /// A cycle still waiting for its deadline runs now instead.
+    fn tty_frame(&mut self, index: usize, vblank: Option<Duration>, latched: Option<Latched>) {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
+        if let Some(token) = tty
+            .outputs
+            .get_mut(index)
+            .and_then(|o| o.cycle_timer.take())
+        {
+            self.loop_handle.remove(token);
+        }
         if !tty.active {
             return;
         }
@@ -138,8 +155,15 @@ impl State {
         let rendered = self.present_frame(index, tick);
         if let Backend::Tty(tty) = &mut self.backend {
             // A commit made in this cycle: its flip's vblank is not earlier than this.
-            if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut()) {
-                p.cycle_started_ns = started;
+            if let Some(out) = tty.outputs.get_mut(index) {
+                if let Some(p) = out.pending.as_mut() {
+                    p.cycle_started_ns = started;
+                    p.latched_after_seq = latched.map(|l| l.after_seq);
+                    // The deadline's budget covers the timer's lateness too.
+                    let work = Duration::from_nanos(monotonic_now_ns().saturating_sub(started))
+                        + latched.map_or(Duration::ZERO, |l| l.late_by);
+                    out.latch.record_work(work);
+                }
             }
         }
         if vblank.is_some() {
@@ -270,7 +294,7 @@ impl State {
             _ => true,
         };
         if !pending {
-            self.tty_frame(index, None);
+            self.tty_frame(index, None, None);
         }
     }
 
@@ -314,6 +338,16 @@ impl State {
         let Some(mut pending) = out.pending.take() else {
             return;
         };
+        if let Some(started_seq) = pending.latched_after_seq {
+            if out.latch.record_flip(started_seq, seq, out.clock.refresh()) {
+                tracing::debug!(
+                    output = index,
+                    started_seq,
+                    seq,
+                    "late latching: the commit missed its vblank; backing off"
+                );
+            }
+        }
         syncbridge_protocols::timeline::page_flip(index as u64, flip_ns);
         let feedback = pending.feedback.take();
         if let Some(id) = pending.lag_fence.take() {
@@ -348,7 +382,47 @@ impl State {
             time: (!time.is_zero()).then_some(time),
         };
         self.tty_flip_presented(index, flip, feedback);
-        self.tty_frame(index, Some(time));
+        self.tty_schedule_cycle(index, time, seq);
+    }
+
+    /// The cycle after the flip of `seq` at `time` (zero: no timestamp): at once, or at
+    /// its deadline (see [`latch_deadline`](super::latch_deadline)).
+    fn tty_schedule_cycle(&mut self, index: usize, time: Duration, seq: u32) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let Some(out) = tty.outputs.get_mut(index) else {
+            return;
+        };
+        let now = super::kms::scanout::monotonic_now();
+        let flip = if time.is_zero() { now } else { time };
+        let Some(wait) = out.latch.wait_after_flip(flip, now, out.clock.refresh()) else {
+            self.tty_frame(index, Some(time), None);
+            return;
+        };
+        let timer = Timer::from_duration(wait);
+        let inserted = self
+            .loop_handle
+            .insert_source(timer, move |deadline, _, state| {
+                if let Backend::Tty(tty) = &mut state.backend {
+                    if let Some(out) = tty.outputs.get_mut(index) {
+                        out.cycle_timer = None;
+                    }
+                }
+                let latched = Latched {
+                    after_seq: seq,
+                    late_by: std::time::Instant::now().saturating_duration_since(deadline),
+                };
+                state.tty_frame(index, Some(time), Some(latched));
+                TimeoutAction::Drop
+            });
+        match inserted {
+            Ok(token) => out.cycle_timer = Some(token),
+            Err(err) => {
+                tracing::warn!(err = %err.error, "late latching: cannot schedule the cycle; running it now");
+                self.tty_frame(index, Some(time), None);
+            }
+        }
     }
 
     /// Suspend or resume libinput with the session.
@@ -453,6 +527,7 @@ impl State {
                         tty.release,
                         tty.release_adaptive,
                     );
+                    out.latch = super::latch_deadline::LatchDeadline::new(tty.late_latch);
                     tracing::info!(output = %out.output.name(), "connector appeared: output added");
                     tty.stats.connectors_added += 1;
                     added.push(out.output.clone());

@@ -25,6 +25,7 @@ pub mod frame;
 pub mod handover;
 pub mod input;
 pub mod kms;
+pub mod latch_deadline;
 pub mod out_fence_delay;
 pub mod out_fence_lag;
 mod plane_cycle;
@@ -95,6 +96,9 @@ pub struct TtyConfig {
     pub inject_out_fence_lag: Option<(std::time::Duration, u32)>,
     /// Put windows on overlay planes where the kernel accepts them (`--overlay-planes`).
     pub overlay_planes: bool,
+    /// Run each refresh cycle as late before the vblank as its measured work allows
+    /// (`--late-latch`; see [`latch_deadline`]).
+    pub late_latch: bool,
 }
 
 /// Errors of the TTY backend. Kernel errors keep their errno (`io::Error`).
@@ -225,6 +229,8 @@ pub struct TtyBackend {
     pub(crate) wake_queued: bool,
     /// Whether windows may go on overlay planes (`--overlay-planes`).
     overlays_enabled: bool,
+    /// `--late-latch`, for outputs added later.
+    late_latch: bool,
     /// Client buffers an overlay plane refused: composited from then on.
     overlay_refused: kms::overlay::Refused,
     /// The pointer for the next refresh cycle (set by the compositor before each render).
@@ -350,6 +356,18 @@ impl TtyBackend {
             config.release_mode == ReleaseMode::Auto && release == ActiveRelease::Early;
         for out in &mut outputs {
             out.release = release_policy::ReleasePolicy::new(release, release_adaptive);
+            out.latch = latch_deadline::LatchDeadline::new(config.late_latch);
+        }
+        if config.late_latch {
+            tracing::info!(
+                window = latch_deadline::WINDOW,
+                slack_us = latch_deadline::SLACK.as_micros() as u64,
+                "tty: late latching: after a page flip the next cycle waits until the longest of its last cycles plus slack before the vblank, so commits made meanwhile make that vblank (at the flip until measured; back-off on missed vblanks)"
+            );
+        } else {
+            tracing::info!(
+                "tty: late latching off (--late-latch off): each cycle runs at its page flip"
+            );
         }
         if release_adaptive {
             tracing::info!(
@@ -414,6 +432,7 @@ impl TtyBackend {
             inject_commit,
             wake_queued: false,
             overlays_enabled: config.overlay_planes,
+            late_latch: config.late_latch,
             overlay_refused: kms::overlay::Refused::default(),
             cursor: None,
             dh: dh.clone(),
@@ -462,6 +481,11 @@ impl TtyBackend {
         json["overlay_planes"] =
             serde_json::json!(alive.clone().map(|o| o.overlays.len()).sum::<usize>());
         json["cursor_planes"] = serde_json::json!(alive.filter(|o| o.cursor.is_some()).count());
+        json["late_latch_per_output"] = self
+            .outputs
+            .iter()
+            .map(|o| o.latch.json(&o.output.name(), o.clock.refresh()))
+            .collect();
         json["injected_out_fence_lags"] =
             serde_json::json!(self.inject_lag.as_ref().map_or(0, |i| i.injected));
         json["injected_commit_failures"] =

@@ -67,6 +67,26 @@ impl Sizes {
         ])
     }
 
+    /// The frames client of one plane-path scenario on VKMS (`kms-*`): one client, 3
+    /// buffers, measured as long as [`Sizes::frames_client`], with `extra` saying what it
+    /// draws (buffer kind, size or `--fullscreen`).
+    fn plane_path_client(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = strings(&[
+            "--mode",
+            "frames",
+            "--clients",
+            "1",
+            "--secs",
+            self.frames_secs,
+            "--warmup-secs",
+            self.warmup_secs,
+            "--buffers",
+            "3",
+        ]);
+        v.extend(strings(extra));
+        v
+    }
+
     fn smoke() -> Self {
         Sizes {
             latch_iterations: 8,
@@ -373,6 +393,20 @@ impl Driver {
     }
 }
 
+/// The plane-path scenarios on VKMS (`cargo xtask bench`'s section 7): name, and the
+/// client's arguments that pick the path.
+const PLANE_PATHS: [(&str, &[&str]); 3] = [
+    (
+        "plane-fullscreen",
+        &["--buffer-kind", "vgem", "--fullscreen"],
+    ),
+    ("plane-overlay", &["--buffer-kind", "vgem", "--size", "256"]),
+    (
+        "plane-composited",
+        &["--buffer-kind", "shm", "--size", "256"],
+    ),
+];
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -537,6 +571,20 @@ fn run() -> Res<u32> {
                 let name = format!("vkms-sway-{n}");
                 if want(&name) {
                     d.sway(&name, vkms, &client, min(5));
+                }
+            }
+            // Presentation per plane path, one client each on the same tty backend: a
+            // fullscreen dma-buf of the mode's size (primary plane), a small windowed
+            // dma-buf nothing overlaps (overlay plane), and a windowed shm client
+            // (composited).
+            for (name, what) in PLANE_PATHS {
+                if want(name) {
+                    let client = sizes.plane_path_client(what);
+                    let extra = strings(&["--backend", "tty", "--drm-device"])
+                        .into_iter()
+                        .chain([vkms.display().to_string()])
+                        .collect::<Vec<_>>();
+                    d.syncbridge(name, &["seatd-launch", "--"], &extra, &client, min(2));
                 }
             }
         }

@@ -148,6 +148,9 @@ pub struct PendingFlip {
     /// Testing: the vgem fence merged into the out-fence, signalled after the flip (see
     /// [`out_fence_lag`](crate::backend::tty::out_fence_lag)).
     pub lag_fence: Option<u32>,
+    /// A cycle that waited for its deadline: the vblank sequence of the flip that
+    /// started it (its commit should flip at the next one).
+    pub latched_after_seq: Option<u32>,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
@@ -204,6 +207,11 @@ pub struct TtyOutput {
     pub out_fence_delay: OutFenceDelay,
     /// Early release or release at the flip, for this CRTC (switched by `auto`).
     pub release: ReleasePolicy,
+    /// When its refresh cycle runs after a flip (see
+    /// [`latch_deadline`](crate::backend::tty::latch_deadline)).
+    pub latch: crate::backend::tty::latch_deadline::LatchDeadline,
+    /// The timer of a cycle waiting for its deadline.
+    pub cycle_timer: Option<smithay::reexports::calloop::RegistrationToken>,
 }
 
 impl TtyOutput {
@@ -427,6 +435,9 @@ pub fn create_output(
         out_fence_delay: OutFenceDelay::default(),
         // Set by the backend once the release mode is resolved.
         release: ReleasePolicy::default(),
+        // Set by the backend from `--late-latch`.
+        latch: crate::backend::tty::latch_deadline::LatchDeadline::new(false),
+        cycle_timer: None,
     })
 }
 

@@ -1,0 +1,209 @@
+//! Late latching: when an output's refresh cycle runs after a page flip.
+//!
+//! A page flip sends the frame callbacks at once ([`presentation`](super::presentation)).
+//! Run at that moment, the next cycle would find nothing new from clients that draw on
+//! the callback, and their commits would wait for the cycle after it: two refreshes from
+//! commit to screen. With late latching the cycle (render and atomic commit) waits until
+//! as late before the next vblank as its own work allows, so a commit made in between,
+//! and a fenced commit whose fence signals in between, makes the next vblank.
+//!
+//! The budget before the vblank is the longest cycle of the last [`WINDOW`] (from the
+//! cycle's start to the commit ioctl's return), plus [`SLACK`] for the loop's and the
+//! kernel's scheduling, plus a back-off that grows by an eighth of the refresh on each
+//! missed vblank and decays by [`BACKOFF_DECAY`] on each made one. This is the shape of
+//! mutter's dynamic max render time and KWin's render-time prediction: measured, with a
+//! margin, and corrected by misses. Until a cycle has been measured, and whenever the
+//! budget is not less than what is left of the refresh, the cycle runs at the flip, as
+//! without late latching. A cycle started by a client while the output was idle runs at
+//! once: it cannot be later than that.
+//!
+//! A miss is a deferred cycle whose commit flipped at a later vblank than the one after
+//! the flip that started it (the CRTC's vblank sequence).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Cycles whose work the budget covers.
+pub const WINDOW: usize = 32;
+/// Margin over the longest measured cycle (loop wake-up, commit work in the kernel).
+pub const SLACK: Duration = Duration::from_micros(1500);
+/// Back-off given back per vblank made.
+pub const BACKOFF_DECAY: Duration = Duration::from_micros(100);
+
+/// Per output: measured cycle work, the back-off, and what happened.
+#[derive(Debug, Default)]
+pub struct LatchDeadline {
+    /// Off: every cycle runs at its flip (`--late-latch off`).
+    off: bool,
+    /// ns of the last [`WINDOW`] cycles' work.
+    work_ns: VecDeque<u64>,
+    /// ns added after misses.
+    backoff_ns: u64,
+    /// Cycles that waited for their deadline.
+    pub deferred: u64,
+    /// Cycles run at their flip (off, unmeasured, or no time left).
+    pub at_flip: u64,
+    /// Deferred cycles whose commit made the next vblank.
+    pub made: u64,
+    /// Deferred cycles whose commit flipped later.
+    pub missed: u64,
+}
+
+impl LatchDeadline {
+    /// `enabled`: `--late-latch auto`.
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            off: !enabled,
+            ..Self::default()
+        }
+    }
+
+    /// Whether late latching is on.
+    pub fn enabled(&self) -> bool {
+        !self.off
+    }
+
+    /// A cycle's work, from its start to the commit ioctl's return.
+    pub fn record_work(&mut self, work: Duration) {
+        if self.work_ns.len() == WINDOW {
+            self.work_ns.pop_front();
+        }
+        self.work_ns.push_back(ns(work));
+    }
+
+    /// How long before the vblank the cycle must start; `None` until a cycle was measured.
+    pub fn budget(&self, refresh: Duration) -> Option<Duration> {
+        let longest = self.work_ns.iter().copied().max()?;
+        let budget = longest
+            .saturating_add(ns(SLACK))
+            .saturating_add(self.backoff_ns);
+        Some(Duration::from_nanos(budget.min(ns(refresh))))
+    }
+
+    /// How long after `now` the cycle after the flip at `flip` should start (all
+    /// CLOCK_MONOTONIC); `None`: at once. Counts the choice.
+    pub fn wait_after_flip(
+        &mut self,
+        flip: Duration,
+        now: Duration,
+        refresh: Duration,
+    ) -> Option<Duration> {
+        let wait = self
+            .budget(refresh)
+            .filter(|_| !self.off)
+            .and_then(|budget| (flip + refresh).checked_sub(budget))
+            .and_then(|deadline| deadline.checked_sub(now))
+            .filter(|wait| !wait.is_zero());
+        if wait.is_some() {
+            self.deferred += 1;
+        } else {
+            self.at_flip += 1;
+        }
+        wait
+    }
+
+    /// The flip of a deferred cycle's commit: `started_seq` is the vblank sequence of the
+    /// flip that started the cycle, `seq` this flip's. Returns whether it was missed.
+    pub fn record_flip(&mut self, started_seq: u32, seq: u32, refresh: Duration) -> bool {
+        let missed = seq.wrapping_sub(started_seq) > 1;
+        if missed {
+            self.missed += 1;
+            self.backoff_ns = (self.backoff_ns + ns(refresh) / 8).min(ns(refresh));
+        } else {
+            self.made += 1;
+            self.backoff_ns = self.backoff_ns.saturating_sub(ns(BACKOFF_DECAY));
+        }
+        missed
+    }
+
+    /// The `late_latch` part of an output's stats.
+    pub fn json(&self, output: &str, refresh: Duration) -> serde_json::Value {
+        let longest = self.work_ns.iter().copied().max();
+        serde_json::json!({
+            "output": output,
+            "enabled": !self.off,
+            "budget_us": self.budget(refresh).map(|b| b.as_micros() as u64),
+            "longest_cycle_us": longest.map(|n| n / 1000),
+            "backoff_us": self.backoff_ns / 1000,
+            "deferred_cycles": self.deferred,
+            "cycles_at_flip": self.at_flip,
+            "made_vblanks": self.made,
+            "missed_vblanks": self.missed,
+        })
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFRESH: Duration = Duration::from_micros(16_667);
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn an_unmeasured_output_runs_its_cycle_at_the_flip() {
+        let mut l = LatchDeadline::new(true);
+        assert_eq!(l.budget(REFRESH), None);
+        assert_eq!(l.wait_after_flip(ms(100), ms(100), REFRESH), None);
+        assert_eq!((l.deferred, l.at_flip), (0, 1));
+    }
+
+    #[test]
+    fn the_cycle_starts_its_longest_work_plus_slack_before_the_vblank() {
+        let mut l = LatchDeadline::new(true);
+        l.record_work(ms(3));
+        l.record_work(ms(5));
+        l.record_work(ms(4));
+        assert_eq!(l.budget(REFRESH), Some(ms(5) + SLACK));
+        // Flip at 100 ms, read 1 ms later: the vblank is at 116.667 ms.
+        let wait = l.wait_after_flip(ms(100), ms(101), REFRESH);
+        assert_eq!(wait, Some(REFRESH - ms(5) - SLACK - ms(1)));
+        assert_eq!(l.deferred, 1);
+    }
+
+    #[test]
+    fn only_the_last_window_of_cycles_counts() {
+        let mut l = LatchDeadline::new(true);
+        l.record_work(ms(12));
+        for _ in 0..WINDOW {
+            l.record_work(ms(2));
+        }
+        assert_eq!(l.budget(REFRESH), Some(ms(2) + SLACK));
+    }
+
+    #[test]
+    fn no_time_left_or_late_latching_off_runs_at_the_flip() {
+        let mut l = LatchDeadline::new(true);
+        l.record_work(ms(20));
+        assert_eq!(l.budget(REFRESH), Some(REFRESH), "capped at the refresh");
+        assert_eq!(l.wait_after_flip(ms(100), ms(100), REFRESH), None);
+        let mut l = LatchDeadline::new(true);
+        l.record_work(ms(2));
+        // The flip event was read 15 ms late: the deadline has passed.
+        assert_eq!(l.wait_after_flip(ms(100), ms(115), REFRESH), None);
+        let mut off = LatchDeadline::new(false);
+        off.record_work(ms(1));
+        assert_eq!(off.wait_after_flip(ms(100), ms(100), REFRESH), None);
+        assert_eq!((off.deferred, off.at_flip), (0, 1));
+    }
+
+    #[test]
+    fn a_miss_backs_off_and_made_vblanks_give_it_back() {
+        let mut l = LatchDeadline::new(true);
+        l.record_work(ms(2));
+        assert!(!l.record_flip(10, 11, REFRESH));
+        assert!(l.record_flip(10, 12, REFRESH), "flipped a vblank late");
+        let backed = l.budget(REFRESH).expect("measured");
+        assert_eq!(backed, ms(2) + SLACK + REFRESH / 8);
+        assert!(!l.record_flip(u32::MAX, 0, REFRESH), "the sequence wraps");
+        assert_eq!(backed - l.budget(REFRESH).expect("measured"), BACKOFF_DECAY);
+        assert_eq!((l.made, l.missed), (2, 1));
+    }
+}

@@ -1,0 +1,130 @@
+//! Late latching on the tty backend (issue 16, part 1). Runs inside the VM on VKMS:
+//! `cargo xtask test --vm-only --vm-filter vm_tty_late_latch`.
+//!
+//! A client draws on each frame callback (sent at the page flip that showed its last
+//! frame) and asks for presentation feedback. With late latching the compositor's next
+//! cycle waits for its deadline before the next vblank, so the commit is latched by it
+//! and presented at the flip right after the one that called the client back; at the
+//! flip itself (`--late-latch off`) the cycle runs before the commit arrives. The test
+//! checks the mechanism (cycles deferred, vblanks made, all counted in the stats, none
+//! deferred when off) and that commits do make the next vblank; how often, and the
+//! commit -> present figures, are the bench's (`cargo xtask bench`), not asserted here.
+
+use syncbridge_tests::client::{Commit, Presentation, TestClient};
+use syncbridge_tests::tty::*;
+
+/// Frames each run draws.
+const FRAMES: usize = 90;
+
+/// One run's result.
+struct Run {
+    /// Commits presented at the vblank right after the flip that called the client back.
+    next_vblank: usize,
+    /// Commits presented later than that.
+    later: usize,
+    /// The output's `late_latch` stats.
+    latch: serde_json::Value,
+}
+
+/// Draw `FRAMES` frames on frame callbacks (two shm buffers, a 64x64 window:
+/// composited with `--overlay-planes off`), then stop the compositor.
+fn run(name: &str, extra: &[&str]) -> Run {
+    let path = card_of("vkms");
+    let mut args = vec!["--overlay-planes", "off"];
+    args.extend_from_slice(extra);
+    let comp = Compositor::start(name, &path, &args);
+    let mut c: TestClient = comp.client();
+    let s = configured_surface(&mut c);
+    let bufs = [
+        c.create_shm_buffer(64, 64),
+        c.create_shm_buffer_filled(
+            64,
+            64,
+            wayland_client::protocol::wl_shm::Format::Xrgb8888,
+            0x0040_8020,
+        ),
+    ];
+    let mut seqs: Vec<u64> = Vec::new();
+    for k in 0..FRAMES {
+        c.attach(s, Some(bufs[k % 2]));
+        let callbacks = c.rec.surfaces[s].frames.len();
+        let commit = c.commit(s, Commit::frame_and_feedback());
+        assert!(
+            c.blocking_dispatch_until(LONG, |r| r.outcome(commit).is_some()
+                && r.surfaces[s].frames.len() > callbacks),
+            "{name} frame {k}: feedback and frame callback; log:\n{}",
+            comp.log_text()
+        );
+        match c.rec.outcome(commit) {
+            Some(Presentation::Presented { seq, .. }) => seqs.push(seq),
+            other => panic!("{name} frame {k}: {other:?}, not presented"),
+        }
+    }
+    // Commit k+1 was made right after the callback of commit k, sent at commit k's flip.
+    let steps: Vec<u64> = seqs.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let next_vblank = steps.iter().filter(|d| **d == 1).count();
+    let later = steps.iter().filter(|d| **d > 1).count();
+    let stats = comp.stop();
+    assert_eq!(stats["protocol_errors_sent"], 0);
+    let latch = stats["kms"]["late_latch_per_output"][0].clone();
+    println!(
+        "{name}: of {} commits made after a frame callback, {next_vblank} presented at the next vblank, {later} later; late_latch: {latch}",
+        steps.len()
+    );
+    Run {
+        next_vblank,
+        later,
+        latch,
+    }
+}
+
+fn count(v: &serde_json::Value) -> u64 {
+    v.as_u64()
+        .unwrap_or_else(|| panic!("a count in the stats, got {v}"))
+}
+
+#[test]
+fn vkms_late_latching_presents_a_commit_made_after_its_frame_callback_at_the_next_vblank() {
+    let late = run("late-latch-auto", &[]);
+    assert_eq!(late.latch["enabled"], true, "{}", late.latch);
+    let deferred = count(&late.latch["deferred_cycles"]);
+    let made = count(&late.latch["made_vblanks"]);
+    let missed = count(&late.latch["missed_vblanks"]);
+    assert!(
+        deferred > 0,
+        "cycles waited for their deadline after the flip: {}",
+        late.latch
+    );
+    assert!(
+        made + missed <= deferred,
+        "a deferred cycle's commit flips once, at the next vblank or later (a cycle with nothing new commits nothing): {}",
+        late.latch
+    );
+    assert!(
+        made > 0,
+        "deferred cycles made their vblank: {}",
+        late.latch
+    );
+    assert!(
+        late.next_vblank > 0,
+        "commits made after a frame callback were presented at the next vblank ({} later)",
+        late.later
+    );
+
+    let off = run("late-latch-off", &["--late-latch", "off"]);
+    assert_eq!(off.latch["enabled"], false, "{}", off.latch);
+    assert_eq!(
+        count(&off.latch["deferred_cycles"]),
+        0,
+        "off: every cycle at its flip: {}",
+        off.latch
+    );
+    assert!(count(&off.latch["cycles_at_flip"]) > 0, "{}", off.latch);
+    println!(
+        "next vblank: {} of {} with late latching, {} of {} at the flip",
+        late.next_vblank,
+        late.next_vblank + late.later,
+        off.next_vblank,
+        off.next_vblank + off.later
+    );
+}
