@@ -321,6 +321,8 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
         "commits_fence_already_signalled": s.commits_fence_already_signalled,
         "commits_rejected": s.commits_rejected,
         "latch_latency": latency_json(&s.latch_latency),
+        "latch_wake": latency_json(&s.latch_wake),
+        "latch_apply": latency_json(&s.latch_apply),
         "commit_wait": latency_json(&s.commit_wait),
         "release": {
             "buffers_released": s.buffers_released,

@@ -227,6 +227,7 @@ fn fired<D: SyncBridgeHandler>(state: &mut D, ctx: &WaitCtx, signalled_ns: Optio
     let signalled = signalled_ns.filter(|&t| t > 0 && t <= woke).unwrap_or(woke);
     state.sync_bridge().stats.latched(
         applied.saturating_sub(signalled),
+        woke.saturating_sub(signalled),
         applied.saturating_sub(ctx.committed_ns),
     );
 }

@@ -84,6 +84,12 @@ pub struct SyncStats {
     pub latch_latency: LatencySummary,
     /// The most recent latch latency samples (bounded ring), nanoseconds.
     pub latch_latency_samples_ns: Vec<u64>,
+    /// The first part of the latch latency: fence signalled to the wait's callback running
+    /// (the event loop's wake-up, and whatever else the loop was doing).
+    pub latch_wake: LatencySummary,
+    /// The second part: the wait's callback to the commit applied (smithay applying the
+    /// client's queue and the compositor's commit handler).
+    pub latch_apply: LatencySummary,
     /// Time from the commit request to the commit applied, for commits that waited.
     pub commit_wait: LatencySummary,
     /// sync_files exported from client dma-bufs (one per commit, planes merged).
@@ -169,6 +175,8 @@ pub struct SyncStats {
 pub(crate) struct StatsCollector {
     pub s: SyncStats,
     latch: VecDeque<u64>,
+    wake: VecDeque<u64>,
+    apply: VecDeque<u64>,
     waits: VecDeque<u64>,
     max_samples: usize,
     pub held: HeldGauges,
@@ -203,8 +211,17 @@ impl StatsCollector {
         ring.push_back(v);
     }
 
-    pub fn latched(&mut self, latch_ns: u64, wait_ns: u64) {
+    /// A waited commit was applied: `latch_ns` from its fence's signal, split into
+    /// `wake_ns` (signal to callback) and the rest (callback to applied), and `wait_ns`
+    /// from its commit request.
+    pub fn latched(&mut self, latch_ns: u64, wake_ns: u64, wait_ns: u64) {
         Self::push(&mut self.latch, self.max_samples, latch_ns);
+        Self::push(&mut self.wake, self.max_samples, wake_ns.min(latch_ns));
+        Self::push(
+            &mut self.apply,
+            self.max_samples,
+            latch_ns.saturating_sub(wake_ns),
+        );
         Self::push(&mut self.waits, self.max_samples, wait_ns);
     }
 
@@ -214,6 +231,12 @@ impl StatsCollector {
         SyncStats {
             latch_latency: LatencySummary::from_samples(&latch),
             latch_latency_samples_ns: latch,
+            latch_wake: LatencySummary::from_samples(
+                &self.wake.iter().copied().collect::<Vec<_>>(),
+            ),
+            latch_apply: LatencySummary::from_samples(
+                &self.apply.iter().copied().collect::<Vec<_>>(),
+            ),
             commit_wait: LatencySummary::from_samples(&waits),
             pending_waits,
             tracked_buffers,
@@ -247,7 +270,7 @@ mod tests {
     fn sample_ring_is_bounded() {
         let mut c = StatsCollector::new(3);
         for i in 0..10 {
-            c.latched(i, i);
+            c.latched(i, i, i);
         }
         let snap = c.snapshot(0, 0);
         assert_eq!(snap.latch_latency_samples_ns, vec![7, 8, 9]);

@@ -315,6 +315,16 @@ impl Report {
             .collect()
     }
 
+    /// The latch latency of run (`mode`, `round`) split in two (us summaries): fence
+    /// signalled -> the wait's callback (the loop's wake-up), and callback -> commit applied.
+    fn latch_split(&self, mode: &str, round: &str) -> (Value, Value) {
+        let sync = self
+            .get(&format!("latch-{mode}-{round}"))
+            .map(|s| &s.stats["sync"]);
+        let part = |k: &str| sync.map_or(Value::Null, |s| s[k].clone());
+        (part("latch_wake"), part("latch_apply"))
+    }
+
     /// The bare wake-up measured in the same round as latch run (`mode`, `round`).
     fn floor(&self, mode: &str, round: &str) -> Option<&Value> {
         self.get(&format!("floor-{mode}-{round}"))
@@ -406,9 +416,12 @@ impl Report {
                 .filter(|(m, _, _)| m == mode)
                 .map(|(_, round, l)| {
                     let (p50, p99) = self.latch_overhead(mode, &round, &l);
+                    let (wake, apply) = self.latch_split(mode, &round);
                     json!({
                         "run": round,
                         "latency": l,
+                        "signal_to_callback": wake,
+                        "callback_to_applied": apply,
                         "bare_wake_up_us": self.floor(mode, &round),
                         "overhead_over_bare_wake_up_us": { "p50": p50, "p99": p99 },
                     })
@@ -555,6 +568,21 @@ impl Report {
                 fmt(l["p99_us"].as_f64(), 0),
                 fmt_u(l["count"].as_u64())
             );
+            let (wake, apply) = self.latch_split(mode, round);
+            for (what, part) in [
+                ("  of it: signal -> wait callback", &wake),
+                ("  of it: callback -> commit applied", &apply),
+            ] {
+                if part.is_object() {
+                    let _ = writeln!(
+                        t,
+                        "    {:<44} {:>10} {:>10}",
+                        what,
+                        fmt(part["p50_us"].as_f64(), 0),
+                        fmt(part["p99_us"].as_f64(), 0),
+                    );
+                }
+            }
             if let Some(w) = self.floor(mode, round) {
                 let _ = writeln!(
                     t,

@@ -516,6 +516,27 @@ impl TtyBackend {
         space: &Space<Window>,
         buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
     ) -> Result<RenderedFrame, BackendError> {
+        let rendered = self.render_cycle(index, space, buffer_id);
+        if rendered.is_err() {
+            // What this cycle drew (or meant to) may not be on screen: the next cycle
+            // must not skip its composition for want of a change.
+            if let Some(out) = self.outputs.get_mut(index) {
+                out.damage_probe =
+                    smithay::backend::renderer::damage::OutputDamageTracker::from_output(
+                        &out.output,
+                    );
+            }
+        }
+        rendered
+    }
+
+    /// [`Self::render`], without the clean-up after an error.
+    fn render_cycle(
+        &mut self,
+        index: usize,
+        space: &Space<Window>,
+        buffer_id: &dyn Fn(&WlSurface) -> Option<BufferId>,
+    ) -> Result<RenderedFrame, BackendError> {
         if !self.active {
             return Err(TtyError::Inactive.into());
         }
@@ -685,13 +706,19 @@ impl TtyBackend {
                 let composited = renderer.composite(
                     &mut out.slots[slot_index].dmabuf,
                     &mut out.damage_tracker,
+                    &mut out.damage_probe,
+                    on_screen.is_some() && !modeset,
                     age,
                     space,
                     &out.output,
                     &on_planes,
                 )?;
-                out.render_count = render_count;
-                out.slots[slot_index].rendered_at = render_count;
+                if composited.rendered {
+                    out.render_count = render_count;
+                    out.slots[slot_index].rendered_at = render_count;
+                } else {
+                    stats.composites_skipped += 1;
+                }
                 sync = composited.sync;
                 render_fence = composited.in_fence;
                 if composited.cpu_waited {

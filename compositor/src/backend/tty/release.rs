@@ -151,6 +151,9 @@ pub struct KmsStats {
     pub direct_scanout_frames: u64,
     /// Commits of composited frames.
     pub composited_frames: u64,
+    /// Cycles that drew nothing: nothing changed since the last one, and the slot on
+    /// screen shows it.
+    pub composites_skipped: u64,
     /// Commits made.
     pub commits: u64,
     /// Refresh cycles with nothing new to show (no commit made; the output idled).
@@ -222,6 +225,7 @@ impl KmsStats {
             "out_fence_signal_delay": self.out_fence_delay.json(),
             "direct_scanout_frames": self.direct_scanout_frames,
             "composited_frames": self.composited_frames,
+            "composites_skipped": self.composites_skipped,
             "commits": self.commits,
             "idle_cycles": self.idle_cycles,
             "commit_errors": self.commit_errors,

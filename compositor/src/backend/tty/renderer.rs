@@ -116,6 +116,8 @@ pub struct Slot {
 /// A composited frame.
 #[derive(Debug)]
 pub struct Composited {
+    /// The target was drawn into (false: skipped, nothing new since the last cycle).
+    pub rendered: bool,
     /// The damage tracker saw changes.
     pub damaged: bool,
     /// Which elements were drawn, and how.
@@ -127,6 +129,20 @@ pub struct Composited {
     /// The render had no exportable fence and was waited for on the CPU before the
     /// commit (GLES without `EGL_ANDROID_native_fence_sync`).
     pub cpu_waited: bool,
+}
+
+impl Composited {
+    /// Nothing drawn: the slot on screen already shows `states`.
+    fn skipped(states: RenderElementStates) -> Self {
+        Self {
+            rendered: false,
+            damaged: false,
+            states,
+            sync: SyncPoint::signaled(),
+            in_fence: None,
+            cpu_waited: false,
+        }
+    }
 }
 
 impl TtyRenderer {
@@ -262,10 +278,20 @@ impl TtyRenderer {
     /// Composite `space` as `output` shows it into `target` (a slot's dma-buf, `age`
     /// frames old; 0: unknown), leaving out the elements in `on_planes` (surfaces an
     /// overlay plane shows).
+    ///
+    /// `probe` tracks only what changed since the last cycle (age 1, never drawn with):
+    /// `tracker` adds the damage the target missed (its age), which after a frame with
+    /// damage is never empty for the other slot, so without the probe every frame would
+    /// be drawn and committed twice, the second time unchanged. With `may_skip` (the
+    /// output shows a composited slot that is current, no modeset) nothing is drawn when
+    /// the probe saw no change.
+    #[allow(clippy::too_many_arguments)]
     pub fn composite(
         &mut self,
         target: &mut Dmabuf,
         tracker: &mut OutputDamageTracker,
+        probe: &mut OutputDamageTracker,
+        may_skip: bool,
         age: usize,
         space: &Space<Window>,
         output: &Output,
@@ -286,6 +312,9 @@ impl TtyRenderer {
                 if held_back > 0 {
                     tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
                 }
+                if let Some(states) = unchanged(probe, may_skip, &elements, &name)? {
+                    return Ok(Composited::skipped(states));
+                }
                 let RenderOutputResult {
                     damage,
                     states,
@@ -299,6 +328,7 @@ impl TtyRenderer {
                     tracing::debug!(%err, "texture cache cleanup");
                 }
                 Ok(Composited {
+                    rendered: true,
                     damaged,
                     states,
                     sync,
@@ -314,6 +344,9 @@ impl TtyRenderer {
                     space_render_elements::<_, Window, _>(renderer, [space], output, 1.0)
                         .map_err(|e| TtyError::Render(format!("gles: elements of {name}: {e}")))?;
                 elements.retain(|e| !on_planes.contains(e.id()));
+                if let Some(states) = unchanged(probe, may_skip, &elements, &name)? {
+                    return Ok(Composited::skipped(states));
+                }
                 let mut fb = renderer
                     .bind(target)
                     .map_err(|e| TtyError::Render(format!("gles: binding {name}: {e}")))?;
@@ -345,6 +378,7 @@ impl TtyRenderer {
                     }
                 }
                 Ok(Composited {
+                    rendered: true,
                     damaged,
                     states,
                     sync,
@@ -354,6 +388,20 @@ impl TtyRenderer {
             }
         }
     }
+}
+
+/// The render states of `elements` if the cycle may skip its composition and nothing
+/// changed since the last cycle (`probe` tracks that; see [`TtyRenderer::composite`]).
+fn unchanged<E: smithay::backend::renderer::element::Element>(
+    probe: &mut OutputDamageTracker,
+    may_skip: bool,
+    elements: &[E],
+    name: &str,
+) -> Result<Option<RenderElementStates>, TtyError> {
+    probe
+        .damage_output(1, elements)
+        .map(|(damage, states)| (damage.is_none() && may_skip).then_some(states))
+        .map_err(|e| TtyError::Render(format!("damage of {name}: {e}")))
 }
 
 /// A file of its own on `device`'s GPU for GBM and EGL (see the module docs): its render

@@ -188,6 +188,9 @@ pub struct TtyOutput {
     pub slots: Vec<Slot>,
     pub render_count: u64,
     pub damage_tracker: OutputDamageTracker,
+    /// What changed since the last cycle only (see
+    /// [`TtyRenderer::composite`](crate::backend::tty::renderer::TtyRenderer::composite)).
+    pub damage_probe: OutputDamageTracker,
     pub clock: FrameClock,
     pub needs_modeset: bool,
     pub alive: bool,
@@ -409,6 +412,7 @@ pub fn create_output(
     };
     Ok(TtyOutput {
         damage_tracker: OutputDamageTracker::from_output(&output),
+        damage_probe: OutputDamageTracker::from_output(&output),
         output,
         global: Some(global),
         connector: conn.handle(),
