@@ -362,7 +362,7 @@ impl TtyBackend {
             tracing::info!(
                 window = latch_deadline::WINDOW,
                 slack_us = latch_deadline::SLACK.as_micros() as u64,
-                "tty: late latching: after a page flip the next cycle waits until the longest of its last cycles plus slack before the vblank, so commits made meanwhile make that vblank (at the flip until measured; back-off on missed vblanks)"
+                "tty: late latching: after a page flip the next cycle waits until the 90th percentile of its last cycles plus slack before the vblank, so commits made meanwhile make that vblank (at the flip until measured; back-off on missed vblanks)"
             );
         } else {
             tracing::info!(
