@@ -134,7 +134,7 @@ impl State {
             self.tty_after_render(index, &output, &rendered.states);
         } else {
             self.send_clock_presentation_feedback(&output, &rendered.states, tick);
-            self.send_frame_callbacks(&output, tick.time);
+            self.send_frame_callbacks(&output, tick.time, None);
         }
         release_frame_barriers(self, &output, index == 0, tick);
 
@@ -222,13 +222,25 @@ impl State {
 
     /// Frame callbacks of the surfaces on `output`, with `time` (CLOCK_MONOTONIC);
     /// surfaces shown nowhere get one at most every [`OFFSCREEN_FRAME_THROTTLE`].
-    pub(crate) fn send_frame_callbacks(&self, output: &Output, time: Duration) {
+    pub(crate) fn send_frame_callbacks(
+        &self,
+        output: &Output,
+        time: Duration,
+        shown: Option<&crate::backend::tty::shown_commits::ShownCommits>,
+    ) {
         for window in self.space.elements() {
             window.send_frame(
                 output,
                 time,
                 Some(OFFSCREEN_FRAME_THROTTLE),
-                surface_primary_scanout_output,
+                |surface, data| {
+                    // A commit the frame does not show: called back by a later frame.
+                    if shown.is_some_and(|s| s.committed_since(surface, data)) {
+                        None
+                    } else {
+                        surface_primary_scanout_output(surface, data)
+                    }
+                },
             );
         }
         // The pointer's surface (an animated cursor draws its next image on these).

@@ -350,6 +350,7 @@ impl State {
         }
         syncbridge_protocols::timeline::page_flip(index as u64, flip_ns);
         let feedback = pending.feedback.take();
+        let pending_shown = std::mem::take(&mut pending.shown_commits);
         if let Some(id) = pending.lag_fence.take() {
             super::out_fence_lag::signal_later(&self.loop_handle, tty, id);
         }
@@ -381,7 +382,7 @@ impl State {
             seq,
             time: (!time.is_zero()).then_some(time),
         };
-        self.tty_flip_presented(index, flip, feedback);
+        self.tty_flip_presented(index, flip, feedback, &pending_shown);
         self.tty_schedule_cycle(index, time, seq);
     }
 

@@ -34,6 +34,7 @@ pub mod release;
 pub mod release_policy;
 pub mod renderer;
 pub mod session;
+pub mod shown_commits;
 pub mod teardown;
 pub mod udev;
 pub mod vgem;

@@ -165,16 +165,18 @@ impl State {
             .is_some_and(|p| p.feedback.is_none());
         if !committed {
             let now = super::kms::scanout::monotonic_now();
-            self.send_frame_callbacks(output, now);
+            self.send_frame_callbacks(output, now, None);
             if let Backend::Tty(tty) = &mut self.backend {
                 tty.presentation.frame_callbacks_without_flip += 1;
             }
             return;
         }
         let feedback = self.take_presentation_feedback(output, states);
+        let shown = super::shown_commits::ShownCommits::record(&self.space, states);
         if let Backend::Tty(tty) = &mut self.backend {
             if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut()) {
                 p.feedback = Some(FlipFeedback(feedback));
+                p.shown_commits = shown;
             }
         }
     }
@@ -187,6 +189,7 @@ impl State {
         index: usize,
         flip: Flip,
         feedback: Option<FlipFeedback>,
+        shown: &super::shown_commits::ShownCommits,
     ) {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
@@ -218,7 +221,7 @@ impl State {
                 tty.presentation.presented_without_timestamp += 1;
             }
         }
-        self.send_frame_callbacks(&output, time);
+        self.send_frame_callbacks(&output, time, Some(shown));
     }
 }
 

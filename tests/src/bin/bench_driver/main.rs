@@ -51,7 +51,19 @@ impl Sizes {
     /// The frames client of `n` clients (shm, 3 buffers, 128x128), the same for every
     /// compositor it is compared on.
     fn frames_client(&self, n: usize) -> Vec<String> {
-        strings(&[
+        self.frames_client_drawing(n, &["--size", "128"])
+    }
+
+    /// The frames client of one plane-path scenario on VKMS (`plane-*`): one client,
+    /// with `extra` saying what it draws (buffer kind, size or `--fullscreen`).
+    fn plane_path_client(&self, extra: &[&str]) -> Vec<String> {
+        self.frames_client_drawing(1, extra)
+    }
+
+    /// `n` frames clients with 3 buffers each, measured for `frames_secs` after
+    /// `warmup_secs`, drawing what `what` says.
+    fn frames_client_drawing(&self, n: usize, what: &[&str]) -> Vec<String> {
+        let mut v = strings(&[
             "--mode",
             "frames",
             "--clients",
@@ -62,28 +74,8 @@ impl Sizes {
             self.warmup_secs,
             "--buffers",
             "3",
-            "--size",
-            "128",
-        ])
-    }
-
-    /// The frames client of one plane-path scenario on VKMS (`kms-*`): one client, 3
-    /// buffers, measured as long as [`Sizes::frames_client`], with `extra` saying what it
-    /// draws (buffer kind, size or `--fullscreen`).
-    fn plane_path_client(&self, extra: &[&str]) -> Vec<String> {
-        let mut v = strings(&[
-            "--mode",
-            "frames",
-            "--clients",
-            "1",
-            "--secs",
-            self.frames_secs,
-            "--warmup-secs",
-            self.warmup_secs,
-            "--buffers",
-            "3",
         ]);
-        v.extend(strings(extra));
+        v.extend(strings(what));
         v
     }
 

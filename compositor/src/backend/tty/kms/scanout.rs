@@ -151,6 +151,9 @@ pub struct PendingFlip {
     /// A cycle that waited for its deadline: the vblank sequence of the flip that
     /// started it (its commit should flip at the next one).
     pub latched_after_seq: Option<u32>,
+    /// Each drawn surface's commit this commit shows (its flip calls back only those
+    /// that did not commit since).
+    pub shown_commits: crate::backend::tty::shown_commits::ShownCommits,
 }
 
 /// The transition a refresh cycle made, for the bridge: filled by the backend's render
