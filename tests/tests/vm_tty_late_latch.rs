@@ -24,6 +24,23 @@ use syncbridge_tests::tty::*;
 /// Frames each run draws.
 const FRAMES: usize = 90;
 
+/// Two XRGB8888 shm buffers of `size`x`size` with different contents: grey, `colour`.
+fn two_buffers(
+    c: &mut TestClient,
+    size: i32,
+    colour: u32,
+) -> [syncbridge_tests::client::BufferId; 2] {
+    [
+        c.create_shm_buffer(size, size),
+        c.create_shm_buffer_filled(
+            size,
+            size,
+            wayland_client::protocol::wl_shm::Format::Xrgb8888,
+            colour,
+        ),
+    ]
+}
+
 /// One run's result.
 struct Run {
     /// Commits presented at the vblank right after the flip that called the client back.
@@ -60,15 +77,7 @@ fn run(name: &str, extra: &[&str]) -> Run {
     let comp = Compositor::start(name, &path, &args);
     let mut c: TestClient = comp.client();
     let s = configured_surface(&mut c);
-    let bufs = [
-        c.create_shm_buffer(64, 64),
-        c.create_shm_buffer_filled(
-            64,
-            64,
-            wayland_client::protocol::wl_shm::Format::Xrgb8888,
-            0x0040_8020,
-        ),
-    ];
+    let bufs = two_buffers(&mut c, 64, 0x0040_8020);
     let mut seqs: Vec<u64> = Vec::new();
     for k in 0..FRAMES {
         c.attach(s, Some(bufs[k % 2]));
@@ -174,15 +183,7 @@ impl Busy {
         let s = configured_surface(&mut c);
         // 24x24 at the first cascade place: the tested window (cascading 32 px further)
         // does not overlap it, so no commit of that window is hidden.
-        let bufs = [
-            c.create_shm_buffer(24, 24),
-            c.create_shm_buffer_filled(
-                24,
-                24,
-                wayland_client::protocol::wl_shm::Format::Xrgb8888,
-                0x0020_6040,
-            ),
-        ];
+        let bufs = two_buffers(&mut c, 24, 0x0020_6040);
         let mut busy = Busy {
             c,
             s,
@@ -226,15 +227,7 @@ fn vkms_a_frame_callback_comes_from_the_flip_that_shows_its_commit() {
     let mut busy = Busy::new(&comp);
     let mut c = comp.client();
     let s = configured_surface(&mut c);
-    let bufs = [
-        c.create_shm_buffer(64, 64),
-        c.create_shm_buffer_filled(
-            64,
-            64,
-            wayland_client::protocol::wl_shm::Format::Xrgb8888,
-            0x0080_4020,
-        ),
-    ];
+    let bufs = two_buffers(&mut c, 64, 0x0080_4020);
     let mut early = Vec::new();
     for round in 0..ROUNDS {
         // Commit at a different point of the refresh each round.

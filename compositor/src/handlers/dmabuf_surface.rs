@@ -232,6 +232,7 @@ impl State {
         let default = support.feedback.clone();
         // Each window's scanout feedback, if it may go on a plane.
         let mut chosen: Vec<Option<DmabufFeedback>> = vec![None; layout.windows.len()];
+        let boxes: Vec<_> = layout.windows.iter().map(|p| (p.bbox, p.popups)).collect();
         for out in &layout.outputs {
             // The primary plane's window: the only window on it, if that one fits it.
             let mut on_it = layout
@@ -256,7 +257,6 @@ impl State {
             else {
                 continue;
             };
-            let boxes: Vec<_> = layout.windows.iter().map(|p| (p.bbox, p.popups)).collect();
             for i in overlay_windows(&boxes, out.geo, planes) {
                 if chosen[i].is_none() {
                     chosen[i] = Some(feedback.clone());

@@ -54,16 +54,6 @@ impl ShownCommits {
             .get(&surface.id())
             .is_some_and(|shown| current_commit(data).is_some_and(|now| now != *shown))
     }
-
-    /// How many surfaces were recorded.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether none was.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// The surface's commit counter as the renderer's state has it (`None`: no buffer state
