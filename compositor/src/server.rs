@@ -250,8 +250,12 @@ impl Server {
 }
 
 impl State {
-    /// Send queued events to every client.
+    /// Send queued events to every client, after refreshing the pointer's focus if
+    /// something this iteration did may have changed the surface under it.
     pub fn flush_clients(&mut self) {
+        if std::mem::take(&mut self.pointer_focus_stale) {
+            self.refresh_pointer_focus();
+        }
         if let Err(err) = self.display_handle.flush_clients() {
             tracing::debug!(%err, "flushing clients");
         }

@@ -115,6 +115,10 @@ pub struct State {
     pub exit_after_frames: Option<u64>,
     /// Set when something asked the loop to stop.
     pub exit_reason: Option<ExitReason>,
+    /// A commit or a window move may have changed the surface under the pointer: the
+    /// focus is refreshed once before this loop iteration's events go out
+    /// ([`State::flush_clients`]), not once per commit.
+    pub(crate) pointer_focus_stale: bool,
     /// The command started after `--`, if any.
     pub child: Option<crate::child::ChildStatus>,
     pub(crate) config: CompositorConfig,
@@ -349,6 +353,7 @@ impl State {
             client_counters: Arc::new(ClientCounters::default()),
             exit_after_frames: config.exit_after_frames,
             exit_reason: None,
+            pointer_focus_stale: false,
             child: None,
             config,
         })

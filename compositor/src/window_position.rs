@@ -17,7 +17,7 @@ impl State {
             return false;
         };
         self.space.map_element(window, location, false);
-        self.refresh_pointer_focus();
+        self.pointer_focus_stale = true;
         self.request_redraw();
         true
     }

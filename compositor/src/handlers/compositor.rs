@@ -50,7 +50,7 @@ impl CompositorHandler for State {
 
         super::xdg_shell::handle_commit(&mut self.popups, &self.space, surface);
         self.activate_on_first_map(surface);
-        self.refresh_pointer_focus();
+        self.pointer_focus_stale = true;
         // Also reached when a commit held back by its acquire fence is applied.
         self.request_redraw();
     }
