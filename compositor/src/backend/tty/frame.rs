@@ -28,7 +28,15 @@ struct Latched {
     after_seq: u32,
     /// How late its timer fired.
     late_by: Duration,
+    /// Started by a request that woke an idle output, not by a flip event.
+    woken: bool,
 }
+
+/// How many refresh cycles after its last flip an idle output's vblank phase is still
+/// taken as known: a woken cycle then waits for its deadline like one after a flip.
+/// Drivers may stop the vblank timer of an idle CRTC (VKMS restarts it at the next
+/// commit, in a new phase); 8 cycles are far under DRM's 5 s vblank-off delay.
+const PHASE_KNOWN_FOR: u32 = 8;
 
 fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -112,16 +120,18 @@ impl State {
                 return;
             };
             tty.wake_queued = false;
-            // tty_frame clears `idle`.
+            // tty_frame clears `idle`; a cycle waiting for its deadline is woken already.
             let woken: Vec<usize> = tty
                 .outputs
                 .iter()
                 .enumerate()
-                .filter(|(_, o)| o.alive && o.idle && o.pending.is_none())
+                .filter(|(_, o)| {
+                    o.alive && o.idle && o.pending.is_none() && o.cycle_timer.is_none()
+                })
                 .map(|(i, _)| i)
                 .collect();
             for index in woken {
-                state.tty_frame(index, None, None);
+                state.tty_wake_cycle(index);
             }
         });
     }
@@ -166,7 +176,7 @@ impl State {
                 }
             }
         }
-        if vblank.is_some() {
+        if vblank.is_some() && !latched.is_some_and(|l| l.woken) {
             if let Backend::Tty(tty) = &mut self.backend {
                 let committed = tty
                     .outputs
@@ -383,12 +393,46 @@ impl State {
             time: (!time.is_zero()).then_some(time),
         };
         self.tty_flip_presented(index, flip, feedback, &pending_shown);
-        self.tty_schedule_cycle(index, time, seq);
+        if !time.is_zero() {
+            if let Backend::Tty(tty) = &mut self.backend {
+                if let Some(out) = tty.outputs.get_mut(index) {
+                    out.last_flip = Some((time, seq));
+                }
+            }
+        }
+        self.tty_schedule_cycle(index, time, seq, false);
     }
 
-    /// The cycle after the flip of `seq` at `time` (zero: no timestamp): at once, or at
-    /// its deadline (see [`latch_deadline`](super::latch_deadline)).
-    fn tty_schedule_cycle(&mut self, index: usize, time: Duration, seq: u32) {
+    /// A request woke idle output `index`. While its vblank phase is known (it flipped
+    /// recently), the cycle waits for its deadline before the next vblank like one after
+    /// a flip, so the commits of other clients (and fences) that come meanwhile make the
+    /// same frame instead of each waking a cycle of its own; a commit that comes after
+    /// that deadline, or to an output idle for longer, runs a cycle at once.
+    fn tty_wake_cycle(&mut self, index: usize) {
+        let Backend::Tty(tty) = &self.backend else {
+            return;
+        };
+        let Some(out) = tty.outputs.get(index) else {
+            return;
+        };
+        let refresh = out.clock.refresh();
+        let now = super::kms::scanout::monotonic_now();
+        // The last vblank at or before now, from the last flip.
+        let previous = out.last_flip.and_then(|(time, seq)| {
+            let since = now.checked_sub(time)?;
+            let cycles = u32::try_from(since.as_nanos() / refresh.as_nanos().max(1)).ok()?;
+            (cycles < PHASE_KNOWN_FOR).then(|| (time + refresh * cycles, seq.wrapping_add(cycles)))
+        });
+        match previous {
+            Some((vblank, seq)) => self.tty_schedule_cycle(index, vblank, seq, true),
+            None => self.tty_frame(index, None, None),
+        }
+    }
+
+    /// The cycle after the flip of `seq` at `time` (zero: no timestamp), or, `woken`, the
+    /// cycle of an idle output woken after the vblank `seq` at `time`: at once, or at its
+    /// deadline (see [`latch_deadline`](super::latch_deadline)).
+    fn tty_schedule_cycle(&mut self, index: usize, time: Duration, seq: u32, woken: bool) {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
@@ -398,7 +442,8 @@ impl State {
         let now = super::kms::scanout::monotonic_now();
         let flip = if time.is_zero() { now } else { time };
         let Some(wait) = out.latch.wait_after_flip(flip, now, out.clock.refresh()) else {
-            self.tty_frame(index, Some(time), None);
+            // A woken cycle past its deadline has no flip to count from.
+            self.tty_frame(index, (!woken).then_some(time), None);
             return;
         };
         let timer = Timer::from_duration(wait);
@@ -413,6 +458,7 @@ impl State {
                 let latched = Latched {
                     after_seq: seq,
                     late_by: std::time::Instant::now().saturating_duration_since(deadline),
+                    woken,
                 };
                 state.tty_frame(index, Some(time), Some(latched));
                 TimeoutAction::Drop

@@ -1,7 +1,10 @@
 //! One output of the TTY backend: connector, CRTC, primary, overlay and cursor planes, mode, our own dumb
 //! buffers to composite into, and what the screen currently shows.
 
-use std::{rc::Rc, time::Instant};
+use std::{
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use smithay::{
     backend::renderer::{damage::OutputDamageTracker, utils::Buffer},
@@ -218,6 +221,9 @@ pub struct TtyOutput {
     pub latch: crate::backend::tty::latch_deadline::LatchDeadline,
     /// The timer of a cycle waiting for its deadline.
     pub cycle_timer: Option<smithay::reexports::calloop::RegistrationToken>,
+    /// The kernel time and vblank sequence of this CRTC's last page flip with a
+    /// timestamp: the vblank phase a woken idle output's cycle is scheduled on.
+    pub last_flip: Option<(Duration, u32)>,
 }
 
 impl TtyOutput {
@@ -445,6 +451,7 @@ pub fn create_output(
         // Set by the backend from `--late-latch`.
         latch: crate::backend::tty::latch_deadline::LatchDeadline::new(false),
         cycle_timer: None,
+        last_flip: None,
     })
 }
 
