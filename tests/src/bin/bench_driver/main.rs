@@ -125,6 +125,23 @@ struct Args {
     client: Option<PathBuf>,
 }
 
+/// What `program --version` prints (stdout, else stderr: a run of the bench once got an
+/// empty stdout from weston), or why there is nothing.
+fn version_of(program: &str) -> String {
+    match Command::new(program).arg("--version").output() {
+        Ok(o) => {
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            match (out.is_empty(), err.lines().last()) {
+                (false, _) => out,
+                (true, Some(line)) if !line.is_empty() => line.to_string(),
+                _ => format!("{program} (--version printed nothing, {})", o.status),
+            }
+        }
+        Err(e) => format!("{program} not runnable: {e}"),
+    }
+}
+
 fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
@@ -443,16 +460,8 @@ fn run() -> Res<u32> {
         failed: 0,
         manifest,
     };
-    let weston_version = Command::new("weston")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| format!("weston not runnable: {e}"));
-    let sway_version = Command::new("sway")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| format!("sway not runnable: {e}"));
+    let weston_version = version_of("weston");
+    let sway_version = version_of("sway");
     let help = help_of(&d.syncbridge);
     let tty = help.contains("--release-mode") && help.contains("--implicit-wait");
     let env = format!(
