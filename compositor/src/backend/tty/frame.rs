@@ -32,12 +32,6 @@ struct Latched {
     woken: bool,
 }
 
-/// How many refresh cycles after its last flip an idle output's vblank phase is still
-/// taken as known: a woken cycle then waits for its deadline like one after a flip.
-/// Drivers may stop the vblank timer of an idle CRTC (VKMS restarts it at the next
-/// commit, in a new phase); 8 cycles are far under DRM's 5 s vblank-off delay.
-const PHASE_KNOWN_FOR: u32 = 8;
-
 fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -415,14 +409,10 @@ impl State {
         let Some(out) = tty.outputs.get(index) else {
             return;
         };
-        let refresh = out.clock.refresh();
         let now = super::kms::scanout::monotonic_now();
-        // The last vblank at or before now, from the last flip.
-        let previous = out.last_flip.and_then(|(time, seq)| {
-            let since = now.checked_sub(time)?;
-            let cycles = u32::try_from(since.as_nanos() / refresh.as_nanos().max(1)).ok()?;
-            (cycles < PHASE_KNOWN_FOR).then(|| (time + refresh * cycles, seq.wrapping_add(cycles)))
-        });
+        let previous = out
+            .last_flip
+            .and_then(|flip| super::latch_deadline::vblank_before(flip, now, out.clock.refresh()));
         match previous {
             Some((vblank, seq)) => self.tty_schedule_cycle(index, vblank, seq, true),
             None => self.tty_frame(index, None, None),

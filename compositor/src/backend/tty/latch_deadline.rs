@@ -18,8 +18,10 @@
 //! cycles, and late latching would be off whenever one such cycle is in it; the back-off
 //! covers what the percentile leaves out. Until a cycle has been measured, and whenever the
 //! budget is not less than what is left of the refresh, the cycle runs at the flip, as
-//! without late latching. A cycle started by a client while the output was idle runs at
-//! once: it cannot be later than that.
+//! without late latching. A cycle that a request starts on an idle output waits for the
+//! same deadline, counted from the vblank before the request ([`vblank_before`]), while
+//! that vblank is known: the output flipped within the last [`PHASE_KNOWN_FOR`] refresh
+//! cycles. Otherwise, or past the deadline, it runs at once.
 //!
 //! A miss is a deferred cycle whose commit flipped at a later vblank than the one after
 //! the flip that started it (the CRTC's vblank sequence).
@@ -36,6 +38,25 @@ pub const PERCENTILE: usize = 90;
 pub const SLACK: Duration = Duration::from_micros(1500);
 /// Back-off given back per vblank made.
 pub const BACKOFF_DECAY: Duration = Duration::from_micros(100);
+
+/// How many refresh cycles after its last flip an idle output's vblank phase is still
+/// taken as known. Drivers may stop the vblank timer of an idle CRTC (VKMS restarts it at
+/// the next commit, in a new phase); 8 cycles are far under DRM's 5 s vblank-off delay.
+pub const PHASE_KNOWN_FOR: u32 = 8;
+
+/// The last vblank at or before `now` and its sequence, counted in whole refresh cycles
+/// from the last flip (`(time, seq)`, CLOCK_MONOTONIC); `None` once more than
+/// [`PHASE_KNOWN_FOR`] cycles have passed (or `now` is before the flip).
+pub fn vblank_before(
+    last_flip: (Duration, u32),
+    now: Duration,
+    refresh: Duration,
+) -> Option<(Duration, u32)> {
+    let (time, seq) = last_flip;
+    let since = now.checked_sub(time)?;
+    let cycles = u32::try_from(since.as_nanos() / refresh.as_nanos().max(1)).ok()?;
+    (cycles < PHASE_KNOWN_FOR).then(|| (time + refresh * cycles, seq.wrapping_add(cycles)))
+}
 
 /// Per output: measured cycle work, the back-off, and what happened.
 #[derive(Debug, Default)]
@@ -161,6 +182,27 @@ mod tests {
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    #[test]
+    fn a_woken_output_counts_from_the_last_vblank_while_its_phase_is_known() {
+        let flip = (ms(100), u32::MAX);
+        // Before the next vblank: the flip itself.
+        assert_eq!(
+            vblank_before(flip, ms(110), REFRESH),
+            Some((ms(100), u32::MAX))
+        );
+        // Two and a half refreshes later: two vblanks on, the sequence wraps.
+        let now = ms(100) + REFRESH * 2 + REFRESH / 2;
+        assert_eq!(
+            vblank_before(flip, now, REFRESH),
+            Some((ms(100) + REFRESH * 2, 1))
+        );
+        // Idle for PHASE_KNOWN_FOR refreshes: no longer known.
+        let later = ms(100) + REFRESH * PHASE_KNOWN_FOR;
+        assert_eq!(vblank_before(flip, later, REFRESH), None);
+        // A clock that went backwards: nothing.
+        assert_eq!(vblank_before(flip, ms(99), REFRESH), None);
     }
 
     #[test]
