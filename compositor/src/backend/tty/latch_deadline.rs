@@ -69,7 +69,8 @@ pub struct LatchDeadline {
     backoff_ns: u64,
     /// Cycles that waited for their deadline.
     pub deferred: u64,
-    /// Cycles run at their flip (off, unmeasured, or no time left).
+    /// Cycles run at their flip (off, unmeasured, or no time left), and woken cycles
+    /// run at once past their deadline.
     pub at_flip: u64,
     /// Deferred cycles whose commit made the next vblank.
     pub made: u64,
