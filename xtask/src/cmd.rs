@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -68,7 +68,16 @@ pub fn output_of(cmd: &mut Command) -> Result<String> {
 // std::io::pipe is Rust 1.87. xtask builds with the development toolchain only; the MSRV
 // (clippy.toml, checked by `msrv.rs`) covers the library crates adopters build.
 #[allow(clippy::incompatible_msrv)]
-pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<i32> {
+pub fn run_streaming(cmd: &mut Command, on_line: impl FnMut(&str)) -> Result<i32> {
+    Ok(run_streaming_status(cmd, on_line)?.code().unwrap_or(-1))
+}
+
+/// [`run_streaming`], returning the whole exit status (to tell a signal from a code).
+#[allow(clippy::incompatible_msrv)]
+pub fn run_streaming_status(
+    cmd: &mut Command,
+    mut on_line: impl FnMut(&str),
+) -> Result<ExitStatus> {
     let (reader, writer) = std::io::pipe().context("pipe")?;
     let writer2 = writer.try_clone().context("dup pipe")?;
     cmd.stdout(writer).stderr(writer2);
@@ -80,8 +89,28 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
         println!("{line}");
         on_line(&line);
     }
-    let status = child.wait().context("waiting for child")?;
-    Ok(status.code().unwrap_or(-1))
+    child.wait().context("waiting for child")
+}
+
+/// How a process ended, in words: `exit code 3`, or `killed by signal 11 (SIGSEGV)`.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = match sig {
+                4 => " (SIGILL)",
+                6 => " (SIGABRT)",
+                7 => " (SIGBUS)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("killed by signal {sig}{name}")
+        }
+        (None, None) => format!("{status}"),
+    }
 }
 
 /// Whether `name` is an executable on PATH.

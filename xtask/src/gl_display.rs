@@ -86,6 +86,13 @@ impl GlDisplay {
         &self.display
     }
 
+    /// The last `lines` lines Xvfb (and the GL clients on it) wrote to its log so far.
+    pub fn messages_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// CPU time (user + system) Xvfb has used so far, from `/proc`.
     pub fn cpu_time(&self) -> Option<Duration> {
         proc_cpu_time(self.child.id())

@@ -51,6 +51,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
     let mut vm_counts = Counts::default();
     let mut host_ok = true;
     let mut vm_error: Option<String> = None;
+    let mut vm_deaths: Vec<String> = Vec::new();
 
     // Build everything first so the phases below time tests, not compilation.
     let t = Instant::now();
@@ -150,15 +151,16 @@ pub fn run(args: TestArgs) -> Result<i32> {
             .as_deref()
             .is_none_or(|f| BENCH_SMOKE.contains(f));
         match run_vm_suite(&vm_bins, smoke) {
-            Ok((counts, boot, total)) => {
-                vm_counts = counts;
+            Ok(suite) => {
+                vm_counts = suite.counts;
+                vm_deaths = suite.deaths;
                 phases.push(Phase {
                     name: "VM boot",
-                    secs: boot,
+                    secs: suite.boot_s,
                 });
                 phases.push(Phase {
                     name: "VM tests",
-                    secs: total - boot,
+                    secs: suite.total_s - suite.boot_s,
                 });
             }
             Err(e) => {
@@ -190,6 +192,9 @@ pub fn run(args: TestArgs) -> Result<i32> {
     }
     if let Some(e) = &vm_error {
         println!("xtask: VM SUITE FAILED: {e}");
+    }
+    for death in &vm_deaths {
+        println!("xtask: VM DIED OUTSIDE THE TESTS: {death}");
     }
     if let Some(e) = &wlcs_error {
         println!("xtask: WLCS FAILED: {e}");
@@ -270,8 +275,116 @@ const EXIT_MARKER: &str = "SYNCBRIDGE-VM-EXIT";
 /// The name of the bench smoke step in the VM suite.
 const BENCH_SMOKE: &str = "bench_smoke";
 
-/// Runs every VM test binary in one boot. Returns counts, boot seconds, total seconds.
-fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64, f64)> {
+/// One step of the VM suite: a name and the guest shell lines that run it and print
+/// `EXIT_MARKER name status`.
+struct Step {
+    name: String,
+    script: String,
+}
+
+/// The VM suite's outcome over its boots.
+struct VmSuite {
+    counts: Counts,
+    boot_s: f64,
+    total_s: f64,
+    /// One line per VM that died before its steps finished (printed in the summary).
+    deaths: Vec<String>,
+}
+
+/// What one boot of the VM suite finished.
+struct VmRun {
+    counts: Counts,
+    /// Steps that printed their exit marker, in order.
+    finished: usize,
+    outcome: vm::VmOutcome,
+    /// A line of the guest's output that says its kernel panicked, if any.
+    kernel_panic: Option<String>,
+}
+
+/// Runs every VM test binary (and the bench smoke) in one boot. A VM that dies before
+/// its steps finish without a guest kernel panic (QEMU killed under it, e.g. by a host GL
+/// crash in the virgl card's renderer) gets its unfinished steps rerun once in a fresh
+/// VM, and the death is reported; a second death, or a guest kernel panic, fails them.
+fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<VmSuite> {
+    let mut steps: Vec<Step> = bins
+        .iter()
+        .map(|(name, exe)| Step {
+            name: name.clone(),
+            script: format!(
+                "echo '=== VM test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
+                exe = exe.display()
+            ),
+        })
+        .collect();
+    // The bench's smoke version, so `cargo xtask bench` cannot rot: one more step.
+    if smoke {
+        let out = crate::vm::scratch_dir().join(format!("bench-smoke-{}", std::process::id()));
+        steps.push(Step {
+            name: BENCH_SMOKE.to_string(),
+            script: format!(
+                "echo '=== VM bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
+                crate::bench::driver_command(&target_dir().join("debug"), &out, true, None),
+                out.display()
+            ),
+        });
+    }
+    let mut suite = VmSuite {
+        counts: Counts::default(),
+        boot_s: 0.0,
+        total_s: 0.0,
+        deaths: Vec::new(),
+    };
+    let mut remaining = &steps[..];
+    loop {
+        let run = run_vm_steps(remaining)?;
+        suite.counts.merge(run.counts);
+        let boot = run.outcome.boot_time.map_or(0.0, |d| d.as_secs_f64());
+        suite.boot_s += boot;
+        suite.total_s += run.outcome.total_time.as_secs_f64();
+        if run.finished >= remaining.len() {
+            return Ok(suite);
+        }
+        let unfinished = &remaining[run.finished..];
+        let death = format!(
+            "the VM ended during step {} ({} of {} steps of this boot finished, after {:.0}s): \
+             vng/QEMU {}{}",
+            unfinished[0].name,
+            run.finished,
+            remaining.len(),
+            run.outcome.total_time.as_secs_f64(),
+            run.outcome.ended,
+            match &run.kernel_panic {
+                Some(line) => format!("; the guest kernel panicked: {line}"),
+                None => "; no guest kernel panic in its output".to_string(),
+            }
+        );
+        println!("xtask: VM: {death}");
+        if !run.outcome.xvfb_messages.is_empty() {
+            println!(
+                "xtask: VM: the last lines of the GL display's log (Xvfb, host Mesa):\n{}",
+                run.outcome.xvfb_messages
+            );
+        }
+        let rerun = suite.deaths.is_empty() && run.kernel_panic.is_none();
+        suite.deaths.push(death);
+        if !rerun {
+            suite.counts.failed += unfinished.len() as u64;
+            println!(
+                "xtask: VM: {} steps did not finish; they count as failed",
+                unfinished.len()
+            );
+            return Ok(suite);
+        }
+        println!(
+            "xtask: VM: running the unfinished steps ({}) once more, in a fresh VM",
+            unfinished.len()
+        );
+        remaining = unfinished;
+    }
+}
+
+/// Boots the VM once and runs `steps` in it.
+fn run_vm_steps(steps: &[Step]) -> Result<VmRun> {
     let syncbridge = target_dir().join("debug/syncbridge");
     let mut script = format!(
         "export SYNCBRIDGE_BIN={}\nexport SYNCBRIDGE_MINIMAL_BIN={}\n",
@@ -280,20 +393,8 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64,
             .join("debug/examples/minimal_compositor")
             .display()
     );
-    for (name, exe) in bins {
-        script.push_str(&format!(
-            "echo '=== VM test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
-            exe = exe.display()
-        ));
-    }
-    // The bench's smoke version, so `cargo xtask bench` cannot rot: one more step.
-    if smoke {
-        let out = crate::vm::scratch_dir().join(format!("bench-smoke-{}", std::process::id()));
-        script.push_str(&format!(
-            "echo '=== VM bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
-            crate::bench::driver_command(&target_dir().join("debug"), &out, true, None),
-            out.display()
-        ));
+    for step in steps {
+        script.push_str(&step.script);
     }
     let args = VmArgs {
         exec: script,
@@ -304,9 +405,13 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64,
     };
     let mut counts = Counts::default();
     let mut per_bin = Counts::default();
-    let mut exits = Vec::new();
+    let mut finished = 0;
+    let mut kernel_panic = None;
     let outcome = vm::boot(&args, |line| {
         per_bin.add_line(line);
+        if kernel_panic.is_none() && line.contains("Kernel panic") {
+            kernel_panic = Some(line.trim().to_string());
+        }
         if let Some(rest) = line.strip_prefix(EXIT_MARKER) {
             let mut words = rest.split_whitespace();
             let name = words.next().unwrap_or("?").to_string();
@@ -320,20 +425,15 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<(Counts, f64,
             if code != 0 && per_bin.failed == 0 {
                 per_bin.failed += 1;
             }
-            exits.push((name, code));
+            finished += 1;
             counts.merge(per_bin);
             per_bin = Counts::default();
         }
     })?;
-    let steps = bins.len() + usize::from(smoke);
-    if exits.len() != steps {
-        counts.failed += steps.saturating_sub(exits.len()) as u64;
-        println!(
-            "xtask: VM: only {} of {} test steps finished",
-            exits.len(),
-            steps
-        );
-    }
-    let boot = outcome.boot_time.map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    Ok((counts, boot, outcome.total_time.as_secs_f64()))
+    Ok(VmRun {
+        counts,
+        finished,
+        outcome,
+        kernel_panic,
+    })
 }

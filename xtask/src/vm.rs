@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cmd::{run_streaming, target_dir, workspace_root};
+use crate::cmd::{describe_exit, run_streaming_status, target_dir, workspace_root};
 use crate::gl_display::{self, GlDisplay};
 use crate::{install, kernel};
 
@@ -49,8 +49,13 @@ pub struct VmArgs {
 /// What a VM run produced.
 #[derive(Debug)]
 pub struct VmOutcome {
-    /// Exit status of the guest command (or of vng/QEMU when the guest never came up).
+    /// Exit status of the guest command (or of vng/QEMU when the guest never came up);
+    /// -1 when vng/QEMU died from a signal.
     pub code: i32,
+    /// How vng/QEMU ended, in words (`exit code 0`, `killed by signal 11 (SIGSEGV)`).
+    pub ended: String,
+    /// The last lines of the Xvfb log (QEMU's GL display; a host GL crash shows there).
+    pub xvfb_messages: String,
     /// Time from starting QEMU to the guest's boot marker.
     pub boot_time: Option<Duration>,
     pub total_time: Duration,
@@ -158,7 +163,7 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     let start = Instant::now();
     let mut boot_time = None;
     let mut tail: Vec<String> = Vec::new();
-    let code = run_streaming(&mut cmd, |line| {
+    let status = run_streaming_status(&mut cmd, |line| {
         if boot_time.is_none() && line.contains(BOOT_MARKER) {
             boot_time = Some(start.elapsed());
         }
@@ -169,6 +174,9 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
         on_line(line);
     })?;
     let total_time = start.elapsed();
+    let code = status.code().unwrap_or(-1);
+    let ended = describe_exit(status);
+    let xvfb_messages = display.messages_tail(10);
     let _ = std::fs::remove_file(&script);
     // What the VM cost the host: QEMU (with its gtk GL display) and vng, then Xvfb.
     if let (Some(before), Some(after)) = (cpu_before, gl_display::children_cpu_time()) {
@@ -181,7 +189,7 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     }
     if boot_time.is_none() {
         bail!(
-            "the VM did not boot (vng/QEMU exited with {code} after {:.1}s, no boot marker). \
+            "the VM did not boot (vng/QEMU ended: {ended} after {:.1}s, no boot marker). \
              QEMU runs with `{QEMU_GPUS}` on Xvfb {} (the virgl card's GL display: a GL or gtk \
              error above comes from there). Last output:\n{}",
             total_time.as_secs_f64(),
@@ -194,6 +202,8 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     }
     Ok(VmOutcome {
         code,
+        ended,
+        xvfb_messages,
         boot_time,
         total_time,
     })
