@@ -1813,7 +1813,7 @@ fn run_with_client(
     let _ = std::fs::remove_file(&stats);
     // A liveness bound only: Mesa's start-up under an emulated CPU takes 10-40 s.
     let mut cmd = Command::new("timeout");
-    cmd.arg("180")
+    cmd.args(["--kill-after=10", "180"])
         .arg(syncbridge_bin())
         .args(["--backend", "headless", "--stats-interval", "0"])
         .args(extra)

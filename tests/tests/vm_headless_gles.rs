@@ -46,7 +46,7 @@ fn run_headless(
     let _ = std::fs::remove_file(&shot);
     let log_file = std::fs::File::create(&log).expect("log");
     let status = Command::new("timeout")
-        .arg("300")
+        .args(["--kill-after=10", "300"])
         .arg(syncbridge_bin())
         .args(["--backend", "headless", "--render-device"])
         .arg(device)

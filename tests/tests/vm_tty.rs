@@ -467,7 +467,7 @@ fn run_client_on(name: &str, card: &Path, client: &[&str]) -> serde_json::Value 
     let log_file = std::fs::File::create(&log).expect("log");
     remove_stale_seatd_socket();
     let status = Command::new("timeout")
-        .args(["90", "seatd-launch", "--"])
+        .args(["--kill-after=10", "90", "seatd-launch", "--"])
         .arg(syncbridge_bin())
         .args(["--backend", "tty", "--drm-device"])
         .arg(card)

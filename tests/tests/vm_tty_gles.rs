@@ -58,7 +58,7 @@ fn run_gl_client(
     let log_file = std::fs::File::create(&log).expect("log");
     remove_stale_seatd_socket();
     let status = Command::new("timeout")
-        .args(["240", "seatd-launch", "--"])
+        .args(["--kill-after=10", "240", "seatd-launch", "--"])
         .arg(syncbridge_bin())
         .args(["--backend", "tty", "--drm-device"])
         .arg(card)

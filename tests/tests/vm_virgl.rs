@@ -194,7 +194,7 @@ fn weston_simple_dmabuf_egl_renders_on_the_virgl_render_node() {
     let _ = std::fs::remove_file(&stats_path);
     // A liveness bound only: Mesa's start-up under an emulated CPU takes 10-40 s.
     let out = Command::new("timeout")
-        .arg("180")
+        .args(["--kill-after=10", "180"])
         .arg(syncbridge_bin())
         .args(["--backend", "headless", "--stats-interval", "0"])
         .args(["--exit-after-frames", "60"])

@@ -74,14 +74,22 @@ pub fn run_streaming(cmd: &mut Command, on_line: impl FnMut(&str)) -> Result<i32
 
 /// [`run_streaming`], returning the whole exit status (to tell a signal from a code).
 #[allow(clippy::incompatible_msrv)]
-pub fn run_streaming_status(
+pub fn run_streaming_status(cmd: &mut Command, on_line: impl FnMut(&str)) -> Result<ExitStatus> {
+    run_streaming_spawned(cmd, |_| {}, on_line)
+}
+
+/// [`run_streaming_status`], calling `on_spawn` with the child's pid once it runs.
+#[allow(clippy::incompatible_msrv)]
+pub fn run_streaming_spawned(
     cmd: &mut Command,
+    on_spawn: impl FnOnce(u32),
     mut on_line: impl FnMut(&str),
 ) -> Result<ExitStatus> {
     let (reader, writer) = std::io::pipe().context("pipe")?;
     let writer2 = writer.try_clone().context("dup pipe")?;
     cmd.stdout(writer).stderr(writer2);
     let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    on_spawn(child.id());
     // Drop our copies of the write ends (held by `cmd`) so EOF arrives when the child exits.
     drop(std::mem::replace(cmd, Command::new("true")));
     for line in BufReader::new(reader).lines() {

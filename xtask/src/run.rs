@@ -115,6 +115,7 @@ fn run_vm_demo(commits: u64) -> Result<i32> {
             cpus: 2,
             timeout: 900,
             qemu_opts: vec![],
+            stall: None,
         },
         |_| {},
     )?;

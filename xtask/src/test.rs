@@ -194,7 +194,7 @@ pub fn run(args: TestArgs) -> Result<i32> {
         println!("xtask: VM SUITE FAILED: {e}");
     }
     for death in &vm_deaths {
-        println!("xtask: VM DIED OUTSIDE THE TESTS: {death}");
+        println!("xtask: VM LOST BEFORE ITS STEPS FINISHED: {death}");
     }
     if let Some(e) = &wlcs_error {
         println!("xtask: WLCS FAILED: {e}");
@@ -272,6 +272,9 @@ fn build_vm_tests(filter: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
 }
 
 const EXIT_MARKER: &str = "SYNCBRIDGE-VM-EXIT";
+/// A VM step silent for this long is hung: the VM is stopped (see [`run_vm_suite`]).
+/// `SYNCBRIDGE_VM_STALL_SECS` overrides it (to try the stall path on a short step).
+const STEP_STALL_SECS: u64 = 900;
 /// The name of the bench smoke step in the VM suite.
 const BENCH_SMOKE: &str = "bench_smoke";
 
@@ -301,10 +304,11 @@ struct VmRun {
     kernel_panic: Option<String>,
 }
 
-/// Runs every VM test binary (and the bench smoke) in one boot. A VM that dies before
-/// its steps finish without a guest kernel panic (QEMU killed under it, e.g. by a host GL
-/// crash in the virgl card's renderer) gets its unfinished steps rerun once in a fresh
-/// VM, and the death is reported; a second death, or a guest kernel panic, fails them.
+/// Runs every VM test binary (and the bench smoke) in one boot. A VM lost before its
+/// steps finish without a guest kernel panic (QEMU gone under it, as in CI stop 23, or a
+/// guest hung for [`STEP_STALL_SECS`] in one step, which the stall guard stops) gets its
+/// unfinished steps rerun once in a fresh VM, and the loss is reported; a second loss, or
+/// a guest kernel panic, fails them.
 fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<VmSuite> {
     let mut steps: Vec<Step> = bins
         .iter()
@@ -402,6 +406,18 @@ fn run_vm_steps(steps: &[Step]) -> Result<VmRun> {
         cpus: 2,
         timeout: 3600,
         qemu_opts: vec![],
+        // The longest step takes about 5 minutes (vm_tty_gles); a guest silent for 15 is
+        // hung (CI once sat 24 minutes in a virgl EGL start-up that `timeout` could not
+        // kill), and its unfinished steps get the one rerun below.
+        stall: Some(vm::StallLimit {
+            limit: std::time::Duration::from_secs(
+                std::env::var("SYNCBRIDGE_VM_STALL_SECS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(STEP_STALL_SECS),
+            ),
+            markers: vec!["=== VM".to_string(), EXIT_MARKER.to_string()],
+        }),
     };
     let mut counts = Counts::default();
     let mut per_bin = Counts::default();

@@ -6,12 +6,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::cmd::{describe_exit, run_streaming_status, target_dir, workspace_root};
+use crate::cmd::{describe_exit, run_streaming_spawned, target_dir, workspace_root};
 use crate::gl_display::{self, GlDisplay};
 use crate::{install, kernel};
 
@@ -44,6 +46,80 @@ pub struct VmArgs {
     /// Extra QEMU options (repeatable).
     #[arg(long = "qemu-opt")]
     pub qemu_opts: Vec<String>,
+    /// Stop the VM when no line with one of these markers came for this long: a guest
+    /// hung in the kernel (a virtio-gpu request the host's virgl never answers) kills
+    /// nothing inside, not even `timeout -k`. `None`: only `timeout` applies.
+    #[arg(skip)]
+    pub stall: Option<StallLimit>,
+}
+
+/// [`VmArgs::stall`]: how long the guest may go without printing a progress marker.
+#[derive(Debug, Clone)]
+pub struct StallLimit {
+    pub limit: Duration,
+    /// A line containing one of these is progress.
+    pub markers: Vec<String>,
+}
+
+/// Kills the VM's process group (`timeout`, vng, QEMU) when the guest made no progress
+/// for [`StallLimit::limit`]; its thread ends when the run ends.
+struct StallGuard {
+    last: Arc<Mutex<Instant>>,
+    done: Arc<AtomicBool>,
+    fired: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl StallGuard {
+    fn new() -> StallGuard {
+        StallGuard {
+            last: Arc::new(Mutex::new(Instant::now())),
+            done: Arc::new(AtomicBool::new(false)),
+            fired: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Starts watching process group `pgid` (the VM command, spawned as its leader).
+    fn watch(&self, pgid: u32, limit: Duration) {
+        let (last, done, fired) = (self.last.clone(), self.done.clone(), self.fired.clone());
+        let handle = std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(500));
+                let idle = last.lock().map(|t| t.elapsed()).unwrap_or_default();
+                if idle < limit {
+                    continue;
+                }
+                fired.store(true, Ordering::Release);
+                println!(
+                    "xtask: vm: no progress for {}s: stopping the VM (SIGKILL to its process group)",
+                    idle.as_secs()
+                );
+                if let Some(pid) = rustix::process::Pid::from_raw(pgid as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                return;
+            }
+        });
+        if let Ok(mut t) = self.thread.lock() {
+            *t = Some(handle);
+        }
+    }
+
+    fn progress(&self) {
+        if let Ok(mut t) = self.last.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// Ends the watch; whether it stopped the VM.
+    fn finish(self) -> bool {
+        self.done.store(true, Ordering::Release);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+        self.fired.load(Ordering::Acquire)
+    }
 }
 
 /// What a VM run produced.
@@ -163,19 +239,45 @@ pub fn boot(args: &VmArgs, mut on_line: impl FnMut(&str)) -> Result<VmOutcome> {
     let start = Instant::now();
     let mut boot_time = None;
     let mut tail: Vec<String> = Vec::new();
-    let status = run_streaming_status(&mut cmd, |line| {
-        if boot_time.is_none() && line.contains(BOOT_MARKER) {
-            boot_time = Some(start.elapsed());
-        }
-        tail.push(line.to_string());
-        if tail.len() > 20 {
-            tail.remove(0);
-        }
-        on_line(line);
-    })?;
+    // Its own process group, so the stall guard can stop vng and QEMU with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let guard = StallGuard::new();
+    let stall = args.stall.clone();
+    let status = run_streaming_spawned(
+        &mut cmd,
+        |pid| {
+            if let Some(s) = &stall {
+                guard.watch(pid, s.limit);
+            }
+        },
+        |line| {
+            if stall
+                .as_ref()
+                .is_some_and(|s| s.markers.iter().any(|m| line.contains(m.as_str())))
+            {
+                guard.progress();
+            }
+            if boot_time.is_none() && line.contains(BOOT_MARKER) {
+                boot_time = Some(start.elapsed());
+            }
+            tail.push(line.to_string());
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+            on_line(line);
+        },
+    )?;
+    let stalled = guard.finish();
     let total_time = start.elapsed();
     let code = status.code().unwrap_or(-1);
-    let ended = describe_exit(status);
+    let ended = match &args.stall {
+        Some(s) if stalled => format!(
+            "stopped by xtask after {}s without progress ({})",
+            s.limit.as_secs(),
+            describe_exit(status)
+        ),
+        _ => describe_exit(status),
+    };
     let xvfb_messages = display.messages_tail(10);
     let _ = std::fs::remove_file(&script);
     // What the VM cost the host: QEMU (with its gtk GL display) and vng, then Xvfb.

@@ -109,6 +109,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         cpus: 2,
         timeout: 1500,
         qemu_opts: vec![],
+        stall: None,
     };
     let mut driver_code: Option<i32> = None;
     let outcome = vm::boot(&vm_args, |line| {
