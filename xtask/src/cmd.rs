@@ -69,16 +69,13 @@ pub fn output_of(cmd: &mut Command) -> Result<String> {
 // (clippy.toml, checked by `msrv.rs`) covers the library crates adopters build.
 #[allow(clippy::incompatible_msrv)]
 pub fn run_streaming(cmd: &mut Command, on_line: impl FnMut(&str)) -> Result<i32> {
-    Ok(run_streaming_status(cmd, on_line)?.code().unwrap_or(-1))
+    Ok(run_streaming_spawned(cmd, |_| {}, on_line)?
+        .code()
+        .unwrap_or(-1))
 }
 
-/// [`run_streaming`], returning the whole exit status (to tell a signal from a code).
-#[allow(clippy::incompatible_msrv)]
-pub fn run_streaming_status(cmd: &mut Command, on_line: impl FnMut(&str)) -> Result<ExitStatus> {
-    run_streaming_spawned(cmd, |_| {}, on_line)
-}
-
-/// [`run_streaming_status`], calling `on_spawn` with the child's pid once it runs.
+/// [`run_streaming`], calling `on_spawn` with the child's pid once it runs, and returning
+/// the whole exit status (to tell a signal from a code).
 #[allow(clippy::incompatible_msrv)]
 pub fn run_streaming_spawned(
     cmd: &mut Command,

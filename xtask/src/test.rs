@@ -272,6 +272,8 @@ fn build_vm_tests(filter: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
 }
 
 const EXIT_MARKER: &str = "SYNCBRIDGE-VM-EXIT";
+/// Printed by the guest as each step starts.
+const STEP_MARKER: &str = "=== VM";
 /// A VM step silent for this long is hung: the VM is stopped (see [`run_vm_suite`]).
 /// `SYNCBRIDGE_VM_STALL_SECS` overrides it (to try the stall path on a short step).
 const STEP_STALL_SECS: u64 = 900;
@@ -315,7 +317,7 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<VmSuite> {
         .map(|(name, exe)| Step {
             name: name.clone(),
             script: format!(
-                "echo '=== VM test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
+                "echo '{STEP_MARKER} test binary {name}'\n{exe} --test-threads=1; echo \"{EXIT_MARKER} {name} $?\"\n",
                 exe = exe.display()
             ),
         })
@@ -326,7 +328,7 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<VmSuite> {
         steps.push(Step {
             name: BENCH_SMOKE.to_string(),
             script: format!(
-                "echo '=== VM bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
+                "echo '{STEP_MARKER} bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
                 crate::bench::driver_command(&target_dir().join("debug"), &out, true, None),
                 out.display()
             ),
@@ -416,7 +418,7 @@ fn run_vm_steps(steps: &[Step]) -> Result<VmRun> {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(STEP_STALL_SECS),
             ),
-            markers: vec!["=== VM".to_string(), EXIT_MARKER.to_string()],
+            markers: vec![STEP_MARKER.to_string(), EXIT_MARKER.to_string()],
         }),
     };
     let mut counts = Counts::default();
