@@ -434,6 +434,9 @@ impl State {
         let Some(wait) = out.latch.wait_after_flip(flip, now, out.clock.refresh()) else {
             // A woken cycle past its deadline has no flip to count from.
             self.tty_frame(index, (!woken).then_some(time), None);
+            if !woken {
+                self.tty_call_back_drawn(index);
+            }
             return;
         };
         let timer = Timer::from_duration(wait);
@@ -458,6 +461,9 @@ impl State {
             Err(err) => {
                 tracing::warn!(err = %err.error, "late latching: cannot schedule the cycle; running it now");
                 self.tty_frame(index, Some(time), None);
+                if !woken {
+                    self.tty_call_back_drawn(index);
+                }
             }
         }
     }

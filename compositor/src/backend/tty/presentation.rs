@@ -19,6 +19,17 @@
 //! frame callbacks at once (the clients must not stall) and leaves the feedback with the
 //! surfaces until a frame that flips.
 //!
+//! A flip calls back only the surfaces whose commit it shows (see
+//! [`shown_commits`](super::shown_commits)). A surface that committed after the frame was
+//! rendered waits for a later callback. When the cycle after the flip runs at once (late
+//! latching off, not yet measured, or no time left before the next vblank), that cycle
+//! draws the surface's commit right away, before any client request is read. So once its
+//! atomic commit succeeded, the surfaces whose current commit it drew get their
+//! callbacks ([`State::tty_call_back_drawn`]): their commits are in a committed frame
+//! and can no longer be replaced unshown. Without this, a client that commits while
+//! another client's frame is pending gets a callback only every second flip and draws
+//! at half the refresh rate. Deferred cycles keep the rule above: their flip calls back.
+//!
 //! [`PendingFlip`]: super::kms::scanout::PendingFlip
 
 use std::{collections::VecDeque, time::Duration};
@@ -100,6 +111,9 @@ pub struct PresentationStats {
     /// Cycles that committed nothing: frame callbacks sent at once, feedback left with the
     /// surfaces.
     pub frame_callbacks_without_flip: u64,
+    /// Cycles run at once after a flip that called back the surfaces whose commit they
+    /// drew, right after their atomic commit (before the flip that shows it).
+    pub frame_callbacks_after_commit: u64,
     /// The last page-flip events: (output index, sequence, kernel time in ns).
     recent: VecDeque<(usize, u32, u64)>,
 }
@@ -128,6 +142,7 @@ impl PresentationStats {
             "presented_without_timestamp": self.presented_without_timestamp,
             "discarded_frames": self.discarded_frames,
             "frame_callbacks_without_flip": self.frame_callbacks_without_flip,
+            "frame_callbacks_after_commit": self.frame_callbacks_after_commit,
             "recent_flips": recent,
         })
     }
@@ -222,6 +237,34 @@ impl State {
             }
         }
         self.send_frame_callbacks(&output, time, Some(shown));
+    }
+
+    /// Right after a cycle of output `index` that ran at once after a flip: when it
+    /// committed, call back the surfaces whose current commit its frame drew (those the
+    /// flip left waiting because they committed after the previous render; the others
+    /// were called back by the flip). See the module docs.
+    pub(crate) fn tty_call_back_drawn(&mut self, index: usize) {
+        let Backend::Tty(tty) = &mut self.backend else {
+            return;
+        };
+        let Some(out) = tty.outputs.get_mut(index) else {
+            return;
+        };
+        let output = out.output.clone();
+        let Some(pending) = out.pending.as_mut() else {
+            return;
+        };
+        let drawn = std::mem::take(&mut pending.shown_commits);
+        tty.presentation.frame_callbacks_after_commit += 1;
+        let now = super::kms::scanout::monotonic_now();
+        self.send_frame_callbacks(&output, now, Some(&drawn));
+        // The flip still needs them: it calls back the surfaces that commit from now on
+        // only once it shows their commit.
+        if let Backend::Tty(tty) = &mut self.backend {
+            if let Some(p) = tty.outputs.get_mut(index).and_then(|o| o.pending.as_mut()) {
+                p.shown_commits = drawn;
+            }
+        }
     }
 }
 
