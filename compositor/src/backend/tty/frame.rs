@@ -105,6 +105,9 @@ impl State {
         let Backend::Tty(tty) = &mut self.backend else {
             return;
         };
+        for out in &mut tty.outputs {
+            out.scene_changed = true;
+        }
         if tty.wake_queued || !tty.outputs.iter().any(|o| o.alive && o.idle) {
             return;
         }
@@ -155,6 +158,17 @@ impl State {
         let refresh = out.clock.refresh();
         let base = vblank.unwrap_or_else(super::kms::scanout::monotonic_now);
         let tick = out.clock.tick_at(base + refresh);
+        // After a flip or at a deadline, with nothing woken since the last render began:
+        // that render is what the output shows, and the next one would draw and commit
+        // nothing. What an idle cycle does besides rendering still happens.
+        if vblank.is_some() && !out.scene_changed && !out.needs_modeset && out.pending.is_none() {
+            out.idle = true;
+            let output = out.output.clone();
+            tty.stats.idle_cycles += 1;
+            tty.stats.cycles_unchanged += 1;
+            self.tty_unchanged_cycle(index, &output, tick);
+            return;
+        }
         let started = monotonic_now_ns();
         let rendered = self.present_frame(index, tick);
         if let Backend::Tty(tty) = &mut self.backend {

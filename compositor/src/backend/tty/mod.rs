@@ -526,6 +526,7 @@ impl TtyBackend {
                     smithay::backend::renderer::damage::OutputDamageTracker::from_output(
                         &out.output,
                     );
+                out.scene_changed = true;
             }
         }
         rendered
@@ -563,6 +564,9 @@ impl TtyBackend {
             .get_mut(index)
             .filter(|o| o.alive)
             .ok_or(TtyError::OutputGone(index))?;
+        // Whatever happens from here on (commits applied when the barriers are released
+        // after this render) wakes the output again.
+        out.scene_changed = false;
         let modeset = out.needs_modeset;
         let size = out.size();
         let modeset_part = if modeset {
@@ -724,6 +728,9 @@ impl TtyBackend {
                 render_fence = composited.in_fence;
                 if composited.cpu_waited {
                     stats.render_cpu_waits += 1;
+                }
+                if composited.held_back {
+                    out.scene_changed = true;
                 }
                 let rendered = composited.states;
                 let damage = composited.damaged.then_some(());

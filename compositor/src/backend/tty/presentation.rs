@@ -47,7 +47,7 @@ use smithay::{
 };
 
 use super::kms::scanout::TtyOutput;
-use crate::{backend::Backend, state::State};
+use crate::{backend::Backend, frame_clock::FrameTick, state::State};
 
 /// How many page flips the stats document lists (the most recent ones).
 const RECENT_FLIPS: usize = 64;
@@ -193,6 +193,22 @@ impl State {
                 p.feedback = Some(FlipFeedback(feedback));
                 p.shown_commits = shown;
             }
+        }
+    }
+
+    /// A refresh cycle of output `index` that nothing could have changed (see
+    /// `TtyOutput::scene_changed`): no render and no commit, only what an idle cycle does
+    /// besides them, the frame callbacks of its surfaces and the fifo and commit-timing
+    /// barriers.
+    pub(crate) fn tty_unchanged_cycle(&mut self, index: usize, output: &Output, tick: FrameTick) {
+        let now = super::kms::scanout::monotonic_now();
+        self.send_frame_callbacks(output, now, None);
+        if let Backend::Tty(tty) = &mut self.backend {
+            tty.presentation.frame_callbacks_without_flip += 1;
+        }
+        crate::handlers::pacing::release_frame_barriers(self, output, index == 0, tick);
+        if let Some(stats) = self.stats.outputs.get_mut(index) {
+            stats.refresh_cycles += 1;
         }
     }
 

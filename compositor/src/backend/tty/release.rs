@@ -158,6 +158,9 @@ pub struct KmsStats {
     pub commits: u64,
     /// Refresh cycles with nothing new to show (no commit made; the output idled).
     pub idle_cycles: u64,
+    /// Of them, cycles after a flip or at a deadline that nothing had woken since the last
+    /// render began: not rendered at all (frame callbacks and barriers only).
+    pub cycles_unchanged: u64,
     /// Commits the kernel refused (errno in the log).
     pub commit_errors: u64,
     /// EBUSY among them.
@@ -228,6 +231,7 @@ impl KmsStats {
             "composites_skipped": self.composites_skipped,
             "commits": self.commits,
             "idle_cycles": self.idle_cycles,
+            "cycles_unchanged": self.cycles_unchanged,
             "commit_errors": self.commit_errors,
             "commit_ebusy": self.commit_ebusy,
             "commits_without_out_fence": self.commits_without_out_fence,

@@ -129,6 +129,9 @@ pub struct Composited {
     /// The render had no exportable fence and was waited for on the CPU before the
     /// commit (GLES without `EGL_ANDROID_native_fence_sync`).
     pub cpu_waited: bool,
+    /// Windows were left out because their buffers were not readable yet: a later cycle
+    /// must look again even if nothing wakes the output.
+    pub held_back: bool,
 }
 
 impl Composited {
@@ -141,6 +144,7 @@ impl Composited {
             sync: SyncPoint::signaled(),
             in_fence: None,
             cpu_waited: false,
+            held_back: false,
         }
     }
 }
@@ -313,7 +317,10 @@ impl TtyRenderer {
                     tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
                 }
                 if let Some(states) = unchanged(probe, may_skip, &elements, &name)? {
-                    return Ok(Composited::skipped(states));
+                    return Ok(Composited {
+                        held_back: held_back > 0,
+                        ..Composited::skipped(states)
+                    });
                 }
                 let RenderOutputResult {
                     damage,
@@ -334,6 +341,7 @@ impl TtyRenderer {
                     sync,
                     in_fence: None,
                     cpu_waited: false,
+                    held_back: held_back > 0,
                 })
             }
             Which::Gles(gpu) => {
@@ -384,6 +392,7 @@ impl TtyRenderer {
                     sync,
                     in_fence,
                     cpu_waited,
+                    held_back: false,
                 })
             }
         }

@@ -97,6 +97,7 @@ pub fn after_refused_commit(
 pub fn forget_damage_history(out: &mut TtyOutput) {
     out.damage_tracker = OutputDamageTracker::from_output(&out.output);
     out.damage_probe = OutputDamageTracker::from_output(&out.output);
+    out.scene_changed = true;
     for slot in &mut out.slots {
         slot.rendered_at = 0;
     }

@@ -224,6 +224,12 @@ pub struct TtyOutput {
     /// The kernel time and vblank sequence of this CRTC's last page flip with a
     /// timestamp: the vblank phase a woken idle output's cycle is scheduled on.
     pub last_flip: Option<(Duration, u32)>,
+    /// Something that may change what this output shows happened since its last render
+    /// began (every such thing wakes idle outputs: [`State::tty_wake`]). A cycle started
+    /// by a flip or a deadline without it has nothing new to show and skips the render.
+    ///
+    /// [`State::tty_wake`]: crate::State::tty_wake
+    pub scene_changed: bool,
 }
 
 impl TtyOutput {
@@ -452,6 +458,7 @@ pub fn create_output(
         latch: crate::backend::tty::latch_deadline::LatchDeadline::new(false),
         cycle_timer: None,
         last_flip: None,
+        scene_changed: true,
     })
 }
 
