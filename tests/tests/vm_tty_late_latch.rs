@@ -389,7 +389,7 @@ fn vkms_at_the_flip_a_client_drawing_on_frame_callbacks_beside_a_busy_one_presen
     let flip_index = |seq: u64| flips.iter().position(|f| *f == seq);
     let steps: Vec<usize> = seqs
         .windows(2)
-        .filter_map(|w| Some(flip_index(w[1])?.checked_sub(flip_index(w[0])?)?))
+        .filter_map(|w| flip_index(w[1])?.checked_sub(flip_index(w[0])?))
         .collect();
     let next_flip = steps.iter().filter(|d| **d == 1).count();
     let vblanks: Vec<u64> = seqs.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
