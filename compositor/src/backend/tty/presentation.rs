@@ -179,11 +179,7 @@ impl State {
             .and_then(|o| o.pending.as_ref())
             .is_some_and(|p| p.feedback.is_none());
         if !committed {
-            let now = super::kms::scanout::monotonic_now();
-            self.send_frame_callbacks(output, now, None);
-            if let Backend::Tty(tty) = &mut self.backend {
-                tty.presentation.frame_callbacks_without_flip += 1;
-            }
+            self.tty_call_back_without_flip(output);
             return;
         }
         let feedback = self.take_presentation_feedback(output, states);
@@ -196,16 +192,22 @@ impl State {
         }
     }
 
-    /// A refresh cycle of output `index` that nothing could have changed (see
-    /// `TtyOutput::scene_changed`): no render and no commit, only what an idle cycle does
-    /// besides them, the frame callbacks of its surfaces and the fifo and commit-timing
-    /// barriers.
-    pub(crate) fn tty_unchanged_cycle(&mut self, index: usize, output: &Output, tick: FrameTick) {
+    /// A cycle of `output` that committed nothing, so no flip will come: its surfaces'
+    /// frame callbacks now (the clients must not stall).
+    fn tty_call_back_without_flip(&mut self, output: &Output) {
         let now = super::kms::scanout::monotonic_now();
         self.send_frame_callbacks(output, now, None);
         if let Backend::Tty(tty) = &mut self.backend {
             tty.presentation.frame_callbacks_without_flip += 1;
         }
+    }
+
+    /// A refresh cycle of output `index` that nothing could have changed (see
+    /// `TtyOutput::scene_changed`): no render and no commit, only what an idle cycle does
+    /// besides them, the frame callbacks of its surfaces and the fifo and commit-timing
+    /// barriers.
+    pub(crate) fn tty_unchanged_cycle(&mut self, index: usize, output: &Output, tick: FrameTick) {
+        self.tty_call_back_without_flip(output);
         crate::handlers::pacing::release_frame_barriers(self, output, index == 0, tick);
         if let Some(stats) = self.stats.outputs.get_mut(index) {
             stats.refresh_cycles += 1;
