@@ -1,5 +1,6 @@
 //! Shared helpers for syncbridge's integration tests.
 
+pub mod bench_scene;
 pub mod client;
 pub mod compositor_bin;
 pub mod example_bin;

@@ -110,7 +110,9 @@ const CASCADE_CHAINS: usize = 4;
 /// [`CASCADE_STEP`] apart; each further chain a fifth of the output's width to the right,
 /// so a new window does not land exactly on an earlier one and hide it (a hidden window
 /// gets a frame callback once a second only) until 32 windows are open.
-fn cascade_slot(index: usize, output_width: i32) -> Point<i32, Logical> {
+///
+/// Public so that a benchmark can give a peer compositor the same scene.
+pub fn cascade_slot(index: usize, output_width: i32) -> Point<i32, Logical> {
     let index = index % (CASCADE_CHAIN * CASCADE_CHAINS);
     let chain = i32::try_from(index / CASCADE_CHAIN).unwrap_or(0);
     let slot = i32::try_from(index % CASCADE_CHAIN).unwrap_or(0);

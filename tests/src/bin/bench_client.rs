@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
 use syncbridge_bridge::percentile::nearest_rank;
+use syncbridge_tests::bench_scene;
 use syncbridge_tests::client::{
     buffers::{Allocator, DmaBuffer},
     BufferId, Commit, CommitId, Presentation, SurfaceId, TestClient,
@@ -410,12 +411,17 @@ impl Client {
         self.tc.rec.buffers.iter().filter(|b| b.failed).count()
     }
 
-    /// A configured xdg toplevel.
-    fn toplevel(&mut self) -> Res<()> {
+    /// A configured xdg toplevel, the `index`-th of the run: its app_id says which, so a
+    /// peer compositor can place it where syncbridge does (`bench_scene`).
+    fn toplevel(&mut self, index: usize) -> Res<()> {
         self.tc.compositor.as_ref().ok_or("no wl_compositor")?;
         self.tc.wm_base.as_ref().ok_or("no xdg_wm_base")?;
         let surface = self.tc.create_toplevel();
         self.surface = Some(surface);
+        // Current from the next commit, before the first buffer maps the window.
+        self.tc.surfaces[surface]
+            .toplevel
+            .set_app_id(bench_scene::app_id(index));
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.tc.rec.surfaces[surface].configures.is_empty() {
             if Instant::now() > deadline {
@@ -625,9 +631,9 @@ fn pump(clients: &mut [&mut Client], timeout: Duration) -> Res<()> {
 
 fn connect_clients(a: &Args, n: usize) -> Res<Vec<Client>> {
     let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let mut c = Client::connect(a.socket.as_ref())?;
-        c.toplevel()?;
+        c.toplevel(i)?;
         v.push(c);
     }
     Ok(v)

@@ -74,7 +74,7 @@ impl Report {
     pub(super) fn vkms_peer_table(&self, t: &mut String) {
         let _ = writeln!(
             t,
-            "\n[6] on VKMS (60 Hz), syncbridge tty against {} (wlroots DRM, pixman, as user nobody under seatd); presentation feedback from the page flip, same shm client, 128x128",
+            "\n[6] on VKMS (60 Hz), syncbridge tty against {} (wlroots DRM, pixman, as user nobody under seatd); presentation feedback from the page flip, same shm client, 128x128, same scene (sway floats the windows where syncbridge cascades them)",
             self.env["sway"].as_str().unwrap_or("sway")
         );
         let counts = self.vkms_client_counts();

@@ -376,7 +376,16 @@ impl Driver {
 
 impl Driver {
     /// sway on the VKMS card `card` (see [`sway::Sway`]) with the client on its socket.
-    fn sway(&mut self, name: &str, card: &Path, client: &[String], limit: Duration) {
+    /// The scenario fails unless sway shows all `windows` where syncbridge would: the
+    /// comparison is only fair on the same scene.
+    fn sway(
+        &mut self,
+        name: &str,
+        card: &Path,
+        client: &[String],
+        windows: usize,
+        limit: Duration,
+    ) {
         let start = Instant::now();
         let result = (|| -> Res<(i32, bool)> {
             let path = self.out.join(format!("{name}.log"));
@@ -394,9 +403,37 @@ impl Driver {
                 .arg(sway.pid().to_string())
                 .stdin(Stdio::null())
                 .spawn();
-            let r = spawned.map(|mut c| wait_limited(&mut c, limit));
+            let mut c = match spawned {
+                Ok(c) => c,
+                Err(e) => {
+                    sway.stop();
+                    return Err(format!("spawning the client: {e}"));
+                }
+            };
+            // The client maps every window before its warm-up starts.
+            let placed = (|| {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let placed = sway.windows_in_place(windows);
+                    let running = matches!(c.try_wait(), Ok(None));
+                    if placed.as_ref().is_ok_and(|&p| p == windows)
+                        || !running
+                        || Instant::now() > deadline
+                    {
+                        return placed;
+                    }
+                }
+            })();
+            let r = wait_limited(&mut c, limit);
             sway.stop();
-            r.map_err(|e| format!("spawning the client: {e}"))
+            match placed {
+                Ok(p) if p == windows => Ok(r),
+                Ok(p) => Err(format!(
+                    "sway showed {p} of {windows} windows where syncbridge places them"
+                )),
+                Err(e) => Err(format!("reading sway's scene: {e}")),
+            }
         })();
         self.finish(name, start, result);
     }
@@ -571,7 +608,7 @@ fn run() -> Res<u32> {
                 }
                 let name = format!("vkms-sway-{n}");
                 if want(&name) {
-                    d.sway(&name, vkms, &client, min(5));
+                    d.sway(&name, vkms, &client, n, min(5));
                 }
             }
             // Presentation per plane path, one client each on the same tty backend: a

@@ -11,15 +11,67 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use syncbridge_tests::bench_scene;
+
 use super::{terminate, Res};
 
-/// The bench's sway: no bar, no borders, no Xwayland, nothing but the client's windows
-/// (tiled). Written to the runtime directory and passed with `-c`.
+/// The bench's sway: no bar, no borders, no Xwayland, nothing but the client's windows.
 const CONFIG: &str = "\
 default_border none
 default_floating_border none
 xwayland disable
 ";
+
+/// Windows the config places (`bench-client --clients` goes up to 32 in the bench).
+const PLACED_WINDOWS: usize = 32;
+
+/// [`CONFIG`] plus a rule per window that floats it where syncbridge's cascade puts it on
+/// an output `output_width` wide, so both compositors composite the same scene. Tiled,
+/// sway would clip 32 windows of 128 px to columns a quarter as wide, and composite a
+/// quarter of the pixels syncbridge does for the same clients. Written to the runtime
+/// directory and passed with `-c`.
+fn config_for(output_width: i32) -> String {
+    let mut c = CONFIG.to_string();
+    for i in 0..PLACED_WINDOWS {
+        let (x, y) = bench_scene::window_position(i, output_width);
+        c.push_str(&format!(
+            "for_window [app_id=\"^{}$\"] floating enable, move position {x} px {y} px\n",
+            bench_scene::app_id(i)
+        ));
+    }
+    c
+}
+
+/// The width of the first mode of `card`'s first connector with one (sysfs lists the
+/// preferred mode first): the output sway lights.
+fn output_width(card: &Path) -> Res<i32> {
+    let name = card
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: no card name", card.display()))?;
+    let prefix = format!("{name}-");
+    let dir = Path::new("/sys/class/drm");
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut connectors: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .collect();
+    connectors.sort();
+    connectors
+        .iter()
+        .filter_map(|c| std::fs::read_to_string(c.join("modes")).ok())
+        .filter_map(|modes| {
+            let first = modes.lines().next()?.to_string();
+            first.split('x').next()?.parse().ok()
+        })
+        .next()
+        .ok_or_else(|| format!("no connector of {name} lists a mode in {}", dir.display()))
+}
 
 const SEATD_SOCK: &str = "/run/seatd.sock";
 
@@ -30,6 +82,8 @@ pub struct Sway {
     runtime: PathBuf,
     /// sway's Wayland socket, for the client's `--socket`.
     pub socket: PathBuf,
+    /// The width of the output the config's window places are for.
+    output_width: i32,
 }
 
 /// The uid and gid of `nobody` from /etc/passwd.
@@ -82,7 +136,8 @@ impl Sway {
         std::os::unix::fs::chown(&runtime, Some(uid), Some(gid))
             .map_err(|e| format!("chown {}: {e}", runtime.display()))?;
         let config = runtime.join("config");
-        std::fs::write(&config, CONFIG).map_err(|e| e.to_string())?;
+        let output_width = output_width(card)?;
+        std::fs::write(&config, config_for(output_width)).map_err(|e| e.to_string())?;
         // seatd 0.7 (Debian 12) has no socket option: always /run/seatd.sock, as for the
         // scenarios' `seatd-launch`, which run one at a time.
         let seatd_sock = Path::new(SEATD_SOCK);
@@ -147,7 +202,53 @@ impl Sway {
             sway,
             socket: socket.unwrap_or_default(),
             runtime,
+            output_width,
         })
+    }
+
+    /// How many of the `windows` bench windows sway shows floating at the place
+    /// syncbridge's cascade gives them (from `swaymsg -t get_tree`, over sway's IPC
+    /// socket in its runtime directory).
+    pub fn windows_in_place(&self, windows: usize) -> Res<usize> {
+        let ipc = std::fs::read_dir(&self.runtime)
+            .map_err(|e| format!("{}: {e}", self.runtime.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("sway-ipc.") && n.ends_with(".sock"))
+            })
+            .ok_or_else(|| format!("no sway IPC socket in {}", self.runtime.display()))?;
+        let out = Command::new("swaymsg")
+            .arg("-s")
+            .arg(&ipc)
+            .args(["-t", "get_tree", "-r"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("swaymsg: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "swaymsg -t get_tree: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let tree: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("swaymsg -t get_tree printed no JSON: {e}"))?;
+        let mut floating = Vec::new();
+        floating_nodes(&tree, &mut floating);
+        Ok((0..windows)
+            .filter(|&i| {
+                let id = bench_scene::app_id(i);
+                let (x, y) = bench_scene::window_position(i, self.output_width);
+                floating.iter().any(|n| {
+                    n["app_id"].as_str() == Some(id.as_str())
+                        && n["rect"]["x"].as_i64() == Some(i64::from(x))
+                        && n["rect"]["y"].as_i64() == Some(i64::from(y))
+                })
+            })
+            .count())
     }
 
     pub fn pid(&self) -> u32 {
@@ -158,5 +259,41 @@ impl Sway {
         terminate(&mut self.sway);
         terminate(&mut self.seatd);
         let _ = std::fs::remove_dir_all(&self.runtime);
+    }
+}
+
+/// Every node of sway's tree that is a floating window, in `out`.
+fn floating_nodes<'a>(node: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+    for child in node["floating_nodes"].as_array().into_iter().flatten() {
+        out.push(child);
+        floating_nodes(child, out);
+    }
+    for child in node["nodes"].as_array().into_iter().flatten() {
+        floating_nodes(child, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_floats_each_window_where_the_cascade_puts_it() {
+        let c = config_for(1024);
+        assert!(c.starts_with(CONFIG));
+        assert!(c.contains(
+            "for_window [app_id=\"^bench-client-1$\"] floating enable, move position 32 px 32 px\n"
+        ));
+        assert_eq!(c.matches("floating enable").count(), PLACED_WINDOWS);
+    }
+
+    #[test]
+    fn floating_windows_are_found_at_any_depth() {
+        let tree = serde_json::json!({"nodes": [{"nodes": [{"floating_nodes": [
+            {"app_id": "bench-client-0", "rect": {"x": 0, "y": 0}}]}],
+            "floating_nodes": [{"app_id": "bench-client-1"}]}]});
+        let mut out = Vec::new();
+        floating_nodes(&tree, &mut out);
+        assert_eq!(out.len(), 2);
     }
 }
