@@ -76,6 +76,31 @@ pub fn find_nodes(driver: &str, kind: NodeKind) -> Vec<PathBuf> {
     found
 }
 
+/// The connectors of the card node at `card` (`/sys/class/drm/cardN-<type>-M`), in
+/// connector order; empty when sysfs lists none.
+pub fn connectors(card: &Path) -> Vec<PathBuf> {
+    let name = card
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let prefix = format!("{name}-");
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/sys/class/drm")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let rest = n.strip_prefix(&prefix)?;
+            // "Virtual-2": the number after the last dash orders the connectors.
+            let index = rest.rsplit('-').next()?.parse().ok()?;
+            Some((index, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
 /// Opens the first node of `kind` driven by `driver`, panicking with the list of what
 /// exists if there is none (a VM test must fail loudly, not skip).
 pub fn open_card_by_driver(driver: &str, kind: NodeKind) -> Card {

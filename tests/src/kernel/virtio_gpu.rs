@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::ioctl::{ioctl, opcode, Updater};
 
-use super::card::{find_nodes, listing, Card, NodeKind};
+use super::card::{connectors, find_nodes, listing, Card, NodeKind};
 
 /// The driver name both virtio-gpu cards report.
 pub const DRIVER: &str = "virtio_gpu";
@@ -176,32 +176,10 @@ pub fn sibling(path: &Path, kind: NodeKind) -> Option<PathBuf> {
 
 /// The 2D card's connectors (`/sys/class/drm/cardN-Virtual-M`), in connector order.
 fn plain_connectors() -> Vec<PathBuf> {
-    let Some(card) = find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Primary)
-        .into_iter()
-        .next()
-    else {
-        return Vec::new();
-    };
-    let name = card
-        .file_name()
-        .and_then(|n| n.to_str())
+    find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Primary)
+        .first()
+        .map(|card| connectors(card))
         .unwrap_or_default()
-        .to_string();
-    let prefix = format!("{name}-");
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/sys/class/drm")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let rest = n.strip_prefix(&prefix)?;
-            // "Virtual-2": the number after the last dash orders the connectors.
-            let index = rest.rsplit('-').next()?.parse().ok()?;
-            Some((index, e.path()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
 }
 
 /// The 2D card single-headed, as the suites expect it: QEMU's gtk display (which the

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use syncbridge_tests::bench_scene;
+use syncbridge_tests::kernel::card::connectors;
 
 use super::{terminate, Res};
 
@@ -45,32 +46,12 @@ fn config_for(output_width: i32) -> String {
 /// The width of the first mode of `card`'s first connector with one (sysfs lists the
 /// preferred mode first): the output sway lights.
 fn output_width(card: &Path) -> Res<i32> {
-    let name = card
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{}: no card name", card.display()))?;
-    let prefix = format!("{name}-");
-    let dir = Path::new("/sys/class/drm");
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut connectors: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .collect();
-    connectors.sort();
-    connectors
+    connectors(card)
         .iter()
         .filter_map(|c| std::fs::read_to_string(c.join("modes")).ok())
-        .filter_map(|modes| {
-            let first = modes.lines().next()?.to_string();
-            first.split('x').next()?.parse().ok()
-        })
+        .filter_map(|modes| modes.lines().next()?.split('x').next()?.parse().ok())
         .next()
-        .ok_or_else(|| format!("no connector of {name} lists a mode in {}", dir.display()))
+        .ok_or_else(|| format!("no connector of {} lists a mode in sysfs", card.display()))
 }
 
 const SEATD_SOCK: &str = "/run/seatd.sock";
@@ -111,17 +92,18 @@ fn wait_for(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) -> R
     Ok(())
 }
 
-/// The first `wayland-N` socket (not its `.lock`) in `dir`.
-fn wayland_socket(dir: &Path) -> Option<PathBuf> {
+/// The first entry of `dir` whose file name satisfies `pred`.
+fn file_in(dir: &Path, pred: impl Fn(&str) -> bool) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("wayland-") && !n.ends_with(".lock"))
-        })
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&pred))
+}
+
+/// The first `wayland-N` socket (not its `.lock`) in `dir`.
+fn wayland_socket(dir: &Path) -> Option<PathBuf> {
+    file_in(dir, |n| n.starts_with("wayland-") && !n.ends_with(".lock"))
 }
 
 impl Sway {
@@ -210,16 +192,10 @@ impl Sway {
     /// syncbridge's cascade gives them (from `swaymsg -t get_tree`, over sway's IPC
     /// socket in its runtime directory).
     pub fn windows_in_place(&self, windows: usize) -> Res<usize> {
-        let ipc = std::fs::read_dir(&self.runtime)
-            .map_err(|e| format!("{}: {e}", self.runtime.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("sway-ipc.") && n.ends_with(".sock"))
-            })
-            .ok_or_else(|| format!("no sway IPC socket in {}", self.runtime.display()))?;
+        let ipc = file_in(&self.runtime, |n| {
+            n.starts_with("sway-ipc.") && n.ends_with(".sock")
+        })
+        .ok_or_else(|| format!("no sway IPC socket in {}", self.runtime.display()))?;
         let out = Command::new("swaymsg")
             .arg("-s")
             .arg(&ipc)
