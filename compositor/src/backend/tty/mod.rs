@@ -33,6 +33,7 @@ pub mod presentation;
 pub mod release;
 pub mod release_policy;
 pub mod renderer;
+pub mod scene_snapshot;
 pub mod session;
 pub mod shown_commits;
 pub mod teardown;
@@ -522,10 +523,7 @@ impl TtyBackend {
             // What this cycle drew (or meant to) may not be on screen: the next cycle
             // must not skip its composition for want of a change.
             if let Some(out) = self.outputs.get_mut(index) {
-                out.damage_probe =
-                    smithay::backend::renderer::damage::OutputDamageTracker::from_output(
-                        &out.output,
-                    );
+                out.last_scene = None;
                 out.scene_changed = true;
             }
         }
@@ -711,7 +709,7 @@ impl TtyBackend {
                 let composited = renderer.composite(
                     &mut out.slots[slot_index].dmabuf,
                     &mut out.damage_tracker,
-                    &mut out.damage_probe,
+                    &mut out.last_scene,
                     on_screen.is_some() && !modeset,
                     age,
                     space,

@@ -46,6 +46,7 @@ use syncbridge_bridge::SyncFile;
 
 use super::{
     kms::{device::KmsDevice, gem::GemHandles, planes::ClientFb},
+    scene_snapshot::{LastScene, SceneSnapshot},
     TtyError, CLEAR_COLOR,
 };
 use crate::backend::{
@@ -283,18 +284,20 @@ impl TtyRenderer {
     /// frames old; 0: unknown), leaving out the elements in `on_planes` (surfaces an
     /// overlay plane shows).
     ///
-    /// `probe` tracks only what changed since the last cycle (age 1, never drawn with):
-    /// `tracker` adds the damage the target missed (its age), which after a frame with
-    /// damage is never empty for the other slot, so without the probe every frame would
-    /// be drawn and committed twice, the second time unchanged. With `may_skip` (the
-    /// output shows a composited slot that is current, no modeset) nothing is drawn when
-    /// the probe saw no change.
+    /// `last` is what the last cycle composed ([`scene_snapshot`]): `tracker` adds the
+    /// damage the target missed (its age), which after a frame with damage is never empty
+    /// for the other slot, so without that comparison every frame would be drawn and
+    /// committed twice, the second time unchanged. With `may_skip` (the output shows a
+    /// composited slot that is current, no modeset) nothing is drawn when the scene is
+    /// the same as the last cycle's.
+    ///
+    /// [`scene_snapshot`]: super::scene_snapshot
     #[allow(clippy::too_many_arguments)]
     pub fn composite(
         &mut self,
         target: &mut Dmabuf,
         tracker: &mut OutputDamageTracker,
-        probe: &mut OutputDamageTracker,
+        last: &mut Option<LastScene>,
         may_skip: bool,
         age: usize,
         space: &Space<Window>,
@@ -304,10 +307,6 @@ impl TtyRenderer {
         let name = output.name();
         match &mut self.which {
             Which::Pixman(renderer) => {
-                let mut fb = renderer
-                    .pixman()
-                    .bind(target)
-                    .map_err(|e| TtyError::Render(format!("pixman: binding {name}: {e}")))?;
                 // Windows whose dma-bufs were fenced again after commit would block
                 // pixman's DMA_BUF_IOCTL_SYNC (and with it every output): they sit out.
                 let (mut elements, held_back) =
@@ -316,12 +315,18 @@ impl TtyRenderer {
                 if held_back > 0 {
                     tracing::debug!(output = %name, windows = held_back, "windows held back: buffers not readable yet");
                 }
-                if let Some(states) = unchanged(probe, may_skip, &elements, &name)? {
+                let snapshot = SceneSnapshot::of(output, &elements);
+                if let Some(states) = unchanged(last, may_skip, &snapshot) {
                     return Ok(Composited {
                         held_back: held_back > 0,
                         ..Composited::skipped(states)
                     });
                 }
+                // Bound only to draw: binding syncs the dma-buf for CPU access.
+                let mut fb = renderer
+                    .pixman()
+                    .bind(target)
+                    .map_err(|e| TtyError::Render(format!("pixman: binding {name}: {e}")))?;
                 let RenderOutputResult {
                     damage,
                     states,
@@ -331,6 +336,10 @@ impl TtyRenderer {
                     .map_err(|e| TtyError::Render(format!("pixman: rendering {name}: {e}")))?;
                 let damaged = damage.is_some_and(|d| !d.is_empty());
                 drop(fb);
+                *last = Some(LastScene {
+                    snapshot,
+                    states: states.clone(),
+                });
                 if let Err(err) = renderer.cleanup_texture_cache() {
                     tracing::debug!(%err, "texture cache cleanup");
                 }
@@ -352,7 +361,8 @@ impl TtyRenderer {
                     space_render_elements::<_, Window, _>(renderer, [space], output, 1.0)
                         .map_err(|e| TtyError::Render(format!("gles: elements of {name}: {e}")))?;
                 elements.retain(|e| !on_planes.contains(e.id()));
-                if let Some(states) = unchanged(probe, may_skip, &elements, &name)? {
+                let snapshot = SceneSnapshot::of(output, &elements);
+                if let Some(states) = unchanged(last, may_skip, &snapshot) {
                     return Ok(Composited::skipped(states));
                 }
                 let mut fb = renderer
@@ -367,6 +377,10 @@ impl TtyRenderer {
                     .map_err(|e| TtyError::Render(format!("gles: rendering {name}: {e}")))?;
                 let damaged = damage.is_some_and(|d| !d.is_empty());
                 drop(fb);
+                *last = Some(LastScene {
+                    snapshot,
+                    states: states.clone(),
+                });
                 if let Err(err) = renderer.cleanup_texture_cache() {
                     tracing::debug!(%err, "texture cache cleanup");
                 }
@@ -399,18 +413,16 @@ impl TtyRenderer {
     }
 }
 
-/// The render states of `elements` if the cycle may skip its composition and nothing
-/// changed since the last cycle (`probe` tracks that; see [`TtyRenderer::composite`]).
-fn unchanged<E: smithay::backend::renderer::element::Element>(
-    probe: &mut OutputDamageTracker,
+/// The last composition's render states if the cycle may skip its composition and the
+/// scene is the same as that composition's (see [`TtyRenderer::composite`]).
+fn unchanged(
+    last: &Option<LastScene>,
     may_skip: bool,
-    elements: &[E],
-    name: &str,
-) -> Result<Option<RenderElementStates>, TtyError> {
-    probe
-        .damage_output(1, elements)
-        .map(|(damage, states)| (damage.is_none() && may_skip).then_some(states))
-        .map_err(|e| TtyError::Render(format!("damage of {name}: {e}")))
+    snapshot: &SceneSnapshot,
+) -> Option<RenderElementStates> {
+    last.as_ref()
+        .filter(|l| may_skip && l.snapshot == *snapshot)
+        .map(|l| l.states.clone())
 }
 
 /// A file of its own on `device`'s GPU for GBM and EGL (see the module docs): its render

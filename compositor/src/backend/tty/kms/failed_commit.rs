@@ -96,7 +96,7 @@ pub fn after_refused_commit(
 /// draws everything.
 pub fn forget_damage_history(out: &mut TtyOutput) {
     out.damage_tracker = OutputDamageTracker::from_output(&out.output);
-    out.damage_probe = OutputDamageTracker::from_output(&out.output);
+    out.last_scene = None;
     out.scene_changed = true;
     for slot in &mut out.slots {
         slot.rendered_at = 0;

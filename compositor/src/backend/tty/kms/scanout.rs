@@ -34,6 +34,7 @@ use crate::{
         out_fence_delay::OutFenceDelay,
         release_policy::ReleasePolicy,
         renderer::{Slot, TtyRenderer},
+        scene_snapshot::LastScene,
         TtyError,
     },
     frame_clock::FrameClock,
@@ -194,9 +195,10 @@ pub struct TtyOutput {
     pub slots: Vec<Slot>,
     pub render_count: u64,
     pub damage_tracker: OutputDamageTracker,
-    /// What changed since the last cycle only (see
-    /// [`TtyRenderer::composite`](crate::backend::tty::renderer::TtyRenderer::composite)).
-    pub damage_probe: OutputDamageTracker,
+    /// What the last composition drew (see
+    /// [`TtyRenderer::composite`](crate::backend::tty::renderer::TtyRenderer::composite));
+    /// `None`: unknown, the next cycle composes.
+    pub last_scene: Option<LastScene>,
     pub clock: FrameClock,
     pub needs_modeset: bool,
     pub alive: bool,
@@ -427,7 +429,7 @@ pub fn create_output(
     };
     Ok(TtyOutput {
         damage_tracker: OutputDamageTracker::from_output(&output),
-        damage_probe: OutputDamageTracker::from_output(&output),
+        last_scene: None,
         output,
         global: Some(global),
         connector: conn.handle(),
