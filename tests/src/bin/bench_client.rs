@@ -163,11 +163,83 @@ fn now_ns(clk: u32) -> u64 {
 
 /// utime + stime of `pid`, in seconds.
 fn cpu_s(pid: i32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (user, system) = user_system_s(&format!("/proc/{pid}/stat"))?;
+    Some(user + system)
+}
+
+/// utime and stime, in seconds, from a `stat` file of procfs (a process's: all its
+/// threads; or one thread's, under `task/`).
+fn user_system_s(path: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    let tick = rustix::param::clock_ticks_per_second() as f64;
+    let user = f.get(11)?.parse::<u64>().ok()? as f64 / tick;
+    let system = f.get(12)?.parse::<u64>().ok()? as f64 / tick;
+    Some((user, system))
+}
+
+/// The compositor's CPU time at one instant: user and system, and each thread's total by
+/// thread name (threads of one name summed).
+#[derive(Default)]
+struct CpuSample {
+    user: f64,
+    system: f64,
+    threads: BTreeMap<String, f64>,
+}
+
+impl CpuSample {
+    fn take(pid: i32) -> CpuSample {
+        let (user, system) =
+            user_system_s(&format!("/proc/{pid}/stat")).unwrap_or((f64::NAN, f64::NAN));
+        let mut threads = BTreeMap::new();
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in dir.flatten() {
+                let path = task.path();
+                // A thread name is the program's to choose: keep it a plain JSON key.
+                let name: String = std::fs::read_to_string(path.join("comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .chars()
+                    .map(|c| {
+                        if c == '"' || c == '\\' || c.is_control() {
+                            '_'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                if let Some((u, s)) = user_system_s(&path.join("stat").to_string_lossy()) {
+                    *threads.entry(name).or_default() += u + s;
+                }
+            }
+        }
+        CpuSample {
+            user,
+            system,
+            threads,
+        }
+    }
+
+    /// `{"user_ms": .., "system_ms": .., "threads_ms": {name: ..}}` per output frame over
+    /// the window from `self` to `end`. A thread that ended in between is left out; one
+    /// started in between counts from zero.
+    fn per_frame_json(&self, end: &CpuSample, frames: u64) -> String {
+        let per = |d: f64| num(d * 1000.0 / frames.max(1) as f64);
+        let threads: Vec<(&str, String)> = end
+            .threads
+            .iter()
+            .map(|(name, t1)| {
+                let t0 = self.threads.get(name).copied().unwrap_or(0.0);
+                (name.as_str(), per(t1 - t0))
+            })
+            .collect();
+        obj(&[
+            ("user_ms", per(end.user - self.user)),
+            ("system_ms", per(end.system - self.system)),
+            ("threads_ms", obj(&threads)),
+        ])
+    }
 }
 
 fn fds(pid: i32) -> Option<usize> {
@@ -702,11 +774,13 @@ fn mode_frames(a: &Args) -> Res<String> {
     let t0 = start + (a.warmup_secs * 1e9) as u64;
     let t1 = t0 + (a.secs * 1e9) as u64;
     let mut cpu0 = f64::NAN;
+    let mut split0 = CpuSample::default();
     let mut starved = 0u64;
     loop {
         let now = now_ns(clock);
         if cpu0.is_nan() && now >= t0 {
             cpu0 = cpu_s(pid).unwrap_or(f64::NAN);
+            split0 = CpuSample::take(pid);
         }
         if now >= t1 {
             break;
@@ -732,6 +806,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         pump(&mut refs, Duration::from_millis(10))?;
     }
     let cpu1 = cpu_s(pid).unwrap_or(f64::NAN);
+    let split1 = CpuSample::take(pid);
     // Let the last feedback arrive.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle && clients.iter().any(|c| c.feedback_pending()) {
@@ -830,6 +905,10 @@ fn mode_frames(a: &Args) -> Res<String> {
             } else {
                 f64::NAN
             }),
+        ),
+        (
+            "cpu_split_per_frame",
+            split0.per_frame_json(&split1, frames_in_window),
         ),
         ("globals", globals_json(&clients[0])),
     ]))

@@ -1,6 +1,11 @@
 //! The VKMS peer comparison: syncbridge's tty backend against sway 1.7 (wlroots, pixman) on
 //! the same VKMS card in the same boot, the same frame-callback-driven shm client, both
 //! with presentation feedback from the page flip (`vkms-syncbridge-N`, `vkms-sway-N`).
+//!
+//! `bench-driver` runs both compositors in several rounds (`...-N@rK` from the second),
+//! one after the other within each round: the VM's speed drifts within a boot, so one run
+//! each can differ by more than what is compared. Every figure here is the median over
+//! the rounds that completed, and the ratio is that of the medians.
 
 use std::fmt::Write as _;
 
@@ -8,22 +13,53 @@ use serde_json::{json, Value};
 
 use super::{fmt, ratio, Report};
 
-/// One figure of both compositors for one client count.
+/// Both compositors' completed rounds for one client count.
 struct Pair<'a> {
-    ours: Option<&'a Value>,
-    peer: Option<&'a Value>,
+    ours: Vec<&'a Value>,
+    peer: Vec<&'a Value>,
+}
+
+/// The median of the values `f` finds in `rounds` (`None`: none found).
+fn median(rounds: &[&Value], f: impl Fn(&Value) -> Option<f64>) -> Option<f64> {
+    let mut v: Vec<f64> = rounds.iter().filter_map(|c| f(c)).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn cpu_of(c: &Value) -> Option<f64> {
+    c["cpu_ms_per_frame"].as_f64()
 }
 
 impl Pair<'_> {
     fn summary(&self, key: &str, q: &str) -> (Option<f64>, Option<f64>) {
-        let f = |c: Option<&Value>| c.and_then(|c| c[key][q].as_f64());
-        (f(self.ours), f(self.peer))
+        let f = |c: &Value| c[key][q].as_f64();
+        (median(&self.ours, f), median(&self.peer, f))
     }
 
     fn cpu(&self) -> (Option<f64>, Option<f64>) {
-        let f = |c: Option<&Value>| c.and_then(|c| c["cpu_ms_per_frame"].as_f64());
-        (f(self.ours), f(self.peer))
+        (median(&self.ours, cpu_of), median(&self.peer, cpu_of))
     }
+}
+
+/// One compositor's side of the figures: medians over its rounds, and each round's CPU.
+fn side_json(rounds: &[&Value]) -> Value {
+    let q = |key: &'static str, q: &'static str| median(rounds, move |c| c[key][q].as_f64());
+    let split = |key: &'static str| median(rounds, move |c| c["cpu_split_per_frame"][key].as_f64());
+    json!({
+        "rounds": rounds.len(),
+        "commit_to_present_ms": { "p50": q("commit_to_present_ms", "p50"), "p99": q("commit_to_present_ms", "p99") },
+        "present_to_present_ms": { "p50": q("present_to_present_ms", "p50") },
+        "cpu_ms_per_frame": median(rounds, cpu_of),
+        "cpu_user_ms_per_frame": split("user_ms"),
+        "cpu_system_ms_per_frame": split("system_ms"),
+        "cpu_ms_per_frame_rounds": rounds.iter().map(|c| c["cpu_ms_per_frame"].clone()).collect::<Vec<_>>(),
+        "presented_rounds": rounds.iter().map(|c| c["presented"].clone()).collect::<Vec<_>>(),
+        "discarded_rounds": rounds.iter().map(|c| c["discarded"].clone()).collect::<Vec<_>>(),
+    })
 }
 
 impl Report {
@@ -31,11 +67,31 @@ impl Report {
         self.client_counts_of("vkms-syncbridge-")
     }
 
+    /// The completed rounds of `vkms-WHO-N` (`vkms-WHO-N`, `vkms-WHO-N@r2`, ...).
+    fn vkms_rounds(&self, who: &str, n: u64) -> Vec<&Value> {
+        let base = format!("vkms-{who}-{n}");
+        let round = format!("{base}@r");
+        self.scenarios
+            .iter()
+            .filter(|s| s.code == 0 && (s.name == base || s.name.starts_with(&round)))
+            .map(|s| &s.client)
+            .collect()
+    }
+
+    /// How many rounds of `vkms-WHO-N` ran, completed or not.
+    fn vkms_rounds_run(&self, who: &str, n: u64) -> usize {
+        let base = format!("vkms-{who}-{n}");
+        let round = format!("{base}@r");
+        self.scenarios
+            .iter()
+            .filter(|s| s.name == base || s.name.starts_with(&round))
+            .count()
+    }
+
     fn vkms_pair(&self, n: u64) -> Pair<'_> {
-        let ok = |name: String| self.get(&name).filter(|s| s.code == 0).map(|s| &s.client);
         Pair {
-            ours: ok(format!("vkms-syncbridge-{n}")),
-            peer: ok(format!("vkms-sway-{n}")),
+            ours: self.vkms_rounds("syncbridge", n),
+            peer: self.vkms_rounds("sway", n),
         }
     }
 
@@ -44,23 +100,13 @@ impl Report {
             .into_iter()
             .map(|n| {
                 let p = self.vkms_pair(n);
-                let side = |c: Option<&Value>| {
-                    let c = c.unwrap_or(&Value::Null);
-                    json!({
-                        "commit_to_present_ms": c["commit_to_present_ms"],
-                        "present_to_present_ms": c["present_to_present_ms"],
-                        "cpu_ms_per_frame": c["cpu_ms_per_frame"],
-                        "presented": c["presented"],
-                        "discarded": c["discarded"],
-                    })
-                };
                 let (c2p_ours, c2p_peer) = p.summary("commit_to_present_ms", "p50");
                 let (p2p_ours, p2p_peer) = p.summary("present_to_present_ms", "p50");
                 let (cpu_ours, cpu_peer) = p.cpu();
                 json!({
                     "clients": n,
-                    "syncbridge": side(p.ours),
-                    "sway": side(p.peer),
+                    "syncbridge": side_json(&p.ours),
+                    "sway": side_json(&p.peer),
                     "ratio_ours_over_sway": {
                         "commit_to_present_p50": ratio(c2p_ours, c2p_peer),
                         "present_to_present_p50": ratio(p2p_ours, p2p_peer),
@@ -119,26 +165,42 @@ impl Report {
                 fmt(sc, 2),
                 fmt(ratio(cc, sc), 2),
             );
-            for (who, c) in [("syncbridge", p.ours), ("sway", p.peer)] {
-                match c {
-                    Some(c) => {
-                        let _ = writeln!(
-                            t,
-                            "      {who} {n} client(s): {} presented, {} discarded, {} missed refresh cycles",
-                            super::fmt_u(c["presented"].as_u64()),
-                            super::fmt_u(c["discarded"].as_u64()),
-                            super::fmt_u(c["missed_refreshes"].as_u64()),
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(
-                            t,
-                            "      {who} {n} client(s): did not complete (see raw/vkms-{who}-{n}.log)"
-                        );
-                    }
+            for (who, rounds) in [("syncbridge", &p.ours), ("sway", &p.peer)] {
+                let run = self.vkms_rounds_run(who, n);
+                if rounds.is_empty() {
+                    let _ = writeln!(
+                        t,
+                        "      {who} {n} client(s): did not complete (see raw/vkms-{who}-{n}*.log)"
+                    );
+                    continue;
                 }
+                let list = |key: &str| {
+                    rounds
+                        .iter()
+                        .map(|c| super::fmt_u(c[key].as_u64()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let cpu_rounds = rounds
+                    .iter()
+                    .map(|c| fmt(cpu_of(c), 2))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let split = |key: &'static str| {
+                    median(rounds, move |c| c["cpu_split_per_frame"][key].as_f64())
+                };
+                let _ = writeln!(
+                    t,
+                    "      {who} {n} client(s), {} of {run} round(s): cpu {cpu_rounds} (user {} + system {} ms, medians); presented {}; discarded {}; missed refresh cycles {}",
+                    rounds.len(),
+                    fmt(split("user_ms"), 2),
+                    fmt(split("system_ms"), 2),
+                    list("presented"),
+                    list("discarded"),
+                    list("missed_refreshes"),
+                );
             }
         }
-        let _ = writeln!(t, "    (ms; c2p = commit -> presented, p2p = one client's consecutive presents, cpu = compositor CPU per distinct presentation time)");
+        let _ = writeln!(t, "    (ms, medians over the rounds, which alternate the two compositors; ratio = of the medians; c2p = commit -> presented, p2p = one client's consecutive presents, cpu = compositor CPU per distinct presentation time)");
     }
 }

@@ -33,6 +33,10 @@ struct Sizes {
     bounds_commits: u64,
     stall_clients: usize,
     tty_secs: &'static str,
+    /// Rounds of the VKMS comparison with sway: each round runs every client count on
+    /// both compositors, one after the other, so that a slow stretch of the VM (its speed
+    /// varies within a boot too) falls on both.
+    peer_rounds: usize,
 }
 
 impl Sizes {
@@ -45,6 +49,7 @@ impl Sizes {
             bounds_commits: 100_000,
             stall_clients: 50,
             tty_secs: "5",
+            peer_rounds: 3,
         }
     }
 
@@ -88,6 +93,7 @@ impl Sizes {
             bounds_commits: 1_000,
             stall_clients: 3,
             tty_secs: "0.5",
+            peer_rounds: 1,
         }
     }
 }
@@ -453,6 +459,16 @@ const PLANE_PATHS: [(&str, &[&str]); 3] = [
     ),
 ];
 
+/// The name of one VKMS peer scenario: `vkms-WHO-N` in the first round, `vkms-WHO-N@rK`
+/// in round K (`cargo xtask bench` takes the median over the rounds).
+fn peer_scenario(who: &str, clients: usize, round: usize) -> String {
+    if round == 1 {
+        format!("vkms-{who}-{clients}")
+    } else {
+        format!("vkms-{who}-{clients}@r{round}")
+    }
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -596,9 +612,11 @@ fn run() -> Res<u32> {
     // with presentation feedback from the page flip.
     if tty {
         if let Some(vkms) = &vkms {
-            for &n in &sizes.client_counts {
+            for (round, &n) in (1..=sizes.peer_rounds)
+                .flat_map(|r| sizes.client_counts.iter().map(move |n| (r, n)))
+            {
                 let client = sizes.frames_client(n);
-                let name = format!("vkms-syncbridge-{n}");
+                let name = peer_scenario("syncbridge", n, round);
                 if want(&name) {
                     let extra = strings(&["--backend", "tty", "--drm-device"])
                         .into_iter()
@@ -606,7 +624,7 @@ fn run() -> Res<u32> {
                         .collect::<Vec<_>>();
                     d.syncbridge(&name, &["seatd-launch", "--"], &extra, &client, min(5));
                 }
-                let name = format!("vkms-sway-{n}");
+                let name = peer_scenario("sway", n, round);
                 if want(&name) {
                     d.sway(&name, vkms, &client, n, min(5));
                 }
