@@ -181,7 +181,6 @@ fn user_system_s(path: &str) -> Option<(f64, f64)> {
 
 /// The compositor's CPU time at one instant: user and system, and each thread's total by
 /// thread name (threads of one name summed).
-#[derive(Default)]
 struct CpuSample {
     user: f64,
     system: f64,
@@ -189,6 +188,20 @@ struct CpuSample {
 }
 
 impl CpuSample {
+    /// No reading: every figure from it is NaN.
+    fn unknown() -> CpuSample {
+        CpuSample {
+            user: f64::NAN,
+            system: f64::NAN,
+            threads: BTreeMap::new(),
+        }
+    }
+
+    /// utime + stime, seconds.
+    fn total(&self) -> f64 {
+        self.user + self.system
+    }
+
     fn take(pid: i32) -> CpuSample {
         let (user, system) =
             user_system_s(&format!("/proc/{pid}/stat")).unwrap_or((f64::NAN, f64::NAN));
@@ -773,14 +786,13 @@ fn mode_frames(a: &Args) -> Res<String> {
     let start = now_ns(clock);
     let t0 = start + (a.warmup_secs * 1e9) as u64;
     let t1 = t0 + (a.secs * 1e9) as u64;
-    let mut cpu0 = f64::NAN;
-    let mut split0 = CpuSample::default();
+    // The compositor's CPU at the window's start (taken once).
+    let mut cpu0: Option<CpuSample> = None;
     let mut starved = 0u64;
     loop {
         let now = now_ns(clock);
-        if cpu0.is_nan() && now >= t0 {
-            cpu0 = cpu_s(pid).unwrap_or(f64::NAN);
-            split0 = CpuSample::take(pid);
+        if cpu0.is_none() && now >= t0 {
+            cpu0 = Some(CpuSample::take(pid));
         }
         if now >= t1 {
             break;
@@ -805,8 +817,8 @@ fn mode_frames(a: &Args) -> Res<String> {
         let mut refs: Vec<&mut Client> = clients.iter_mut().collect();
         pump(&mut refs, Duration::from_millis(10))?;
     }
-    let cpu1 = cpu_s(pid).unwrap_or(f64::NAN);
-    let split1 = CpuSample::take(pid);
+    let cpu1 = CpuSample::take(pid);
+    let cpu0 = cpu0.unwrap_or_else(CpuSample::unknown);
     // Let the last feedback arrive.
     let settle = Instant::now() + Duration::from_secs(2);
     while Instant::now() < settle && clients.iter().any(|c| c.feedback_pending()) {
@@ -865,7 +877,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         }
     }
     let frames_in_window = presented_times.len() as u64;
-    let cpu = cpu1 - cpu0;
+    let cpu = cpu1.total() - cpu0.total();
     Ok(obj(&[
         ("mode", s("frames")),
         ("clients", a.clients.to_string()),
@@ -908,7 +920,7 @@ fn mode_frames(a: &Args) -> Res<String> {
         ),
         (
             "cpu_split_per_frame",
-            split0.per_frame_json(&split1, frames_in_window),
+            cpu0.per_frame_json(&cpu1, frames_in_window),
         ),
         ("globals", globals_json(&clients[0])),
     ]))

@@ -67,25 +67,24 @@ impl Report {
         self.client_counts_of("vkms-syncbridge-")
     }
 
-    /// The completed rounds of `vkms-WHO-N` (`vkms-WHO-N`, `vkms-WHO-N@r2`, ...).
-    fn vkms_rounds(&self, who: &str, n: u64) -> Vec<&Value> {
-        let base = format!("vkms-{who}-{n}");
-        let round = format!("{base}@r");
-        self.scenarios
-            .iter()
-            .filter(|s| s.code == 0 && (s.name == base || s.name.starts_with(&round)))
-            .map(|s| &s.client)
-            .collect()
-    }
-
-    /// How many rounds of `vkms-WHO-N` ran, completed or not.
-    fn vkms_rounds_run(&self, who: &str, n: u64) -> usize {
+    /// Every round of `vkms-WHO-N` that ran (`vkms-WHO-N`, `vkms-WHO-N@r2`, ...),
+    /// completed or not.
+    fn vkms_rounds_run(&self, who: &str, n: u64) -> Vec<&super::Scenario> {
         let base = format!("vkms-{who}-{n}");
         let round = format!("{base}@r");
         self.scenarios
             .iter()
             .filter(|s| s.name == base || s.name.starts_with(&round))
-            .count()
+            .collect()
+    }
+
+    /// The completed rounds of `vkms-WHO-N`: their client figures.
+    fn vkms_rounds(&self, who: &str, n: u64) -> Vec<&Value> {
+        self.vkms_rounds_run(who, n)
+            .into_iter()
+            .filter(|s| s.code == 0)
+            .map(|s| &s.client)
+            .collect()
     }
 
     fn vkms_pair(&self, n: u64) -> Pair<'_> {
@@ -166,7 +165,7 @@ impl Report {
                 fmt(ratio(cc, sc), 2),
             );
             for (who, rounds) in [("syncbridge", &p.ours), ("sway", &p.peer)] {
-                let run = self.vkms_rounds_run(who, n);
+                let run = self.vkms_rounds_run(who, n).len();
                 if rounds.is_empty() {
                     let _ = writeln!(
                         t,
