@@ -501,15 +501,27 @@ impl SyncFile {
     /// [`MAX_TIMESTAMP_FENCES`] fences or without fences (a stub). Meant for every fired
     /// wait, where [`info`](Self::info) would allocate per fence of a client-made sync_file.
     pub fn signaled_at_ns(&self) -> Result<Option<u64>, SyncFileError> {
-        let map = |errno| SyncFileError::from_errno("SYNC_IOC_FILE_INFO", self.raw(), errno);
-        let head = file_info_raw(self.fd.as_fd(), &mut []).map_err(map)?;
-        let n = head.num_fences as usize;
+        // One ioctl with room for MAX_TIMESTAMP_FENCES records: the kernel fills as many as
+        // the sync_file holds and says how many, or refuses with EINVAL when it holds more
+        // (the only EINVAL here: flags and pad are 0). The count-first query costs a second
+        // ioctl on every fired wait and every flip.
+        let mut raw = [sys::SyncFenceInfo::ZERO; MAX_TIMESTAMP_FENCES];
+        let full = match file_info_raw(self.fd.as_fd(), &mut raw) {
+            Ok(info) => info,
+            Err(Errno::INVAL) => return Ok(None),
+            Err(errno) => {
+                return Err(SyncFileError::from_errno(
+                    "SYNC_IOC_FILE_INFO",
+                    self.raw(),
+                    errno,
+                ))
+            }
+        };
+        let n = full.num_fences as usize;
         if n == 0 || n > MAX_TIMESTAMP_FENCES {
             return Ok(None);
         }
-        let mut raw = [sys::SyncFenceInfo::ZERO; MAX_TIMESTAMP_FENCES];
-        let full = file_info_raw(self.fd.as_fd(), &mut raw[..n]).map_err(map)?;
-        let fences = &raw[..(full.num_fences as usize).min(n)];
+        let fences = &raw[..n];
         if fences
             .iter()
             .all(|f| FenceStatus::from_raw(f.status).is_signaled())

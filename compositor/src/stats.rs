@@ -323,6 +323,9 @@ pub fn sync_json(s: &SyncStats, kernel: &syncbridge_bridge::Stats) -> serde_json
         "latch_latency": latency_json(&s.latch_latency),
         "latch_wake": latency_json(&s.latch_wake),
         "latch_apply": latency_json(&s.latch_apply),
+        "latch_apply_state": latency_json(&s.latch_apply_state),
+        "latch_apply_bridge_hook": latency_json(&s.latch_apply_bridge_hook),
+        "latch_apply_handlers": latency_json(&s.latch_apply_handlers),
         "commit_wait": latency_json(&s.commit_wait),
         "release": {
             "buffers_released": s.buffers_released,

@@ -100,6 +100,10 @@ pub(crate) fn with_surface_sync_in<T>(
     states: &compositor::SurfaceData,
     f: impl FnOnce(&mut SurfaceSync) -> T,
 ) -> T {
+    // Looked up once on every commit (twice before, by inserting first).
+    if let Some(cell) = states.data_map.get::<SurfaceSyncCell>() {
+        return f(&mut lock(cell));
+    }
     states
         .data_map
         .insert_if_missing_threadsafe(|| Mutex::new(SurfaceSync::default()));

@@ -209,6 +209,55 @@ fn multi_plane_export_merges_and_dedups() {
     assert!(dmabuf::poll_readable(&planes).expect("poll"));
 }
 
+/// The signal time of a fired wait comes from one `SYNC_IOC_FILE_INFO` with room for
+/// `MAX_TIMESTAMP_FENCES` records: the latest fence's time once every fence signalled,
+/// `None` while one is pending, and `None` (not an error) for a sync_file of more fences
+/// than that, which the kernel refuses with EINVAL.
+#[test]
+fn signal_time_covers_every_fence_up_to_the_limit_in_one_read() {
+    require_vm();
+    let vgem = Vgem::open();
+    let limit = syncbridge_bridge::sync_file::MAX_TIMESTAMP_FENCES;
+    for count in [1, limit, limit + 1] {
+        let pending: Vec<_> = (0..count).map(|_| pending_fence(&vgem)).collect();
+        let mut merged = pending[0].sync_file.try_clone().expect("dup");
+        for p in &pending[1..] {
+            merged = merged.merge(&p.sync_file).expect("merge");
+        }
+        assert_eq!(merged.fence_count().expect("count") as usize, count);
+        assert_eq!(
+            merged.signaled_at_ns().expect("read"),
+            None,
+            "{count} fences: none signalled yet"
+        );
+        let before = monotonic_now_ns();
+        let mut last = None;
+        for (i, p) in pending.into_iter().enumerate() {
+            if i + 1 == count {
+                assert_eq!(
+                    merged.signaled_at_ns().expect("read"),
+                    None,
+                    "{count} fences: one still pending"
+                );
+                last = Some(monotonic_now_ns());
+            }
+            vgem.signal(p.vgem_fence).expect("signal");
+        }
+        let after = monotonic_now_ns();
+        let got = merged.signaled_at_ns().expect("read");
+        if count > limit {
+            assert_eq!(got, None, "{count} fences: more than the limit");
+        } else {
+            let t = got.unwrap_or_else(|| panic!("{count} fences: all signalled, no time"));
+            let last = last.expect("last signal");
+            assert!(
+                (before..=after).contains(&t) && t >= last,
+                "{count} fences: signal time {t} is the last fence's (signalled after {last}, by {after})"
+            );
+        }
+    }
+}
+
 #[test]
 fn dmabuf_ready_source_fallback_fires_after_all_planes() {
     require_vm();

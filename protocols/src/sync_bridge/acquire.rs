@@ -48,7 +48,7 @@ use syncbridge_bridge::syncobj::WaitMode;
 
 use super::budget::disconnect_over_limit;
 use super::config::ImplicitWait;
-use super::stats::WaitKind;
+use super::stats::{LatchMarks, Latched, WaitKind};
 use super::SyncBridgeHandler;
 use crate::commit_check::{
     check_explicit_commit, check_syncobj_commit, ExplicitCommitError, PendingBuffer,
@@ -218,18 +218,26 @@ fn fired<D: SyncBridgeHandler>(state: &mut D, ctx: &WaitCtx, signalled_ns: Optio
     if let Some(s) = &surface {
         with_surface_sync(s, |ss| ss.waits.retain(|w| w.id != ctx.id));
     }
+    state.sync_bridge().latch_marks = Some(LatchMarks::default());
     if let Some(client) = surface.as_ref().and_then(|s| s.client()) {
         state
             .client_compositor_state(&client)
             .blocker_cleared(state, &ctx.dh);
     }
     let applied = monotonic_now_ns();
+    let bridge = state.sync_bridge();
+    let marks = bridge.latch_marks.take().unwrap_or_default();
     let signalled = signalled_ns.filter(|&t| t > 0 && t <= woke).unwrap_or(woke);
-    state.sync_bridge().stats.latched(
-        applied.saturating_sub(signalled),
-        woke.saturating_sub(signalled),
-        applied.saturating_sub(ctx.committed_ns),
-    );
+    bridge.stats.latched(Latched {
+        latch_ns: applied.saturating_sub(signalled),
+        wake_ns: woke.saturating_sub(signalled),
+        state_ns: marks.hook_began.map(|t| t.saturating_sub(woke)),
+        bridge_hook_ns: marks
+            .hook_began
+            .zip(marks.hook_ended)
+            .map(|(b, e)| e.saturating_sub(b)),
+        wait_ns: applied.saturating_sub(ctx.committed_ns),
+    });
 }
 
 /// When the fired wait's fence signalled, without allocating per fence: a client can hand

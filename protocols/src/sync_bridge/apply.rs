@@ -23,6 +23,7 @@ use smithay::reexports::wayland_server::{
 };
 use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes, SurfaceData};
 use smithay::wayland::dmabuf::get_dmabuf;
+use syncbridge_bridge::sync_file::monotonic_now_ns;
 
 use super::SyncBridgeHandler;
 use crate::drm_syncobj::SyncobjCachedState;
@@ -50,6 +51,23 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
     dh: &DisplayHandle,
     surface: &WlSurface,
 ) {
+    let marked = match &mut state.sync_bridge().latch_marks {
+        Some(m) if m.hook_began.is_none() => {
+            m.hook_began = Some(monotonic_now_ns());
+            true
+        }
+        _ => false,
+    };
+    post_commit_inner(state, dh, surface);
+    if marked {
+        if let Some(m) = &mut state.sync_bridge().latch_marks {
+            m.hook_ended = Some(monotonic_now_ns());
+        }
+    }
+}
+
+/// [`post_commit`], without the latch's marks.
+fn post_commit_inner<D: SyncBridgeHandler>(state: &mut D, dh: &DisplayHandle, surface: &WlSurface) {
     let (applied, syncobj, explicit, current, old_buffer) = with_states(surface, |states| {
         let applied = match &states
             .cached_state
@@ -61,18 +79,29 @@ pub(crate) fn post_commit<D: SyncBridgeHandler>(
             Some(BufferAssignment::Removed) => Applied::Removed,
             Some(BufferAssignment::NewBuffer(b)) => Applied::New(b.clone()),
         };
-        let syncobj = {
-            let mut cached = states.cached_state.get::<SyncobjCachedState>();
-            let current = cached.current();
-            current.acquire = None;
-            current.release.take()
-        };
-        let explicit = {
-            let mut cached = states.cached_state.get::<ExplicitCachedState>();
-            let current = cached.current();
-            current.acquire = None;
-            current.release.take()
-        };
+        // Only a surface whose client set a point or fence has these cached states: `get`
+        // would add them to every other surface, and smithay would then commit and merge
+        // two more states on each of its commits.
+        let syncobj = states
+            .cached_state
+            .has::<SyncobjCachedState>()
+            .then(|| {
+                let mut cached = states.cached_state.get::<SyncobjCachedState>();
+                let current = cached.current();
+                current.acquire = None;
+                current.release.take()
+            })
+            .flatten();
+        let explicit = states
+            .cached_state
+            .has::<ExplicitCachedState>()
+            .then(|| {
+                let mut cached = states.cached_state.get::<ExplicitCachedState>();
+                let current = cached.current();
+                current.acquire = None;
+                current.release.take()
+            })
+            .flatten();
         let current = with_surface_sync_in(states, |s| s.current);
         let old_buffer = match applied {
             Applied::Unchanged => None,

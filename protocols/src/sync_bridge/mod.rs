@@ -136,6 +136,12 @@ pub struct SyncBridge<D: 'static> {
     pub(crate) budgets: budget::ClientBudgets,
     pub(crate) buffer_charges: buffer_fds::BufferCharges,
     next_wait_id: u64,
+    /// While a fired wait re-evaluates its client's queue: when the bridge's first
+    /// post-commit hook began and ended. Splits the latch's apply in smithay's part (making
+    /// the queued state current), the bridge's hook, and the rest (other hooks, the
+    /// compositor's commit handler); `None` otherwise, so that commits that did not wait
+    /// read no clock.
+    pub(crate) latch_marks: Option<stats::LatchMarks>,
     /// Set when a dma-buf export answered "unsupported" at runtime: poll from then on.
     pub(crate) export_broken: bool,
 }
@@ -166,6 +172,7 @@ impl<D: SyncBridgeHandler> SyncBridge<D> {
             budgets: budget::ClientBudgets::default(),
             buffer_charges: buffer_fds::BufferCharges::default(),
             next_wait_id: 0,
+            latch_marks: None,
             export_broken: false,
         }
     }

@@ -90,6 +90,15 @@ pub struct SyncStats {
     /// The second part: the wait's callback to the commit applied (smithay applying the
     /// client's queue and the compositor's commit handler).
     pub latch_apply: LatencySummary,
+    /// Of the second part: the wait's callback to the bridge's post-commit hook (installed
+    /// when the surface is created, before any role adds its own), i.e. smithay taking the
+    /// ready transactions and making their state current (`apply_state`).
+    pub latch_apply_state: LatencySummary,
+    /// Of the second part: the bridge's post-commit hook (its buffer bookkeeping).
+    pub latch_apply_bridge_hook: LatencySummary,
+    /// Of the second part: the rest, the other post-commit hooks and the compositor's
+    /// `CompositorHandler::commit`.
+    pub latch_apply_handlers: LatencySummary,
     /// Time from the commit request to the commit applied, for commits that waited.
     pub commit_wait: LatencySummary,
     /// sync_files exported from client dma-bufs (one per commit, planes merged).
@@ -170,6 +179,30 @@ pub struct SyncStats {
     pub explicit_sync_v1_mode: &'static str,
 }
 
+/// One waited commit's latch, in nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latched {
+    /// Fence signalled to the commit applied.
+    pub latch_ns: u64,
+    /// Fence signalled to the wait's callback.
+    pub wake_ns: u64,
+    /// The wait's callback to the bridge's post-commit hook (`None`: no state was applied,
+    /// e.g. another blocker still holds the commit).
+    pub state_ns: Option<u64>,
+    /// The bridge's post-commit hook, start to end.
+    pub bridge_hook_ns: Option<u64>,
+    /// The commit request to the commit applied.
+    pub wait_ns: u64,
+}
+
+/// When the bridge's first post-commit hook began and ended while a fired wait applied its
+/// client's ready commits (CLOCK_MONOTONIC ns).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LatchMarks {
+    pub hook_began: Option<u64>,
+    pub hook_ended: Option<u64>,
+}
+
 /// The mutable counters behind [`SyncStats`].
 #[derive(Debug, Default)]
 pub(crate) struct StatsCollector {
@@ -177,6 +210,9 @@ pub(crate) struct StatsCollector {
     latch: VecDeque<u64>,
     wake: VecDeque<u64>,
     apply: VecDeque<u64>,
+    apply_state: VecDeque<u64>,
+    apply_bridge_hook: VecDeque<u64>,
+    apply_handlers: VecDeque<u64>,
     waits: VecDeque<u64>,
     max_samples: usize,
     pub held: HeldGauges,
@@ -211,18 +247,21 @@ impl StatsCollector {
         ring.push_back(v);
     }
 
-    /// A waited commit was applied: `latch_ns` from its fence's signal, split into
-    /// `wake_ns` (signal to callback) and the rest (callback to applied), and `wait_ns`
-    /// from its commit request.
-    pub fn latched(&mut self, latch_ns: u64, wake_ns: u64, wait_ns: u64) {
-        Self::push(&mut self.latch, self.max_samples, latch_ns);
-        Self::push(&mut self.wake, self.max_samples, wake_ns.min(latch_ns));
-        Self::push(
-            &mut self.apply,
-            self.max_samples,
-            latch_ns.saturating_sub(wake_ns),
-        );
-        Self::push(&mut self.waits, self.max_samples, wait_ns);
+    /// A waited commit was applied.
+    pub fn latched(&mut self, l: Latched) {
+        let max = self.max_samples;
+        let apply = l.latch_ns.saturating_sub(l.wake_ns);
+        Self::push(&mut self.latch, max, l.latch_ns);
+        Self::push(&mut self.wake, max, l.wake_ns.min(l.latch_ns));
+        Self::push(&mut self.apply, max, apply);
+        if let Some(state) = l.state_ns {
+            let state = state.min(apply);
+            let hook = l.bridge_hook_ns.unwrap_or(0).min(apply - state);
+            Self::push(&mut self.apply_state, max, state);
+            Self::push(&mut self.apply_bridge_hook, max, hook);
+            Self::push(&mut self.apply_handlers, max, apply - state - hook);
+        }
+        Self::push(&mut self.waits, max, l.wait_ns);
     }
 
     pub fn snapshot(&self, pending_waits: u64, tracked_buffers: u64) -> SyncStats {
@@ -236,6 +275,15 @@ impl StatsCollector {
             ),
             latch_apply: LatencySummary::from_samples(
                 &self.apply.iter().copied().collect::<Vec<_>>(),
+            ),
+            latch_apply_state: LatencySummary::from_samples(
+                &self.apply_state.iter().copied().collect::<Vec<_>>(),
+            ),
+            latch_apply_bridge_hook: LatencySummary::from_samples(
+                &self.apply_bridge_hook.iter().copied().collect::<Vec<_>>(),
+            ),
+            latch_apply_handlers: LatencySummary::from_samples(
+                &self.apply_handlers.iter().copied().collect::<Vec<_>>(),
             ),
             commit_wait: LatencySummary::from_samples(&waits),
             pending_waits,
@@ -270,11 +318,57 @@ mod tests {
     fn sample_ring_is_bounded() {
         let mut c = StatsCollector::new(3);
         for i in 0..10 {
-            c.latched(i, i, i);
+            c.latched(Latched {
+                latch_ns: i,
+                wake_ns: i,
+                state_ns: Some(0),
+                bridge_hook_ns: Some(0),
+                wait_ns: i,
+            });
         }
         let snap = c.snapshot(0, 0);
         assert_eq!(snap.latch_latency_samples_ns, vec![7, 8, 9]);
         assert_eq!(snap.latch_latency.count, 3);
+        assert_eq!(snap.latch_apply_state.count, 3);
+    }
+
+    #[test]
+    fn the_apply_splits_into_smithays_state_and_the_handlers() {
+        let mut c = StatsCollector::new(8);
+        // signal -> callback 300, callback -> state applied 50, the bridge's hook 30, the
+        // rest 40.
+        c.latched(Latched {
+            latch_ns: 420,
+            wake_ns: 300,
+            state_ns: Some(50),
+            bridge_hook_ns: Some(30),
+            wait_ns: 1000,
+        });
+        // No state applied (still blocked): only the whole apply is counted.
+        c.latched(Latched {
+            latch_ns: 310,
+            wake_ns: 300,
+            state_ns: None,
+            bridge_hook_ns: None,
+            wait_ns: 1000,
+        });
+        // Marks past the applied time (clock order) are clamped, never negative.
+        c.latched(Latched {
+            latch_ns: 400,
+            wake_ns: 300,
+            state_ns: Some(500),
+            bridge_hook_ns: Some(10),
+            wait_ns: 1000,
+        });
+        let s = c.snapshot(0, 0);
+        assert_eq!(s.latch_apply.count, 3);
+        assert_eq!(s.latch_apply_state.count, 2);
+        assert_eq!(s.latch_apply_state.max_ns, 100);
+        assert_eq!(s.latch_apply_bridge_hook.max_ns, 30);
+        assert_eq!(s.latch_apply_bridge_hook.p50_ns, 0);
+        assert_eq!(s.latch_apply_handlers.count, 2);
+        assert_eq!(s.latch_apply_handlers.max_ns, 40);
+        assert_eq!(s.latch_apply_handlers.p50_ns, 0);
     }
 
     #[test]

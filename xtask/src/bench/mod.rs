@@ -316,14 +316,22 @@ impl Report {
             .collect()
     }
 
-    /// The latch latency of run (`mode`, `round`) split in two (us summaries): fence
-    /// signalled -> the wait's callback (the loop's wake-up), and callback -> commit applied.
-    fn latch_split(&self, mode: &str, round: &str) -> (Value, Value) {
+    /// The latch latency of run (`mode`, `round`) split (us summaries): fence signalled ->
+    /// the wait's callback (the loop's wake-up), callback -> commit applied, and the latter
+    /// split again: callback -> smithay made the state current (the bridge's post-commit
+    /// hook begins), that hook, and the other hooks and the commit handler after it.
+    fn latch_split(&self, mode: &str, round: &str) -> LatchSplit {
         let sync = self
             .get(&format!("latch-{mode}-{round}"))
             .map(|s| &s.stats["sync"]);
         let part = |k: &str| sync.map_or(Value::Null, |s| s[k].clone());
-        (part("latch_wake"), part("latch_apply"))
+        LatchSplit {
+            wake: part("latch_wake"),
+            apply: part("latch_apply"),
+            state: part("latch_apply_state"),
+            bridge_hook: part("latch_apply_bridge_hook"),
+            handlers: part("latch_apply_handlers"),
+        }
     }
 
     /// The bare wake-up measured in the same round as latch run (`mode`, `round`).
@@ -417,12 +425,15 @@ impl Report {
                 .filter(|(m, _, _)| m == mode)
                 .map(|(_, round, l)| {
                     let (p50, p99) = self.latch_overhead(mode, &round, &l);
-                    let (wake, apply) = self.latch_split(mode, &round);
+                    let split = self.latch_split(mode, &round);
                     json!({
                         "run": round,
                         "latency": l,
-                        "signal_to_callback": wake,
-                        "callback_to_applied": apply,
+                        "signal_to_callback": split.wake,
+                        "callback_to_applied": split.apply,
+                        "callback_to_state_applied_by_smithay": split.state,
+                        "bridge_post_commit_hook": split.bridge_hook,
+                        "other_hooks_and_commit_handler": split.handlers,
                         "bare_wake_up_us": self.floor(mode, &round),
                         "overhead_over_bare_wake_up_us": { "p50": p50, "p99": p99 },
                     })
@@ -569,10 +580,13 @@ impl Report {
                 fmt(l["p99_us"].as_f64(), 0),
                 fmt_u(l["count"].as_u64())
             );
-            let (wake, apply) = self.latch_split(mode, round);
+            let split = self.latch_split(mode, round);
             for (what, part) in [
-                ("  of it: signal -> wait callback", &wake),
-                ("  of it: callback -> commit applied", &apply),
+                ("  of it: signal -> wait callback", &split.wake),
+                ("  of it: callback -> commit applied", &split.apply),
+                ("    smithay makes the state current", &split.state),
+                ("    the bridge's post-commit hook", &split.bridge_hook),
+                ("    other hooks + the commit handler", &split.handlers),
             ] {
                 if part.is_object() {
                     let _ = writeln!(
@@ -1162,4 +1176,13 @@ impl Report {
         }
         charts
     }
+}
+
+/// [`Report::latch_split`]'s parts of one latch run (us summaries; `Null` where missing).
+struct LatchSplit {
+    wake: Value,
+    apply: Value,
+    state: Value,
+    bridge_hook: Value,
+    handlers: Value,
 }

@@ -266,19 +266,34 @@ impl State {
         );
         let carried_ids = ids_of(&carried);
         let replaced = report.no_longer_shown;
+        // The out-fence ends the reads of the buffers it goes to the bridge with; the flip
+        // keeps it too, to measure its delay after the flip. One fd, duplicated only when
+        // both need it (a composited frame ends no client buffer's read).
+        let mut out_fence = report.out_fence;
+        let ends_reads = if replaced.is_empty() {
+            !carried_ids.is_empty()
+        } else {
+            mode == ActiveRelease::Early && out_fence.is_some()
+        };
+        if let Some(p) = out.pending.as_mut() {
+            p.out_fence = if ends_reads {
+                out_fence.as_ref().and_then(|f| f.try_clone().ok())
+            } else {
+                out_fence.take()
+            };
+        }
         if replaced.is_empty() {
             if !shown.is_empty() || !carried_ids.is_empty() {
                 self.sync_bridge
-                    .scanout_committed(report.out_fence, &shown, &carried_ids);
+                    .scanout_committed(out_fence, &shown, &carried_ids);
             }
             drop(carried);
-        } else if mode == ActiveRelease::Early && report.out_fence.is_some() {
+        } else if mode == ActiveRelease::Early && out_fence.is_some() {
             // Every plane of the CRTC: the out-fence signals when this commit's state
             // replaced what they showed.
             let mut old = ids_of(&replaced);
             old.extend_from_slice(&carried_ids);
-            self.sync_bridge
-                .scanout_committed(report.out_fence, &shown, &old);
+            self.sync_bridge.scanout_committed(out_fence, &shown, &old);
             // The fence is in: now wl_buffer.release goes out, before the flip.
             let count = replaced.len();
             drop(replaced);
@@ -294,8 +309,7 @@ impl State {
             // Nothing was carried with a fence here (that needs early mode and an
             // out-fence, the branch above).
             if !shown.is_empty() {
-                self.sync_bridge
-                    .scanout_committed(report.out_fence, &shown, &[]);
+                self.sync_bridge.scanout_committed(out_fence, &shown, &[]);
             }
             match out.pending.as_mut() {
                 Some(p) => p.release_at_flip.extend(replaced),
@@ -376,7 +390,13 @@ impl State {
             tty.stats.release_lead.push(diff(received_ns, *r));
             tty.stats.release_lead_vblank.push(diff(flip_ns, *r));
         }
-        super::out_fence_delay::measure(tty, index, pending.out_fence.take(), flip_ns);
+        super::out_fence_delay::measure(
+            tty,
+            index,
+            pending.out_fence.take(),
+            pending.out_fence_committed_ns,
+            flip_ns,
+        );
         let ids = ids_of(&pending.release_at_flip);
         let count = pending.release_at_flip.len();
         if !ids.is_empty() {

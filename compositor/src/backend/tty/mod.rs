@@ -60,7 +60,7 @@ use smithay::{
         wayland_server::{protocol::wl_surface::WlSurface, DisplayHandle},
     },
 };
-use syncbridge_bridge::SyncFile;
+use syncbridge_bridge::{sync_file::monotonic_now_ns, SyncFile};
 use syncbridge_protocols::BufferId;
 
 use self::{
@@ -890,14 +890,13 @@ impl TtyBackend {
             (fence, _) => (fence, None),
         };
         syncbridge_protocols::timeline::atomic_commit(index as u64, out_fence.is_some());
-        if let Some(fence) = &out_fence {
+        if out_fence.is_some() {
             stats.out_fences += 1;
-            if fence.is_signaled().unwrap_or(false) {
-                stats.out_fence_signalled_at_commit += 1;
-            }
         }
+        // The fence goes with the report; [`State::tty_report_commit`] gives the flip its
+        // share (for the delay after the flip, and whether it had signalled by now).
         let mut pending = PendingFlip {
-            out_fence: out_fence.as_ref().and_then(|f| f.try_clone().ok()),
+            out_fence_committed_ns: monotonic_now_ns(),
             committed_at: Some(committed_at),
             lag_fence,
             ..Default::default()

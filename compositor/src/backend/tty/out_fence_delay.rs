@@ -172,7 +172,7 @@ fn record(tty: &mut TtyBackend, index: usize, delay_ns: i64) {
 pub(crate) fn measure_late(tty: &mut TtyBackend) {
     let late = std::mem::take(&mut tty.late_fences);
     for l in late {
-        match l.fence.info().ok().and_then(|i| i.signaled_at_ns()) {
+        match l.fence.signaled_at_ns().ok().flatten() {
             Some(sig) => record(tty, l.output, delay(sig, l.flip_ns)),
             None if tty.late_fences.len() < MAX_LATE => tty.late_fences.push(l),
             None => {
@@ -185,13 +185,27 @@ pub(crate) fn measure_late(tty: &mut TtyBackend) {
 }
 
 /// The page-flip event of output `index`'s commit, at kernel time `flip_ns`, came: its
-/// out-fence (if it had one) is measured now, or once it signalled.
-pub(crate) fn measure(tty: &mut TtyBackend, index: usize, fence: Option<SyncFile>, flip_ns: u64) {
+/// out-fence (if it had one) is measured now, or once it signalled. `committed_ns`: when
+/// the commit ioctl returned; a fence signalled by then is counted
+/// (`out_fence_signalled_at_commit`), read from its timestamp rather than polled at
+/// every commit.
+pub(crate) fn measure(
+    tty: &mut TtyBackend,
+    index: usize,
+    fence: Option<SyncFile>,
+    committed_ns: u64,
+    flip_ns: u64,
+) {
     let Some(fence) = fence else {
         return;
     };
-    match fence.info().ok().and_then(|i| i.signaled_at_ns()) {
-        Some(sig) => record(tty, index, delay(sig, flip_ns)),
+    match fence.signaled_at_ns().ok().flatten() {
+        Some(sig) => {
+            if sig <= committed_ns {
+                tty.stats.out_fence_signalled_at_commit += 1;
+            }
+            record(tty, index, delay(sig, flip_ns))
+        }
         None => {
             if let Some(out) = tty.outputs.get_mut(index) {
                 out.out_fence_delay.late();

@@ -132,8 +132,12 @@ pub fn ids_of(held: &[(Vec<BufferId>, Buffer)]) -> Vec<BufferId> {
 /// An atomic commit waiting for its page-flip event.
 #[derive(Debug, Default)]
 pub struct PendingFlip {
-    /// Its out-fence (a clone; the bridge got its own).
+    /// Its out-fence, given by [`State::tty_report_commit`](crate::State): a clone when
+    /// the bridge got it too (early release), else the commit's own.
     pub out_fence: Option<syncbridge_bridge::SyncFile>,
+    /// CLOCK_MONOTONIC ns right after the commit ioctl returned: an out-fence whose signal
+    /// time is not later had signalled by then (the display flipped at once).
+    pub out_fence_committed_ns: u64,
     /// CLOCK_MONOTONIC ns at which early releases of this commit were sent.
     pub released_at_ns: Vec<u64>,
     /// Client buffers to release at the flip (fallback mode).
