@@ -21,7 +21,9 @@ use smithay::backend::renderer::utils::{Buffer as SmithayBuffer, RendererSurface
 use smithay::reexports::wayland_server::{
     protocol::wl_buffer::WlBuffer, protocol::wl_surface::WlSurface, DisplayHandle, Resource,
 };
-use smithay::wayland::compositor::{with_states, BufferAssignment, SurfaceAttributes, SurfaceData};
+use smithay::wayland::compositor::{
+    with_states, BufferAssignment, Cacheable, SurfaceAttributes, SurfaceData,
+};
 use smithay::wayland::dmabuf::get_dmabuf;
 use syncbridge_bridge::sync_file::monotonic_now_ns;
 
@@ -37,6 +39,20 @@ fn renderer_buffer(states: &SurfaceData) -> Option<SmithayBuffer> {
     let data = states.data_map.get::<RendererSurfaceStateUserData>()?;
     let guard = data.lock().ok()?;
     guard.buffer().cloned()
+}
+
+/// `f` on the surface's current `T`, if the surface has a cached `T` at all: only a
+/// surface whose client set a syncobj point or an explicit-sync fence has one. `get` would
+/// add it to every other surface, and smithay would then commit and merge one more state
+/// on each of its commits.
+fn with_current_if_set<T: Cacheable + Send + 'static, R>(
+    states: &SurfaceData,
+    f: impl FnOnce(&mut T) -> Option<R>,
+) -> Option<R> {
+    if !states.cached_state.has::<T>() {
+        return None;
+    }
+    f(states.cached_state.get::<T>().current())
 }
 
 enum Applied {
@@ -79,29 +95,14 @@ fn post_commit_inner<D: SyncBridgeHandler>(state: &mut D, dh: &DisplayHandle, su
             Some(BufferAssignment::Removed) => Applied::Removed,
             Some(BufferAssignment::NewBuffer(b)) => Applied::New(b.clone()),
         };
-        // Only a surface whose client set a point or fence has these cached states: `get`
-        // would add them to every other surface, and smithay would then commit and merge
-        // two more states on each of its commits.
-        let syncobj = states
-            .cached_state
-            .has::<SyncobjCachedState>()
-            .then(|| {
-                let mut cached = states.cached_state.get::<SyncobjCachedState>();
-                let current = cached.current();
-                current.acquire = None;
-                current.release.take()
-            })
-            .flatten();
-        let explicit = states
-            .cached_state
-            .has::<ExplicitCachedState>()
-            .then(|| {
-                let mut cached = states.cached_state.get::<ExplicitCachedState>();
-                let current = cached.current();
-                current.acquire = None;
-                current.release.take()
-            })
-            .flatten();
+        let syncobj = with_current_if_set(states, |c: &mut SyncobjCachedState| {
+            c.acquire = None;
+            c.release.take()
+        });
+        let explicit = with_current_if_set(states, |c: &mut ExplicitCachedState| {
+            c.acquire = None;
+            c.release.take()
+        });
         let current = with_surface_sync_in(states, |s| s.current);
         let old_buffer = match applied {
             Applied::Unchanged => None,

@@ -288,9 +288,9 @@ impl State {
                     .scanout_committed(out_fence, &shown, &carried_ids);
             }
             drop(carried);
-        } else if mode == ActiveRelease::Early && out_fence.is_some() {
-            // Every plane of the CRTC: the out-fence signals when this commit's state
-            // replaced what they showed.
+        } else if ends_reads {
+            // Early release with an out-fence. Every plane of the CRTC: the out-fence
+            // signals when this commit's state replaced what they showed.
             let mut old = ids_of(&replaced);
             old.extend_from_slice(&carried_ids);
             self.sync_bridge.scanout_committed(out_fence, &shown, &old);
@@ -308,8 +308,9 @@ impl State {
         } else {
             // Nothing was carried with a fence here (that needs early mode and an
             // out-fence, the branch above).
+            // The out-fence ends no read here: the pending flip took it.
             if !shown.is_empty() {
-                self.sync_bridge.scanout_committed(out_fence, &shown, &[]);
+                self.sync_bridge.scanout_committed(None, &shown, &[]);
             }
             match out.pending.as_mut() {
                 Some(p) => p.release_at_flip.extend(replaced),
