@@ -11,13 +11,15 @@
 //!
 //! A software EGL driver (Mesa's kms_swrast/llvmpipe on VKMS or a virtio-gpu without
 //! virgl) is refused unless GLES was asked for by name: pixman composites there with
-//! less CPU and no GL context, and [`RendererChoice::Auto`] falls back to it.
+//! less CPU and no GL context, and [`RendererChoice::Auto`] falls back to it. Where the
+//! kernel driver settles it ([`super::gl_driver`]), EGL is not even loaded.
 //!
 //! Fds: the GBM device and EGL display hold their own duplicates of the DRM device fd
 //! (`DrmDeviceFd` is reference counted); buffers allocated here are owned by the caller.
 
 use std::{ffi::CStr, os::fd::OwnedFd, path::PathBuf};
 
+use super::gl_driver;
 use smithay::backend::{
     allocator::{
         dmabuf::{AsDmabuf, Dmabuf},
@@ -84,6 +86,14 @@ pub enum GpuSetupError {
         #[source]
         source: GlesError,
     },
+    /// The kernel says EGL would render on the CPU ([`super::gl_driver`]); EGL was not loaded.
+    #[error("the EGL driver of {path} would render in software: {why}")]
+    NoHardwareGl {
+        /// Device path.
+        path: String,
+        /// The kernel driver and what it lacks.
+        why: String,
+    },
     /// The EGL driver renders on the CPU.
     #[error("the EGL driver of {path} renders in software ({gl_renderer})")]
     Software {
@@ -92,6 +102,27 @@ pub enum GpuSetupError {
         /// GL_RENDERER.
         gl_renderer: String,
     },
+}
+
+impl GpuSetupError {
+    /// GLES would run on a CPU rasterizer: "unsupported here" for [`RendererChoice::Auto`],
+    /// which composites with pixman instead.
+    pub fn is_software(&self) -> bool {
+        matches!(self, Self::Software { .. } | Self::NoHardwareGl { .. })
+    }
+}
+
+/// Why EGL on `fd` would surely be a software rasterizer, from the kernel driver's name
+/// (and, for virtio-gpu, its 3D feature); `None` when the kernel does not settle it.
+fn kernel_says_software(fd: &DrmDeviceFd) -> Option<String> {
+    use smithay::reexports::drm::Device;
+    use std::os::fd::AsFd;
+    let driver = fd.get_driver().ok()?;
+    let name = driver.name().to_string_lossy();
+    let virgl = (name == gl_driver::VIRTIO_GPU)
+        .then(|| gl_driver::has_virgl(fd.as_fd()).ok())
+        .flatten();
+    gl_driver::software_only(&name, virgl)
 }
 
 /// What the GLES renderer runs on, for the start-up log and the stats.
@@ -157,6 +188,14 @@ impl GpuRenderer {
         allow_software: bool,
     ) -> Result<Self, GpuSetupError> {
         let path_str = path.display().to_string();
+        if !allow_software {
+            if let Some(why) = kernel_says_software(&fd) {
+                return Err(GpuSetupError::NoHardwareGl {
+                    path: path_str,
+                    why,
+                });
+            }
+        }
         let gbm = GbmDevice::new(fd).map_err(|source| GpuSetupError::Gbm {
             path: path_str.clone(),
             source,

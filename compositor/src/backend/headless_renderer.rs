@@ -106,7 +106,7 @@ impl HeadlessRenderer {
                         path.display()
                     ),
                 )),
-                Err(GlesUnavailable::Setup(err @ GpuSetupError::Software { .. })) => Ok((
+                Err(GlesUnavailable::Setup(err)) if err.is_software() => Ok((
                     pixman()?,
                     format!("--renderer auto: {err}: pixman is cheaper there"),
                 )),

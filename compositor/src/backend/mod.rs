@@ -3,6 +3,7 @@
 //! imports client buffers, and frame pacing that drives [`crate::State::present_frame`].
 
 pub mod cpu_renderer;
+pub mod gl_driver;
 pub mod gpu_renderer;
 pub mod headless;
 pub mod headless_renderer;

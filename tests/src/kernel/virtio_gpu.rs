@@ -7,15 +7,13 @@
 //! `GETPARAM` ioctl (`VIRTGPU_PARAM_3D_FEATURES`), whether the device has virgl.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-
-use rustix::ioctl::{ioctl, opcode, Updater};
 
 use super::card::{connectors, find_nodes, listing, Card, NodeKind};
 
 /// The driver name both virtio-gpu cards report.
-pub const DRIVER: &str = "virtio_gpu";
+pub const DRIVER: &str = syncbridge_compositor::backend::gl_driver::VIRTIO_GPU;
 
 /// Which of the VM's virtio_gpu cards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,52 +26,9 @@ pub enum VirtioGpu {
     Virgl,
 }
 
-// The virtio-gpu uAPI (include/uapi/drm/virtgpu_drm.h). No maintained crate carries the
-// driver-specific virtio-gpu ioctls (drm-ffi has only the core DRM ones), so the one
-// needed here is written out by hand.
-
-/// `struct drm_virtgpu_getparam`: the kernel writes one `int` to the address in `value`.
-#[repr(C)]
-#[derive(Debug, Default)]
-struct DrmVirtgpuGetparam {
-    param: u64,
-    value: u64,
-}
-
-const DRM_COMMAND_BASE: u8 = 0x40;
-/// `DRM_VIRTGPU_GETPARAM`.
-const DRM_VIRTGPU_GETPARAM: u8 = 0x03;
-/// `VIRTGPU_PARAM_3D_FEATURES`: 1 when the device has virgl 3D.
-const VIRTGPU_PARAM_3D_FEATURES: u64 = 1;
-
-/// Whether the virtio_gpu device behind `fd` (a card or render node) has virgl 3D,
-/// from `DRM_IOCTL_VIRTGPU_GETPARAM(VIRTGPU_PARAM_3D_FEATURES)`. Fails (e.g. EINVAL,
-/// ENOTTY) on a node of another driver.
-pub fn has_virgl(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    let mut value: i32 = 0;
-    let mut param = DrmVirtgpuGetparam {
-        param: VIRTGPU_PARAM_3D_FEATURES,
-        value: std::ptr::addr_of_mut!(value) as u64,
-    };
-    // SAFETY: the opcode is DRM_IOWR(DRM_COMMAND_BASE + DRM_VIRTGPU_GETPARAM, struct
-    // drm_virtgpu_getparam), whose layout `DrmVirtgpuGetparam` repeats (two u64, 16
-    // bytes); `param` outlives the call. The kernel writes sizeof(int) bytes to
-    // `param.value`, the address of `value`, a live i32 on this stack frame that nothing
-    // else touches during the call.
-    unsafe {
-        let ctl = Updater::<
-            {
-                opcode::read_write::<DrmVirtgpuGetparam>(
-                    b'd',
-                    DRM_COMMAND_BASE + DRM_VIRTGPU_GETPARAM,
-                )
-            },
-            DrmVirtgpuGetparam,
-        >::new(&mut param);
-        ioctl(fd, ctl)?;
-    }
-    Ok(value != 0)
-}
+/// Whether the virtio_gpu device behind an fd has virgl 3D: the compositor's own query
+/// (`VIRTGPU_PARAM_3D_FEATURES`), which its `--renderer auto` asks before loading EGL.
+pub use syncbridge_compositor::backend::gl_driver::has_virgl;
 
 /// [`has_virgl`] for a node path. Asks on the device's render node when it has one (any
 /// process may use a render node; a card node's GETPARAM needs an authenticated or

@@ -176,7 +176,7 @@ impl TtyRenderer {
                     Which::Gles(gpu),
                     "--renderer auto: EGL and GBM work on a hardware driver".to_string(),
                 ),
-                Err(err @ GpuSetupError::Software { .. }) => (
+                Err(err) if err.is_software() => (
                     Which::Pixman(pixman()?),
                     format!("--renderer auto: {err}: pixman is cheaper there"),
                 ),
