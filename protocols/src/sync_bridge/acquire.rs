@@ -210,14 +210,26 @@ struct WaitCtx {
 }
 
 /// A wait's fence signalled: release the blocker and re-evaluate the client's queue.
-fn fired<D: SyncBridgeHandler>(state: &mut D, ctx: &WaitCtx, signalled_ns: Option<u64>) {
+///
+/// `signal_time` reads when the fence signalled (the kernel's timestamp; `None` where there
+/// is none). Only the stats and the timeline want it, so it is read after the commit was
+/// applied, outside the latch it measures (it is an ioctl), unless the timeline is being
+/// recorded: then its event goes out at the wake-up, as before.
+fn fired<D: SyncBridgeHandler>(
+    state: &mut D,
+    ctx: &WaitCtx,
+    signal_time: impl FnOnce() -> Option<u64>,
+) {
     let woke = monotonic_now_ns();
-    crate::timeline::acquire_signalled(ctx.timeline_key, ctx.id, signalled_ns.unwrap_or(0));
+    let (recorded, signal_time) = if crate::timeline::enabled() {
+        let t = signal_time();
+        crate::timeline::acquire_signalled(ctx.timeline_key, ctx.id, t.unwrap_or(0));
+        (Some(t), None)
+    } else {
+        (None, Some(signal_time))
+    };
     ctx.flag.store(true, Ordering::Release);
     let surface = ctx.surface.upgrade().ok();
-    if let Some(s) = &surface {
-        with_surface_sync(s, |ss| ss.waits.retain(|w| w.id != ctx.id));
-    }
     state.sync_bridge().latch_marks = Some(LatchMarks::default());
     if let Some(client) = surface.as_ref().and_then(|s| s.client()) {
         state
@@ -225,6 +237,15 @@ fn fired<D: SyncBridgeHandler>(state: &mut D, ctx: &WaitCtx, signalled_ns: Optio
             .blocker_cleared(state, &ctx.dh);
     }
     let applied = monotonic_now_ns();
+    // Bookkeeping after the commit is applied: nothing in the apply looks at the waits.
+    if let Some(s) = &surface {
+        with_surface_sync(s, |ss| ss.waits.retain(|w| w.id != ctx.id));
+    }
+    let signalled_ns = match (recorded, signal_time) {
+        (Some(t), _) => t,
+        (None, Some(read)) => read(),
+        (None, None) => None,
+    };
     let bridge = state.sync_bridge();
     let marks = bridge.latch_marks.take().unwrap_or_default();
     let signalled = signalled_ns.filter(|&t| t > 0 && t <= woke).unwrap_or(woke);
@@ -334,7 +355,7 @@ fn start_wait<D: SyncBridgeHandler>(
                 match TimelinePointSource::new(timeline, p.point, WaitMode::Signaled) {
                     Ok(source) => handle
                         .insert_source(source, move |_event, _, state: &mut D| {
-                            fired(state, &ctx, None)
+                            fired(state, &ctx, || None)
                         })
                         .map(|t| {
                             (
@@ -357,7 +378,7 @@ fn start_wait<D: SyncBridgeHandler>(
                     .insert_source(
                         SyncFileSource::new(fence),
                         move |fence, _, state: &mut D| {
-                            fired(state, &ctx, sync_file_signal_time(&fence))
+                            fired(state, &ctx, || sync_file_signal_time(&fence))
                         },
                     )
                     .map(|t| {
@@ -408,7 +429,7 @@ fn start_wait<D: SyncBridgeHandler>(
                             .insert_source(
                                 SyncFileSource::new(fence),
                                 move |fence, _, state: &mut D| {
-                                    fired(state, &ctx, sync_file_signal_time(&fence))
+                                    fired(state, &ctx, || sync_file_signal_time(&fence))
                                 },
                             )
                             .map(|t| {
@@ -425,7 +446,9 @@ fn start_wait<D: SyncBridgeHandler>(
                         Err(_already_ready) => return already(bridge),
                         Ok((blocker, source)) => handle
                             .insert_source(source, move |_, _, state: &mut D| {
-                                fired(state, &ctx, stamp.as_ref().and_then(sync_file_signal_time));
+                                fired(state, &ctx, || {
+                                    stamp.as_ref().and_then(sync_file_signal_time)
+                                });
                                 Ok(())
                             })
                             .map(|t| {
