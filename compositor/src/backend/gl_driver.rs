@@ -12,9 +12,13 @@
 //! ([`super::gpu_renderer::GpuRenderer::new`] still checks `GL_RENDERER`).
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::ioctl::{ioctl, opcode, Updater};
+use smithay::backend::drm::DrmDeviceFd;
+use smithay::reexports::drm::Device;
+
+use super::DRM_COMMAND_BASE;
 
 /// Kernel drivers Mesa has no hardware GL driver for: display-only or virtual devices.
 const NO_HARDWARE_GL: &[&str] = &[
@@ -48,6 +52,17 @@ pub fn software_only(driver: &str, virgl: Option<bool>) -> Option<String> {
         .then(|| format!("kernel driver {driver} without virgl 3D (VIRTGPU_PARAM_3D_FEATURES = 0)"))
 }
 
+/// Why EGL on `fd` would surely be a software rasterizer, from the kernel driver's name
+/// (and, for virtio-gpu, its 3D feature); `None` when the kernel does not settle it.
+pub fn kernel_says_software(fd: &DrmDeviceFd) -> Option<String> {
+    let driver = fd.get_driver().ok()?;
+    let name = driver.name().to_string_lossy();
+    let virgl = (name == VIRTIO_GPU)
+        .then(|| has_virgl(fd.as_fd()).ok())
+        .flatten();
+    software_only(&name, virgl)
+}
+
 // The virtio-gpu uAPI (include/uapi/drm/virtgpu_drm.h). No maintained crate carries the
 // driver-specific virtio-gpu ioctls (drm-ffi has only the core DRM ones), so the one
 // needed here is written out by hand.
@@ -60,7 +75,6 @@ struct DrmVirtgpuGetparam {
     value: u64,
 }
 
-const DRM_COMMAND_BASE: u8 = 0x40;
 /// `DRM_VIRTGPU_GETPARAM`.
 const DRM_VIRTGPU_GETPARAM: u8 = 0x03;
 /// `VIRTGPU_PARAM_3D_FEATURES`: 1 when the device has virgl 3D.

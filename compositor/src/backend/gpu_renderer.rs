@@ -112,19 +112,6 @@ impl GpuSetupError {
     }
 }
 
-/// Why EGL on `fd` would surely be a software rasterizer, from the kernel driver's name
-/// (and, for virtio-gpu, its 3D feature); `None` when the kernel does not settle it.
-fn kernel_says_software(fd: &DrmDeviceFd) -> Option<String> {
-    use smithay::reexports::drm::Device;
-    use std::os::fd::AsFd;
-    let driver = fd.get_driver().ok()?;
-    let name = driver.name().to_string_lossy();
-    let virgl = (name == gl_driver::VIRTIO_GPU)
-        .then(|| gl_driver::has_virgl(fd.as_fd()).ok())
-        .flatten();
-    gl_driver::software_only(&name, virgl)
-}
-
 /// What the GLES renderer runs on, for the start-up log and the stats.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GpuInfo {
@@ -189,7 +176,7 @@ impl GpuRenderer {
     ) -> Result<Self, GpuSetupError> {
         let path_str = path.display().to_string();
         if !allow_software {
-            if let Some(why) = kernel_says_software(&fd) {
+            if let Some(why) = gl_driver::kernel_says_software(&fd) {
                 return Err(GpuSetupError::NoHardwareGl {
                     path: path_str,
                     why,

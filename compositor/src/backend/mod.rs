@@ -10,6 +10,10 @@ pub mod headless_renderer;
 pub mod nested;
 pub mod tty;
 
+/// `DRM_COMMAND_BASE` (include/uapi/drm/drm.h): driver-specific ioctls (vgem, virtio-gpu)
+/// are numbered from here.
+pub(crate) const DRM_COMMAND_BASE: u8 = 0x40;
+
 use smithay::{
     backend::{
         allocator::{dmabuf::Dmabuf, Format},

@@ -218,16 +218,14 @@ struct WaitCtx {
 fn fired<D: SyncBridgeHandler>(
     state: &mut D,
     ctx: &WaitCtx,
-    signal_time: impl FnOnce() -> Option<u64>,
+    signal_time: impl Fn() -> Option<u64>,
 ) {
     let woke = monotonic_now_ns();
-    let (recorded, signal_time) = if crate::timeline::enabled() {
+    let recorded = crate::timeline::enabled().then(|| {
         let t = signal_time();
         crate::timeline::acquire_signalled(ctx.timeline_key, ctx.id, t.unwrap_or(0));
-        (Some(t), None)
-    } else {
-        (None, Some(signal_time))
-    };
+        t
+    });
     ctx.flag.store(true, Ordering::Release);
     let surface = ctx.surface.upgrade().ok();
     state.sync_bridge().latch_marks = Some(LatchMarks::default());
@@ -241,11 +239,7 @@ fn fired<D: SyncBridgeHandler>(
     if let Some(s) = &surface {
         with_surface_sync(s, |ss| ss.waits.retain(|w| w.id != ctx.id));
     }
-    let signalled_ns = match (recorded, signal_time) {
-        (Some(t), _) => t,
-        (None, Some(read)) => read(),
-        (None, None) => None,
-    };
+    let signalled_ns = recorded.unwrap_or_else(&signal_time);
     let bridge = state.sync_bridge();
     let marks = bridge.latch_marks.take().unwrap_or_default();
     let signalled = signalled_ns.filter(|&t| t > 0 && t <= woke).unwrap_or(woke);

@@ -10,6 +10,8 @@ use std::os::fd::BorrowedFd;
 
 use rustix::ioctl::{ioctl, opcode, Setter, Updater};
 
+use crate::backend::DRM_COMMAND_BASE;
+
 #[repr(C)]
 #[derive(Debug, Default)]
 struct DrmVgemFenceAttach {
@@ -26,7 +28,6 @@ struct DrmVgemFenceSignal {
     flags: u32,
 }
 
-const DRM_COMMAND_BASE: u8 = 0x40;
 const VGEM_FENCE_WRITE: u32 = 0x1;
 
 /// Attach a new unsignalled fence to the GEM object `handle` of the vgem device `card`:
