@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use syncbridge_tests::compositor_bin::{runtime_dir, scratch, syncbridge_bin};
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::require_vm;
-use syncbridge_tests::screenshot::{assert_simple_egl_triangle, read_png, Image};
+use syncbridge_tests::screenshot::{read_png, run_with_simple_egl_triangle, Image};
 
 fn virgl_card() -> PathBuf {
     syncbridge_tests::kernel::virtio_gpu::virgl().card
@@ -111,13 +111,16 @@ fn assert_gles_with_render_fences(stats: &serde_json::Value, log: &str) {
 #[test]
 fn virgl_headless_gles_composites_weston_simple_egl() {
     let node = render_node_of(&virgl_card());
-    let (stats, image, log) = run_headless("simple-egl", &node, 40, &[], &["weston-simple-egl"]);
+    let ((stats, log), _) = run_with_simple_egl_triangle("headless, composited", || {
+        let (stats, image, log) =
+            run_headless("simple-egl", &node, 40, &[], &["weston-simple-egl"]);
+        ((stats, log), image)
+    });
     assert_gles_with_render_fences(&stats, &log);
     println!(
         "simple-egl: frames {} render_sync {}",
         stats["frames_presented_total"], stats["render_sync"]
     );
-    assert_simple_egl_triangle(&image, "headless, composited");
 }
 
 #[test]

@@ -23,7 +23,7 @@ use syncbridge_tests::client::Commit;
 use syncbridge_tests::kernel::card::Card;
 use syncbridge_tests::kernel::require_vm;
 use syncbridge_tests::kernel::virtio_gpu::virgl;
-use syncbridge_tests::screenshot::{assert_simple_egl_triangle, read_png, Image};
+use syncbridge_tests::screenshot::{read_png, run_with_simple_egl_triangle, Image};
 use syncbridge_tests::tty::*;
 
 fn virgl_card() -> PathBuf {
@@ -133,9 +133,10 @@ fn assert_gles_with_render_fences(stats: &serde_json::Value) {
 #[test]
 fn virgl_gles_composites_weston_simple_egl() {
     let card = virgl_card();
-    let (stats, image) = run_gl_client("simple-egl", &card, 40, &[], &["weston-simple-egl"]);
+    let (stats, _) = run_with_simple_egl_triangle("composited", || {
+        run_gl_client("simple-egl", &card, 40, &[], &["weston-simple-egl"])
+    });
     assert_gles_with_render_fences(&stats);
-    assert_simple_egl_triangle(&image, "composited");
 }
 
 #[test]
@@ -173,13 +174,15 @@ fn virgl_gles_composites_weston_simple_dmabuf_egl() {
 #[test]
 fn virgl_fullscreen_gl_client_is_scanned_out_directly_and_released_early() {
     let card = virgl_card();
-    let (stats, image) = run_gl_client(
-        "simple-egl-fullscreen",
-        &card,
-        60,
-        &[],
-        &["weston-simple-egl", "-f", "-o"],
-    );
+    let (stats, _) = run_with_simple_egl_triangle("scanned out (what the plane shows)", || {
+        run_gl_client(
+            "simple-egl-fullscreen",
+            &card,
+            60,
+            &[],
+            &["weston-simple-egl", "-f", "-o"],
+        )
+    });
     let k = kms(&stats);
     let direct = k["direct_scanout_frames"].as_u64().unwrap_or(0);
     assert!(
@@ -192,7 +195,6 @@ fn virgl_fullscreen_gl_client_is_scanned_out_directly_and_released_early() {
         "scanned-out buffers were released at the commit that replaced them (out-fence): {early}"
     );
     assert_eq!(k["commit_errors"], 0);
-    assert_simple_egl_triangle(&image, "scanned out (what the plane shows)");
 }
 
 /// A fullscreen translucent GL client fits the plane but is composited over the
@@ -201,15 +203,16 @@ fn virgl_fullscreen_gl_client_is_scanned_out_directly_and_released_early() {
 #[test]
 fn virgl_fullscreen_translucent_gl_client_is_composited_with_its_pixels() {
     let card = virgl_card();
-    let (stats, image) = run_gl_client(
-        "simple-egl-fullscreen-alpha",
-        &card,
-        40,
-        &[],
-        &["weston-simple-egl", "-f"],
-    );
+    let (stats, _) = run_with_simple_egl_triangle("composited fullscreen, translucent", || {
+        run_gl_client(
+            "simple-egl-fullscreen-alpha",
+            &card,
+            40,
+            &[],
+            &["weston-simple-egl", "-f"],
+        )
+    });
     assert_gles_with_render_fences(&stats);
-    assert_simple_egl_triangle(&image, "composited fullscreen, translucent");
 }
 
 /// Make every render slow: 48 translucent `w` x `h` windows, which GLES blends again
