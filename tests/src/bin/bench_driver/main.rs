@@ -183,13 +183,22 @@ fn wait_limited(child: &mut Child, limit: Duration) -> (i32, bool) {
     }
 }
 
+/// SIGTERM, then SIGKILL after 5 s. Every wait is bounded: a process that outlives SIGKILL
+/// by 10 s sits in an uninterruptible kernel wait (a stuck DRM or 9p call) and is left
+/// behind with a line saying so, so one stuck process cannot hang the whole bench run.
 fn terminate(child: &mut Child) -> i32 {
     if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
     try_wait_for(child, Duration::from_secs(5)).unwrap_or_else(|| {
         let _ = child.kill();
-        let _ = child.wait();
+        if try_wait_for(child, Duration::from_secs(10)).is_none() {
+            println!(
+                "bench-driver: pid {} did not exit 10 s after SIGKILL (an uninterruptible \
+                 kernel wait?); going on without it",
+                child.id()
+            );
+        }
         -1
     })
 }

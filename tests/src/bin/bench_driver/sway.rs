@@ -196,8 +196,9 @@ impl Sway {
             n.starts_with("sway-ipc.") && n.ends_with(".sock")
         })
         .ok_or_else(|| format!("no sway IPC socket in {}", self.runtime.display()))?;
-        let out = Command::new("swaymsg")
-            .arg("-s")
+        // Bounded: a sway that stopped answering its IPC socket must not hang the run.
+        let out = Command::new("timeout")
+            .args(["--kill-after=2", "10", "swaymsg", "-s"])
             .arg(&ipc)
             .args(["-t", "get_tree", "-r"])
             .stdin(Stdio::null())
