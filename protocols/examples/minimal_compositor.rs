@@ -17,15 +17,21 @@
 //!
 //! ```sh
 //! cargo run -p syncbridge-protocols --example minimal_compositor -- \
-//!     --socket wayland-min [--syncobj-device /dev/dri/renderD128] [--exit-after-frames N]
+//!     --socket wayland-min [--syncobj-device /dev/dri/renderD128] [--exit-after-frames N] \
+//!     [--exit-when-idle]
 //! WAYLAND_DISPLAY=wayland-min weston-simple-shm
 //! ```
 //!
-//! On exit (`--exit-after-frames`, or when the listening socket fails) it prints
-//! `minimal_compositor: frames_presented=.. buffers_released=.. ...` on stdout.
+//! On exit (`--exit-after-frames`, `--exit-when-idle` once its last client left, or when
+//! the listening socket fails) it prints `minimal_compositor: frames_presented=..
+//! buffers_released=.. ...` on stdout, and, when a commit waited for its fence, the
+//! bridge's latch latencies (`minimal_compositor: latch_us latency=p50/p99/count ...`):
+//! `cargo xtask bench` reads them as the floor that smithay and the bridge set for any
+//! compositor built on them.
 
 use std::error::Error;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,19 +96,27 @@ struct App {
     exit_after_frames: Option<u64>,
     running: bool,
     start: Instant,
+    /// Clients connected now (shared with each client's [`ClientState`]), and whether any
+    /// ever connected: `--exit-when-idle` stops once one came and all left.
+    live_clients: Arc<AtomicUsize>,
+    served: bool,
     // syncbridge {
     sync_bridge: SyncBridge<App>,
     // } syncbridge
 }
 
-#[derive(Default)]
 struct ClientState {
     compositor: CompositorClientState,
+    live: Arc<AtomicUsize>,
 }
 
 impl ClientData for ClientState {
-    fn initialized(&self, _client: ClientId) {}
-    fn disconnected(&self, _client: ClientId, _reason: DisconnectReason) {}
+    fn initialized(&self, _client: ClientId) {
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+    fn disconnected(&self, _client: ClientId, _reason: DisconnectReason) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl CompositorHandler for App {
@@ -349,6 +363,7 @@ struct Args {
     socket: String,
     syncobj_device: Option<PathBuf>,
     exit_after_frames: Option<u64>,
+    exit_when_idle: bool,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -356,6 +371,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         socket: "wayland-minimal".into(),
         syncobj_device: None,
         exit_after_frames: None,
+        exit_when_idle: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -364,6 +380,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--socket" => args.socket = value()?,
             "--syncobj-device" => args.syncobj_device = Some(value()?.into()),
             "--exit-after-frames" => args.exit_after_frames = Some(value()?.parse()?),
+            "--exit-when-idle" => args.exit_when_idle = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -404,6 +421,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         exit_after_frames: args.exit_after_frames,
         running: true,
         start: Instant::now(),
+        live_clients: Arc::new(AtomicUsize::new(0)),
+        served: false,
         dh: dh.clone(),
         // syncbridge {
         sync_bridge,
@@ -414,11 +433,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     handle.insert_source(
         ListeningSocketSource::with_name(&args.socket)?,
         |stream, _, app| {
-            if let Err(err) = app
-                .dh
-                .insert_client(stream, Arc::new(ClientState::default()))
-            {
-                eprintln!("minimal_compositor: client refused: {err}");
+            let client = ClientState {
+                compositor: CompositorClientState::default(),
+                live: app.live_clients.clone(),
+            };
+            match app.dh.insert_client(stream, Arc::new(client)) {
+                Ok(_) => app.served = true,
+                Err(err) => eprintln!("minimal_compositor: client refused: {err}"),
             }
         },
     )?;
@@ -441,6 +462,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     while app.running {
         event_loop.dispatch(Some(REFRESH), &mut app)?;
         app.dh.flush_clients()?;
+        if args.exit_when_idle && app.served && app.live_clients.load(Ordering::Relaxed) == 0 {
+            app.running = false;
+        }
     }
 
     // For the tests and logs, not part of the integration.
@@ -459,5 +483,26 @@ fn main() -> Result<(), Box<dyn Error>> {
         stats.syncobj_mode,
         stats.explicit_sync_v1_mode,
     );
+    if stats.latch_latency.count > 0 {
+        // Fence signalled -> commit applied, and its parts: p50/p99/samples, microseconds.
+        let us = |s: &syncbridge_protocols::sync_bridge::LatencySummary| {
+            format!(
+                "{:.1}/{:.1}/{}",
+                s.p50_ns as f64 / 1e3,
+                s.p99_ns as f64 / 1e3,
+                s.count
+            )
+        };
+        println!(
+            "minimal_compositor: latch_us latency={} wake={} apply={} state={} bridge_hook={} \
+             handlers={}",
+            us(&stats.latch_latency),
+            us(&stats.latch_wake),
+            us(&stats.latch_apply),
+            us(&stats.latch_apply_state),
+            us(&stats.latch_apply_bridge_hook),
+            us(&stats.latch_apply_handlers),
+        );
+    }
     Ok(())
 }

@@ -961,7 +961,10 @@ fn mode_latch(a: &Args) -> Res<String> {
         let fence = vgem
             .attach_write_fence(c.vgem_buffer(b)?)
             .map_err(|e| format!("vgem fence attach: {e}"))?;
-        let fb = c.commit(b, true, true)?;
+        // Presentation feedback where the compositor offers it (the library's minimal
+        // compositor does not): only signal -> present needs it.
+        let feedback = c.tc.presentation.is_some();
+        let fb = c.commit(b, true, feedback)?;
         // The compositor has the commit (and has started its wait) after this.
         c.roundtrip()?;
         let delay = Duration::from_micros(500 + (i * 617) % 2500);

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the benchmarks of issue 7, in one VM boot.
 //!
-//! Builds `syncbridge`, `bench-client`, `bench-driver` and `latch-floor` (release by
-//! default), boots the test VM once and runs `bench-driver` there. The driver leaves raw files per scenario
+//! Builds `syncbridge`, `bench-client`, `bench-driver`, `latch-floor` and the library's
+//! `minimal_compositor` example (release by default), boots the test VM once and runs
+//! `bench-driver` there. The driver leaves raw files per scenario
 //! (client JSON, syncbridge `--stats-json`, compositor log) in the scratch directory; this
 //! module reads them on the host, prints the table, and writes into `target/bench/`:
 //! `bench.json` (every figure plus the environment), one SVG chart per figure, and
@@ -25,6 +26,7 @@ use crate::install;
 use crate::vm::{self, VmArgs};
 
 mod kms_paths;
+mod library_floor;
 mod vkms_peer;
 
 #[derive(Args, Debug, Clone)]
@@ -50,13 +52,18 @@ const DRIVER_EXIT: &str = "SYNCBRIDGE-BENCH-EXIT";
 /// in `out`. Also used by `cargo xtask test` for the smoke step.
 pub fn driver_command(bin_dir: &Path, out: &Path, smoke: bool, only: Option<&str>) -> String {
     format!(
-        "rm -rf {out}; {driver} {smoke}{only}--out {out} --syncbridge {sb} --client {client}",
+        "rm -rf {out}; {driver} {smoke}{only}--out {out} --syncbridge {sb} --client {client} \
+         --minimal {minimal}",
         out = out.display(),
         driver = bin_dir.join("bench-driver").display(),
         smoke = if smoke { "--smoke " } else { "" },
         only = only.map_or(String::new(), |o| format!("--only '{o}' ")),
         sb = bin_dir.join("syncbridge").display(),
         client = bin_dir.join("bench-client").display(),
+        minimal = bin_dir
+            .join("examples")
+            .join("minimal_compositor")
+            .display(),
     )
 }
 
@@ -77,6 +84,10 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         "syncbridge-compositor",
         "-p",
         "syncbridge-tests",
+        "-p",
+        "syncbridge-protocols",
+        "--example",
+        "minimal_compositor",
     ]);
     cargo.args([
         "--bin",
@@ -436,6 +447,7 @@ impl Report {
                         "other_hooks_and_commit_handler": split.handlers,
                         "bare_wake_up_us": self.floor(mode, &round),
                         "overhead_over_bare_wake_up_us": { "p50": p50, "p99": p99 },
+                        "minimal_compositor": self.library_floor_figures(mode, &round, &l),
                     })
                 })
                 .collect::<Vec<_>>()
@@ -616,6 +628,7 @@ impl Report {
                     fmt(p99, 0)
                 );
             }
+            self.library_floor_rows(&mut t, mode, round, l);
         }
         for (round, e, p) in
             runs.iter()

@@ -1,9 +1,10 @@
 //! `bench-driver`: runs the scenarios of `cargo xtask bench` inside the test VM.
 //!
-//! For each scenario it starts a compositor (syncbridge headless, Weston 10 headless,
-//! syncbridge on VKMS through `seatd-launch` when the tty backend exists, or sway 1.7 on
-//! the same VKMS as an unprivileged user), runs
-//! `bench-client` against it, and leaves raw files in `--out DIR`:
+//! For each scenario it starts a compositor (syncbridge headless, Weston 10 headless, the
+//! library's minimal compositor for the latch's floor ([`library_floor`]), syncbridge on
+//! VKMS through `seatd-launch` when the tty backend exists, or sway 1.7 on the same VKMS
+//! as an unprivileged user), runs `bench-client` against it, and leaves raw files in
+//! `--out DIR`:
 //! `<scenario>.client.json` (what the client measured), `<scenario>.stats.json`
 //! (syncbridge's `--stats-json`), `<scenario>.log` (compositor output), and one line per
 //! scenario in `manifest.tsv` (`name  exit-status  seconds  note`). `cargo xtask bench`
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::virtio_gpu::{find_virtio_gpu_nodes, VirtioGpu};
 
+mod library_floor;
 mod sway;
 
 type Res<T> = Result<T, String>;
@@ -129,6 +131,10 @@ struct Args {
     /// The client (default: `bench-client` beside this binary).
     #[arg(long)]
     client: Option<PathBuf>,
+    /// The library's minimal compositor (default: `examples/minimal_compositor` beside
+    /// this binary, where `cargo build --example` puts it).
+    #[arg(long)]
+    minimal: Option<PathBuf>,
 }
 
 /// What `program --version` prints (stdout, else stderr: a run of the bench once got an
@@ -497,6 +503,7 @@ fn run() -> Res<u32> {
         out,
         syncbridge,
         client,
+        minimal,
     } = <Args as clap::Parser>::parse();
     let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -505,9 +512,14 @@ fn run() -> Res<u32> {
         .unwrap_or_else(|| sibling("syncbridge"));
     let client = client.unwrap_or_else(|| sibling("bench-client"));
     let local = std::env::temp_dir().join(format!("bench-bin-{}", std::process::id()));
-    let (syncbridge, client) = match std::fs::create_dir_all(&local) {
-        Ok(()) => (local_copy(&syncbridge, &local), local_copy(&client, &local)),
-        Err(_) => (syncbridge, client),
+    let minimal = minimal.unwrap_or_else(|| sibling("examples/minimal_compositor"));
+    let (syncbridge, client, minimal) = match std::fs::create_dir_all(&local) {
+        Ok(()) => (
+            local_copy(&syncbridge, &local),
+            local_copy(&client, &local),
+            local_copy(&minimal, &local),
+        ),
+        Err(_) => (syncbridge, client, minimal),
     };
     let manifest = std::fs::File::create(out.join("manifest.tsv")).map_err(|e| e.to_string())?;
     let render_node = find_virtio_gpu_nodes(VirtioGpu::Plain, NodeKind::Render)
@@ -548,22 +560,28 @@ fn run() -> Res<u32> {
         .iter()
         .flat_map(|r| ["export", "poll"].map(|m| (*r, m)))
     {
+        let client = strings(&[
+            "--mode",
+            "latch",
+            "--iterations",
+            &sizes.latch_iterations.to_string(),
+            "--size",
+            "64",
+        ]);
         let name = format!("latch-{mode}-{round}");
         if want(&name) {
-            let client = strings(&[
-                "--mode",
-                "latch",
-                "--iterations",
-                &sizes.latch_iterations.to_string(),
-                "--size",
-                "64",
-            ]);
             d.headless(&name, &["--implicit-wait", mode], &client, min(3));
         }
         // The floor under it, in the same round: the bare wake-up of the same source.
         let name = format!("floor-{mode}-{round}");
         if want(&name) {
             d.floor(&name, mode, sizes.latch_iterations);
+        }
+        // And what smithay and the bridge alone cost: the same client through the
+        // library's minimal compositor (it exports a sync_file, as syncbridge's default).
+        let name = format!("minimal-latch-{mode}-{round}");
+        if mode == "export" && want(&name) {
+            d.minimal_latch(&name, &minimal, &client, min(3));
         }
     }
 
