@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{terminate, try_wait_for, wait_limited, Driver, Res};
+use super::{fresh_socket, terminate, try_wait_for, wait_for_socket, wait_limited, Driver, Res};
 
 /// The parts of the example's `latch_us` line, and the stats key each goes to.
 const PARTS: [(&str, &str); 6] = [
@@ -64,10 +64,7 @@ impl Driver {
     ) {
         let start = Instant::now();
         let result = (|| -> Res<(i32, bool)> {
-            let runtime = std::env::var_os("XDG_RUNTIME_DIR").ok_or("no XDG_RUNTIME_DIR")?;
-            let socket_name = format!("bench-{name}");
-            let socket = Path::new(&runtime).join(&socket_name);
-            let _ = std::fs::remove_file(&socket);
+            let (socket_name, socket) = fresh_socket(name)?;
             let log = self.out.join(format!("{name}.log"));
             let (so, se) = self.log_file(name)?;
             let mut compositor = Command::new(example)
@@ -77,24 +74,8 @@ impl Driver {
                 .stderr(se)
                 .spawn()
                 .map_err(|e| format!("spawning {}: {e}", example.display()))?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !socket.exists() {
-                if Instant::now() > deadline || matches!(compositor.try_wait(), Ok(Some(_))) {
-                    terminate(&mut compositor);
-                    return Err("the minimal compositor did not create its socket".into());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let argv = self.client_args(name, client);
-            let mut c = Command::new(&argv[0])
-                .args(&argv[1..])
-                .arg("--socket")
-                .arg(&socket)
-                .arg("--compositor-pid")
-                .arg(compositor.id().to_string())
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("spawning the client: {e}"))?;
+            wait_for_socket(&mut compositor, &socket, "the minimal compositor")?;
+            let mut c = self.spawn_client(name, client, &socket, compositor.id())?;
             let (code, timed_out) = wait_limited(&mut c, limit);
             // It exits by itself once the client is gone; its summary is the result.
             let exited = try_wait_for(&mut compositor, Duration::from_secs(10));

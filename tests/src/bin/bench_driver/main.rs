@@ -209,6 +209,30 @@ fn terminate(child: &mut Child) -> i32 {
     })
 }
 
+/// The socket name of scenario `name` and its path in `$XDG_RUNTIME_DIR`, where no stale
+/// socket of an earlier run is left.
+fn fresh_socket(name: &str) -> Res<(String, PathBuf)> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").ok_or("no XDG_RUNTIME_DIR")?;
+    let socket_name = format!("bench-{name}");
+    let socket = Path::new(&runtime).join(&socket_name);
+    let _ = std::fs::remove_file(&socket);
+    Ok((socket_name, socket))
+}
+
+/// Waits up to 30 s for `compositor` (`what`) to create `socket`; stops it if it exits or
+/// never does.
+fn wait_for_socket(compositor: &mut Child, socket: &Path, what: &str) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if Instant::now() > deadline || matches!(compositor.try_wait(), Ok(Some(_))) {
+            terminate(compositor);
+            return Err(format!("{what} did not create its socket"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Copies `bin` into `dir` (the guest's tmpfs): executables on the host's read-only 9p
 /// share page-fault over 9p, which costs seconds per start under QEMU.
 fn local_copy(bin: &Path, dir: &Path) -> PathBuf {
@@ -253,6 +277,20 @@ impl Driver {
         let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let g = f.try_clone().map_err(|e| e.to_string())?;
         Ok((Stdio::from(f), Stdio::from(g)))
+    }
+
+    /// The client of scenario `name` on the compositor `pid` listening at `socket`.
+    fn spawn_client(&self, name: &str, client: &[String], socket: &Path, pid: u32) -> Res<Child> {
+        let argv = self.client_args(name, client);
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("--socket")
+            .arg(socket)
+            .arg("--compositor-pid")
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("spawning the client: {e}"))
     }
 
     fn client_args(&self, name: &str, args: &[String]) -> Vec<String> {
@@ -348,10 +386,7 @@ impl Driver {
     fn weston(&mut self, name: &str, client: &[String], limit: Duration) {
         let start = Instant::now();
         let result = (|| -> Res<(i32, bool)> {
-            let runtime = std::env::var_os("XDG_RUNTIME_DIR").ok_or("no XDG_RUNTIME_DIR")?;
-            let socket_name = format!("bench-{name}");
-            let socket = Path::new(&runtime).join(&socket_name);
-            let _ = std::fs::remove_file(&socket);
+            let (socket_name, socket) = fresh_socket(name)?;
             let (so, se) = self.log_file(name)?;
             let mut weston = Command::new("weston")
                 .args([
@@ -367,26 +402,10 @@ impl Driver {
                 .stderr(se)
                 .spawn()
                 .map_err(|e| format!("spawning weston: {e}"))?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !socket.exists() {
-                if Instant::now() > deadline || matches!(weston.try_wait(), Ok(Some(_))) {
-                    terminate(&mut weston);
-                    return Err("weston did not create its socket".into());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_for_socket(&mut weston, &socket, "weston")?;
             // Let the desktop shell's helper client draw its background first.
             std::thread::sleep(Duration::from_secs(1));
-            let argv = self.client_args(name, client);
-            let mut c = Command::new(&argv[0])
-                .args(&argv[1..])
-                .arg("--socket")
-                .arg(&socket)
-                .arg("--compositor-pid")
-                .arg(weston.id().to_string())
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("spawning the client: {e}"))?;
+            let mut c = self.spawn_client(name, client, &socket, weston.id())?;
             let r = wait_limited(&mut c, limit);
             terminate(&mut weston);
             Ok(r)
@@ -415,20 +434,11 @@ impl Driver {
             let sway = sway::Sway::start(name, card, &log)?;
             // Let it finish its first modeset before the client's clock starts.
             std::thread::sleep(Duration::from_secs(1));
-            let argv = self.client_args(name, client);
-            let spawned = Command::new(&argv[0])
-                .args(&argv[1..])
-                .arg("--socket")
-                .arg(&sway.socket)
-                .arg("--compositor-pid")
-                .arg(sway.pid().to_string())
-                .stdin(Stdio::null())
-                .spawn();
-            let mut c = match spawned {
+            let mut c = match self.spawn_client(name, client, &sway.socket, sway.pid()) {
                 Ok(c) => c,
                 Err(e) => {
                     sway.stop();
-                    return Err(format!("spawning the client: {e}"));
+                    return Err(e);
                 }
             };
             // The client maps every window before its warm-up starts.
