@@ -136,6 +136,12 @@ fn vkms_late_latching_presents_a_commit_made_after_its_frame_callback_at_the_nex
         "a deferred cycle's commit flips once, at the next vblank or later (a cycle with nothing new commits nothing): {}",
         late.latch
     );
+    let in_time = count(&late.latch["missed_with_commit_in_time"]);
+    assert!(
+        in_time <= missed,
+        "misses whose commit was in before the vblank are some of the misses: {}",
+        late.latch
+    );
     if deferred == 0 {
         // A debug build on a loaded emulated CPU can take longer than the refresh for a
         // cycle: late latching then rightly stays at the flip. Said, not hidden.

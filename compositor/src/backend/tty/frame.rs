@@ -177,8 +177,14 @@ impl State {
                 if let Some(p) = out.pending.as_mut() {
                     p.cycle_started_ns = started;
                     p.latched_after_seq = latched.map(|l| l.after_seq);
+                    let done = Duration::from_nanos(monotonic_now_ns());
+                    // The vblank this cycle's commit aims for, and how long before it the
+                    // commit was in: on a miss, what the kernel had and did not make do with.
+                    p.latched_in_time = latched
+                        .and_then(|_| (base + refresh).checked_sub(done))
+                        .filter(|left| !left.is_zero());
                     // The deadline's budget covers the timer's lateness too.
-                    let work = Duration::from_nanos(monotonic_now_ns().saturating_sub(started))
+                    let work = done.saturating_sub(Duration::from_nanos(started))
                         + latched.map_or(Duration::ZERO, |l| l.late_by);
                     out.latch.record_work(work);
                 }
@@ -372,12 +378,17 @@ impl State {
             return;
         };
         if let Some(started_seq) = pending.latched_after_seq {
-            if out.latch.record_flip(started_seq, seq, out.clock.refresh()) {
+            let in_time = pending.latched_in_time;
+            if out
+                .latch
+                .record_flip(started_seq, seq, out.clock.refresh(), in_time)
+            {
                 tracing::debug!(
                     output = index,
                     started_seq,
                     seq,
-                    "late latching: the commit missed its vblank; backing off"
+                    in_time_us = in_time.map(|t| t.as_micros() as u64),
+                    "late latching: the commit missed its vblank; more margin (in before it) or backing off (in after it)"
                 );
             }
         }

@@ -159,6 +159,9 @@ pub struct PendingFlip {
     /// A cycle that waited for its deadline: the vblank sequence of the flip that
     /// started it (its commit should flip at the next one).
     pub latched_after_seq: Option<u32>,
+    /// Such a cycle's commit ioctl returned this long before the vblank it aimed for
+    /// (`None`: not before it, or no such cycle).
+    pub latched_in_time: Option<Duration>,
     /// Each drawn surface's commit this commit shows (its flip calls back only those
     /// that did not commit since).
     pub shown_commits: crate::backend::tty::shown_commits::ShownCommits,
