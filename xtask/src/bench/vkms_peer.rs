@@ -87,6 +87,36 @@ impl Report {
             .collect()
     }
 
+    /// syncbridge's own view of late latching in the completed rounds of `n` clients
+    /// (its stats' `kms.late_latch_per_output`, first output): missed of the deferred
+    /// cycles that flipped, how many of those misses had the commit in before the vblank,
+    /// and the margin it learned. `None` when no round has these stats.
+    fn vkms_late_latch_line(&self, n: u64) -> Option<String> {
+        let rounds: Vec<&Value> = self
+            .vkms_rounds_run("syncbridge", n)
+            .into_iter()
+            .filter(|s| s.code == 0)
+            .map(|s| &s.stats["kms"]["late_latch_per_output"][0])
+            .filter(|l| l["made_vblanks"].is_u64())
+            .collect();
+        if rounds.is_empty() {
+            return None;
+        }
+        let per_round = |f: &dyn Fn(&Value) -> String| {
+            rounds.iter().map(|l| f(l)).collect::<Vec<_>>().join(" ")
+        };
+        let u = |l: &Value, key: &str| super::fmt_u(l[key].as_u64());
+        Some(format!(
+            "      syncbridge {n} client(s), late latching per round: missed vblanks {} of {} deferred cycles that flipped; of those in time (commit in before the vblank) {}; learned margin {} us",
+            per_round(&|l| u(l, "missed_vblanks")),
+            per_round(&|l| super::fmt_u(
+                l["made_vblanks"].as_u64().zip(l["missed_vblanks"].as_u64()).map(|(a, b)| a + b)
+            )),
+            per_round(&|l| u(l, "missed_with_commit_in_time")),
+            per_round(&|l| u(l, "margin_us")),
+        ))
+    }
+
     fn vkms_pair(&self, n: u64) -> Pair<'_> {
         Pair {
             ours: self.vkms_rounds("syncbridge", n),
@@ -199,7 +229,72 @@ impl Report {
                     list("missed_refreshes"),
                 );
             }
+            if let Some(line) = self.vkms_late_latch_line(n) {
+                let _ = writeln!(t, "{line}");
+            }
         }
         let _ = writeln!(t, "    (ms, medians over the rounds, which alternate the two compositors; ratio = of the medians; c2p = commit -> presented, p2p = one client's consecutive presents, cpu = compositor CPU per distinct presentation time)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Scenario;
+    use super::*;
+
+    fn round(name: &str, code: i32, late_latch: Value) -> Scenario {
+        Scenario {
+            name: name.into(),
+            code,
+            secs: 7.0,
+            note: String::new(),
+            client: json!({"presented": 230}),
+            stats: json!({"kms": {"late_latch_per_output": [late_latch]}}),
+            floor: Value::Null,
+            log_fences_max: None,
+            log_fds_max: None,
+        }
+    }
+
+    fn report(scenarios: Vec<Scenario>) -> Report {
+        Report {
+            env: json!({}),
+            profile: "release".into(),
+            scenarios,
+        }
+    }
+
+    #[test]
+    fn the_late_latch_line_lists_each_completed_rounds_misses_and_margin() {
+        let r = report(vec![
+            round(
+                "vkms-syncbridge-1",
+                0,
+                json!({"made_vblanks": 265, "missed_vblanks": 8, "missed_with_commit_in_time": 3, "margin_us": 2490}),
+            ),
+            // A failed round does not count.
+            round(
+                "vkms-syncbridge-1@r2",
+                1,
+                json!({"made_vblanks": 1, "missed_vblanks": 99, "missed_with_commit_in_time": 0, "margin_us": 1500}),
+            ),
+            // A stats file from before the split: its missing figures are shown as such.
+            round(
+                "vkms-syncbridge-1@r3",
+                0,
+                json!({"made_vblanks": 270, "missed_vblanks": 0}),
+            ),
+        ]);
+        let line = r.vkms_late_latch_line(1).expect("two completed rounds");
+        assert!(
+            line.contains("missed vblanks 8 0 of 273 270 deferred"),
+            "{line}"
+        );
+        assert!(
+            line.contains("in time (commit in before the vblank) 3 -;"),
+            "{line}"
+        );
+        assert!(line.contains("learned margin 2490 - us"), "{line}");
+        assert_eq!(r.vkms_late_latch_line(8), None, "no such rounds");
     }
 }
