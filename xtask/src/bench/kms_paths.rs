@@ -283,30 +283,8 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixtures::{report, scenario};
     use super::*;
-
-    /// A completed scenario with `client` and `stats` as the driver would leave them.
-    fn scenario(name: &str, code: i32, client: Value, stats: Value) -> Scenario {
-        Scenario {
-            name: name.into(),
-            code,
-            secs: 7.0,
-            note: String::new(),
-            client,
-            stats,
-            floor: Value::Null,
-            log_fences_max: None,
-            log_fds_max: None,
-        }
-    }
-
-    fn report(scenarios: Vec<Scenario>) -> Report {
-        Report {
-            env: json!({"sway": "sway version 1.7"}),
-            profile: "release".into(),
-            scenarios,
-        }
-    }
 
     fn fullscreen() -> Scenario {
         scenario(

@@ -27,6 +27,8 @@ use crate::vm::{self, VmArgs};
 
 mod kms_paths;
 mod library_floor;
+#[cfg(test)]
+mod test_fixtures;
 mod vkms_peer;
 
 #[derive(Args, Debug, Clone)]

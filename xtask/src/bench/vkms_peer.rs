@@ -78,11 +78,18 @@ impl Report {
             .collect()
     }
 
-    /// The completed rounds of `vkms-WHO-N`: their client figures.
-    fn vkms_rounds(&self, who: &str, n: u64) -> Vec<&Value> {
+    /// The rounds of `vkms-WHO-N` that completed.
+    fn vkms_rounds_completed(&self, who: &str, n: u64) -> Vec<&super::Scenario> {
         self.vkms_rounds_run(who, n)
             .into_iter()
             .filter(|s| s.code == 0)
+            .collect()
+    }
+
+    /// The completed rounds of `vkms-WHO-N`: their client figures.
+    fn vkms_rounds(&self, who: &str, n: u64) -> Vec<&Value> {
+        self.vkms_rounds_completed(who, n)
+            .into_iter()
             .map(|s| &s.client)
             .collect()
     }
@@ -93,9 +100,8 @@ impl Report {
     /// and the margin it learned. `None` when no round has these stats.
     fn vkms_late_latch_line(&self, n: u64) -> Option<String> {
         let rounds: Vec<&Value> = self
-            .vkms_rounds_run("syncbridge", n)
+            .vkms_rounds_completed("syncbridge", n)
             .into_iter()
-            .filter(|s| s.code == 0)
             .map(|s| &s.stats["kms"]["late_latch_per_output"][0])
             .filter(|l| l["made_vblanks"].is_u64())
             .collect();
@@ -239,34 +245,21 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Scenario;
+    use super::super::{test_fixtures, Scenario};
     use super::*;
 
     fn round(name: &str, code: i32, late_latch: Value) -> Scenario {
-        Scenario {
-            name: name.into(),
+        test_fixtures::scenario(
+            name,
             code,
-            secs: 7.0,
-            note: String::new(),
-            client: json!({"presented": 230}),
-            stats: json!({"kms": {"late_latch_per_output": [late_latch]}}),
-            floor: Value::Null,
-            log_fences_max: None,
-            log_fds_max: None,
-        }
-    }
-
-    fn report(scenarios: Vec<Scenario>) -> Report {
-        Report {
-            env: json!({}),
-            profile: "release".into(),
-            scenarios,
-        }
+            json!({"presented": 230}),
+            json!({"kms": {"late_latch_per_output": [late_latch]}}),
+        )
     }
 
     #[test]
     fn the_late_latch_line_lists_each_completed_rounds_misses_and_margin() {
-        let r = report(vec![
+        let r = test_fixtures::report(vec![
             round(
                 "vkms-syncbridge-1",
                 0,

@@ -24,9 +24,9 @@
 //! Not the longest cycle: a cycle the CPU was taken from (in the test VM, the kernel's
 //! VKMS composer blends every plane on the CPU at each vblank) would hold the budget at
 //! the whole refresh for a window of cycles, and late latching would be off whenever one
-//! such cycle is in it; the back-off covers what the percentile leaves out. Until a cycle has been measured, and whenever the
-//! budget is not less than what is left of the refresh, the cycle runs at the flip, as
-//! without late latching. A cycle that a request starts on an idle output waits for the
+//! such cycle is in it; the back-off covers what the percentile leaves out. Until a cycle
+//! has been measured, and whenever the budget is not less than what is left of the
+//! refresh, the cycle runs at the flip, as without late latching. A cycle that a request starts on an idle output waits for the
 //! same deadline, counted from the vblank before the request ([`vblank_before`]), while
 //! that vblank is known: the output flipped within the last [`PHASE_KNOWN_FOR`] refresh
 //! cycles. Otherwise, or past the deadline, it runs at once.
