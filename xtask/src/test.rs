@@ -329,7 +329,7 @@ fn run_vm_suite(bins: &[(String, PathBuf)], smoke: bool) -> Result<VmSuite> {
             name: BENCH_SMOKE.to_string(),
             script: format!(
                 "echo '{STEP_MARKER} bench smoke'\n{}; echo \"{EXIT_MARKER} {BENCH_SMOKE} $?\"; rm -rf {}\n",
-                crate::bench::driver_command(&target_dir().join("debug"), &out, true, None),
+                crate::bench::driver_command(&target_dir().join("debug"), &out, true, false, None),
                 out.display()
             ),
         });

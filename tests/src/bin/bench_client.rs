@@ -908,6 +908,12 @@ fn mode_frames(a: &Args) -> Res<String> {
         ("present_to_present_ms", summary(p2p_ms)),
         ("presentation_flags", flags_json(&flags_seen)),
         ("window_s", num((t1.saturating_sub(t0)) as f64 / 1e9)),
+        // The window on the presentation clock (`clock`, CLOCK_MONOTONIC on every
+        // compositor the bench runs): what `cargo xtask bench --perf` cuts perf's samples
+        // (recorded with `-k CLOCK_MONOTONIC`) to.
+        ("window_clock", clock.to_string()),
+        ("window_start_ns", t0.to_string()),
+        ("window_end_ns", t1.to_string()),
         ("output_frames_in_window", frames_in_window.to_string()),
         ("compositor_cpu_s", num(cpu)),
         (

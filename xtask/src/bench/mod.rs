@@ -27,6 +27,7 @@ use crate::vm::{self, VmArgs};
 
 mod kms_paths;
 mod library_floor;
+mod perf_split;
 #[cfg(test)]
 mod test_fixtures;
 mod vkms_peer;
@@ -45,20 +46,33 @@ pub struct BenchArgs {
     /// No build, no VM: redo the table, JSON and charts from `target/bench/raw`.
     #[arg(long)]
     pub from_raw: bool,
+    /// Also run each VKMS peer scenario once under `perf record -a` and split each
+    /// compositor's CPU per frame into the kernel's part and user space's (section 8).
+    /// Needs perf in the VM and on the host (Debian package linux-perf).
+    #[arg(long)]
+    pub perf: bool,
 }
 
 /// Marker the guest prints with the driver's exit status.
 const DRIVER_EXIT: &str = "SYNCBRIDGE-BENCH-EXIT";
 
 /// The guest command that runs the driver with the binaries in `bin_dir`, leaving its files
-/// in `out`. Also used by `cargo xtask test` for the smoke step.
-pub fn driver_command(bin_dir: &Path, out: &Path, smoke: bool, only: Option<&str>) -> String {
+/// in `out` (`perf`: with the `@perf` scenarios). Also used by `cargo xtask test` for the
+/// smoke step.
+pub fn driver_command(
+    bin_dir: &Path,
+    out: &Path,
+    smoke: bool,
+    perf: bool,
+    only: Option<&str>,
+) -> String {
     format!(
-        "rm -rf {out}; {driver} {smoke}{only}--out {out} --syncbridge {sb} --client {client} \
+        "rm -rf {out}; {driver} {smoke}{perf}{only}--out {out} --syncbridge {sb} --client {client} \
          --minimal {minimal}",
         out = out.display(),
         driver = bin_dir.join("bench-driver").display(),
         smoke = if smoke { "--smoke " } else { "" },
+        perf = if perf { "--perf " } else { "" },
         only = only.map_or(String::new(), |o| format!("--only '{o}' ")),
         sb = bin_dir.join("syncbridge").display(),
         client = bin_dir.join("bench-client").display(),
@@ -114,7 +128,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     let raw = vm::scratch_dir().join(format!("bench-{}", std::process::id()));
     let exec = format!(
         "{}; echo \"{DRIVER_EXIT} $?\"",
-        driver_command(&bin_dir, &raw, args.smoke, args.only.as_deref())
+        driver_command(&bin_dir, &raw, args.smoke, args.perf, args.only.as_deref())
     );
     let vm_args = VmArgs {
         exec,
@@ -228,6 +242,9 @@ struct Scenario {
     /// Largest `fences_held` / `fds_held` in the compositor's periodic stats lines.
     log_fences_max: Option<u64>,
     log_fds_max: Option<u64>,
+    /// The compositor's CPU split from `<name>.perf.data` (`@perf` scenarios; see
+    /// [`perf_split`]), `null` for the others.
+    perf: Value,
 }
 
 #[derive(Debug)]
@@ -293,8 +310,15 @@ impl Report {
             let secs = f.next().and_then(|c| c.parse().ok()).unwrap_or(0.0);
             let note = f.next().unwrap_or_default().to_string();
             let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            let client = read_json(&dir.join(format!("{name}.client.json")));
+            let comm = if name.starts_with("vkms-sway-") {
+                "sway"
+            } else {
+                "syncbridge"
+            };
             scenarios.push(Scenario {
-                client: read_json(&dir.join(format!("{name}.client.json"))),
+                perf: perf_split::read(dir, &name, comm, &client),
+                client,
                 stats: read_json(&dir.join(format!("{name}.stats.json"))),
                 floor: read_json(&dir.join(format!("{name}.floor.json"))),
                 log_fences_max: log_field_max(&log, "fences_held"),
@@ -481,6 +505,7 @@ impl Report {
             "frames": frames,
             "frames_on_vkms_against_sway": self.vkms_peer_figures(),
             "presentation_on_vkms_by_plane": self.kms_path_figures(),
+            "cpu_split_by_perf": self.perf_figures(),
             "release_on_vkms": self.tty_rows().iter().map(|r| json!({
                 "scenario": r.name, "release_mode": r.mode, "buffers": r.buffers,
                 "release_lead_p50_us": r.lead_p50, "release_lead_p99_us": r.lead_p99,
@@ -876,6 +901,7 @@ impl Report {
 
         self.vkms_peer_table(&mut t);
         self.kms_path_table(&mut t);
+        self.perf_table(&mut t);
 
         let _ = writeln!(
             t,

@@ -17,6 +17,7 @@ pub fn scenario(name: &str, code: i32, client: Value, stats: Value) -> Scenario 
         floor: Value::Null,
         log_fences_max: None,
         log_fds_max: None,
+        perf: Value::Null,
     }
 }
 

@@ -22,6 +22,7 @@ use syncbridge_tests::kernel::card::{find_nodes, NodeKind};
 use syncbridge_tests::kernel::virtio_gpu::{find_virtio_gpu_nodes, VirtioGpu};
 
 mod library_floor;
+mod perf_record;
 mod sway;
 
 type Res<T> = Result<T, String>;
@@ -135,6 +136,11 @@ struct Args {
     /// this binary, where `cargo build --example` puts it).
     #[arg(long)]
     minimal: Option<PathBuf>,
+    /// Also run each VKMS peer scenario once more under `perf record -a`
+    /// (`vkms-WHO-N@perf`, outside the rounds the table's medians use): where each
+    /// compositor's CPU per frame goes. Needs perf (Debian package linux-perf).
+    #[arg(long)]
+    perf: bool,
 }
 
 /// What `program --version` prints (stdout, else stderr: a run of the bench once got an
@@ -269,6 +275,40 @@ impl Driver {
                 self.record(name, code, secs, if timed_out { "timed out" } else { "" })
             }
             Err(e) => self.record(name, -1, secs, &e),
+        }
+    }
+
+    /// One VKMS peer scenario: `who` (syncbridge's tty backend under `seatd-launch`, or
+    /// sway) on the card `vkms` with `n` clients.
+    fn vkms_peer(&mut self, who: &str, name: &str, vkms: &Path, client: &[String], n: usize) {
+        let limit = Duration::from_secs(300);
+        if who == "sway" {
+            self.sway(name, vkms, client, n, limit);
+        } else {
+            self.syncbridge(
+                name,
+                &["seatd-launch", "--"],
+                &tty_args(vkms),
+                client,
+                limit,
+            );
+        }
+    }
+
+    /// Runs `scenario` (which records `name` itself) under `perf record -a`, into
+    /// `<name>.perf.data`; a perf that does not start or stop cleanly fails `name`.
+    fn under_perf(&mut self, name: &str, scenario: impl FnOnce(&mut Driver)) {
+        let start = Instant::now();
+        let data = self.out.join(format!("{name}.perf.data"));
+        let log = self.out.join(format!("{name}.perf.log"));
+        match perf_record::PerfRecord::start(&data, &log) {
+            Ok(rec) => {
+                scenario(self);
+                if let Err(e) = rec.stop() {
+                    self.finish(&format!("{name}-perf-stop"), start, Err(e));
+                }
+            }
+            Err(e) => self.finish(name, start, Err(e)),
         }
     }
 
@@ -494,6 +534,13 @@ fn peer_scenario(who: &str, clients: usize, round: usize) -> String {
     }
 }
 
+/// syncbridge's arguments for its tty backend on the VKMS card `vkms`.
+fn tty_args(vkms: &Path) -> Vec<String> {
+    let mut v = strings(&["--backend", "tty", "--drm-device"]);
+    v.push(vkms.display().to_string());
+    v
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -514,6 +561,7 @@ fn run() -> Res<u32> {
         syncbridge,
         client,
         minimal,
+        perf,
     } = <Args as clap::Parser>::parse();
     let sizes = if smoke { Sizes::smoke() } else { Sizes::full() };
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -652,18 +700,21 @@ fn run() -> Res<u32> {
             for (round, &n) in (1..=sizes.peer_rounds)
                 .flat_map(|r| sizes.client_counts.iter().map(move |n| (r, n)))
             {
-                let client = sizes.frames_client(n);
-                let name = peer_scenario("syncbridge", n, round);
-                if want(&name) {
-                    let extra = strings(&["--backend", "tty", "--drm-device"])
-                        .into_iter()
-                        .chain([vkms.display().to_string()])
-                        .collect::<Vec<_>>();
-                    d.syncbridge(&name, &["seatd-launch", "--"], &extra, &client, min(5));
+                for who in ["syncbridge", "sway"] {
+                    let name = peer_scenario(who, n, round);
+                    if want(&name) {
+                        d.vkms_peer(who, &name, vkms, &sizes.frames_client(n), n);
+                    }
                 }
-                let name = peer_scenario("sway", n, round);
-                if want(&name) {
-                    d.sway(&name, vkms, &client, n, min(5));
+            }
+            // The same scenarios once more under perf, outside the rounds.
+            for &n in sizes.client_counts.iter().filter(|_| perf) {
+                for who in ["syncbridge", "sway"] {
+                    let name = format!("vkms-{who}-{n}@perf");
+                    if want(&name) {
+                        let client = sizes.frames_client(n);
+                        d.under_perf(&name, |d| d.vkms_peer(who, &name, vkms, &client, n));
+                    }
                 }
             }
             // Presentation per plane path, one client each on the same tty backend: a
@@ -673,11 +724,13 @@ fn run() -> Res<u32> {
             for (name, what) in PLANE_PATHS {
                 if want(name) {
                     let client = sizes.plane_path_client(what);
-                    let extra = strings(&["--backend", "tty", "--drm-device"])
-                        .into_iter()
-                        .chain([vkms.display().to_string()])
-                        .collect::<Vec<_>>();
-                    d.syncbridge(name, &["seatd-launch", "--"], &extra, &client, min(2));
+                    d.syncbridge(
+                        name,
+                        &["seatd-launch", "--"],
+                        &tty_args(vkms),
+                        &client,
+                        min(2),
+                    );
                 }
             }
         }
