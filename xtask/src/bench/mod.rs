@@ -73,7 +73,7 @@ pub fn driver_command(
         driver = bin_dir.join("bench-driver").display(),
         smoke = if smoke { "--smoke " } else { "" },
         perf = if perf { "--perf " } else { "" },
-        only = only.map_or(String::new(), |o| format!("--only '{o}' ")),
+        only = only.map_or(String::new(), |o| format!("--only='{o}' ")),
         sb = bin_dir.join("syncbridge").display(),
         client = bin_dir.join("bench-client").display(),
         minimal = bin_dir
@@ -1226,4 +1226,25 @@ struct LatchSplit {
     state: Value,
     bridge_hook: Value,
     handlers: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_only_filter_that_starts_with_a_dash_reaches_the_driver_as_a_value() {
+        // `--only '-1@perf'` made the driver's clap read `-1@perf` as an option and exit 2;
+        // `--only=` keeps any value a value.
+        let cmd = driver_command(
+            Path::new("/b"),
+            Path::new("/o"),
+            false,
+            true,
+            Some("-1@perf"),
+        );
+        assert!(cmd.contains(" --perf --only='-1@perf' --out /o "), "{cmd}");
+        let plain = driver_command(Path::new("/b"), Path::new("/o"), true, false, None);
+        assert!(plain.contains("bench-driver --smoke --out /o "), "{plain}");
+    }
 }
