@@ -310,31 +310,48 @@ fn nested_under_xvfb_shows_weston_simple_shm_and_auto_picks_nested() {
 fn nested_under_xvfb_shows_weston_simple_egl_triangle() {
     require("/usr/bin/weston-simple-egl", "weston");
     let xvfb = Xvfb::start();
-    let run = run_syncbridge(
-        Some(&xvfb.display),
-        &[
-            "--backend",
-            "nested",
-            "--exit-after-frames",
-            "60",
-            "--",
-            "/usr/bin/weston-simple-egl",
-        ],
-    );
-    let log = run.log();
-    assert_eq!(run.stats["backend"], "nested", "log:\n{log}");
-    assert_eq!(run.stats["protocol_errors_sent"], 0, "log:\n{log}");
-    let image = Image::load(&run.screenshot);
-    assert_eq!((image.width, image.height), SIZE);
-    // The egl window (250x250 at the corner): a triangle with red, green and blue
-    // corners on a translucent black background.
-    let window = image.pixels((0, 0), (250, 250));
-    let [red, green, blue] = [0, 1, 2].map(|c| dominant(&window, c));
-    // Usually 160+ pixels of each hue; in about 1 run in 10 the captured triangle is
-    // smaller (~39 of each; cause not found, also before the Flipped180 fix). What this
-    // test asserts is that all three corners' hues reach the output.
+    let shoot = || {
+        let run = run_syncbridge(
+            Some(&xvfb.display),
+            &[
+                "--backend",
+                "nested",
+                "--exit-after-frames",
+                "60",
+                "--",
+                "/usr/bin/weston-simple-egl",
+            ],
+        );
+        let log = run.log();
+        assert_eq!(run.stats["backend"], "nested", "log:\n{log}");
+        assert_eq!(run.stats["protocol_errors_sent"], 0, "log:\n{log}");
+        let image = Image::load(&run.screenshot);
+        assert_eq!((image.width, image.height), SIZE);
+        // The egl window (250x250 at the corner): a triangle with red, green and blue
+        // corners on a translucent black background.
+        let hues = [0, 1, 2].map(|c| dominant(&image.pixels((0, 0), (250, 250)), c));
+        (run, image, hues, log)
+    };
+    // What this test asserts is that all three corners' hues reach the output. But
+    // weston-simple-egl turns its triangle by its wall clock (`(ms / 5) % 360` degrees),
+    // so near 90 and 270 degrees the last frame's triangle is (nearly) edge-on and a
+    // corner's hue can be missing from it (CI met 35 red, 35 green, 0 blue; exactly
+    // edge-on, none at all). Such a frame is taken again, once, in a new run, as
+    // `run_with_simple_egl_triangle` (tests/src/screenshot.rs) does for the GLES tests in
+    // the VM; a client buffer that never reaches the output fails both runs.
+    let enough = |h: &[usize; 3]| h.iter().all(|&n| n >= 20);
+    let mut shot = shoot();
+    if !enough(&shot.2) {
+        println!(
+            "triangle hues {:?} in the first run's last frame: an (almost) edge-on triangle \
+             looks like that; running again",
+            shot.2
+        );
+        shot = shoot();
+    }
+    let (run, image, [red, green, blue], log) = shot;
     assert!(
-        red >= 20 && green >= 20 && blue >= 20,
+        enough(&[red, green, blue]),
         "triangle hues: {red} red, {green} green, {blue} blue pixels; log:\n{log}"
     );
     let outside = image.pixels((300, 0), SIZE);
