@@ -311,13 +311,8 @@ impl Report {
             let note = f.next().unwrap_or_default().to_string();
             let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
             let client = read_json(&dir.join(format!("{name}.client.json")));
-            let comm = if name.starts_with("vkms-sway-") {
-                "sway"
-            } else {
-                "syncbridge"
-            };
             scenarios.push(Scenario {
-                perf: perf_split::read(dir, &name, comm, &client),
+                perf: perf_split::read(dir, &name, &client),
                 client,
                 stats: read_json(&dir.join(format!("{name}.stats.json"))),
                 floor: read_json(&dir.join(format!("{name}.floor.json"))),
@@ -412,15 +407,15 @@ impl Report {
     }
 
     fn client_counts(&self) -> Vec<u64> {
-        self.client_counts_of("frames-syncbridge-")
+        self.client_counts_of("frames-syncbridge-", "")
     }
 
-    /// The N of the scenarios named `{prefix}N`, sorted, once each.
-    fn client_counts_of(&self, prefix: &str) -> Vec<u64> {
+    /// The N of the scenarios named `{prefix}N{suffix}`, sorted, once each.
+    fn client_counts_of(&self, prefix: &str, suffix: &str) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .scenarios
             .iter()
-            .filter_map(|s| s.name.strip_prefix(prefix))
+            .filter_map(|s| s.name.strip_prefix(prefix)?.strip_suffix(suffix))
             .filter_map(|n| n.parse().ok())
             .collect();
         v.sort_unstable();

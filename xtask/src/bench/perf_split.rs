@@ -77,14 +77,20 @@ fn split_of(script: &str, comm: &str, window: (f64, f64)) -> Option<Split> {
         .max_by_key(|s| (s.kernel_ns + s.user_ns, s.pid))
 }
 
-/// `{"kernel_ms", "user_ms", "total_ms"}` per frame of scenario `name`'s compositor
-/// (`comm`), from `<name>.perf.data` in `dir` and the window in its client's JSON; or
-/// `{"error": why}`; `null` when the scenario left no perf file.
-pub(super) fn read(dir: &Path, name: &str, comm: &str, client: &Value) -> Value {
+/// `{"kernel_ms", "user_ms", "total_ms"}` per frame of scenario `name`'s compositor, from
+/// `<name>.perf.data` in `dir` and the window in its client's JSON; or `{"error": why}`;
+/// `null` for a scenario that is not `vkms-WHO-N@perf` or left no perf file.
+pub(super) fn read(dir: &Path, name: &str, client: &Value) -> Value {
     let data = dir.join(format!("{name}.perf.data"));
-    if !data.exists() {
+    if !name.ends_with("@perf") || !data.exists() {
         return Value::Null;
     }
+    // The compositor's command name: the peer's for its scenarios, else syncbridge's.
+    let comm = if name.starts_with("vkms-sway-") {
+        "sway"
+    } else {
+        "syncbridge"
+    };
     let (Some(start), Some(end)) = (
         client["window_start_ns"].as_u64(),
         client["window_end_ns"].as_u64(),
@@ -130,19 +136,7 @@ pub(super) fn read(dir: &Path, name: &str, comm: &str, client: &Value) -> Value 
 impl Report {
     /// The `@perf` scenarios' client counts that ran.
     fn perf_client_counts(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .scenarios
-            .iter()
-            .filter_map(|s| {
-                s.name
-                    .strip_prefix("vkms-syncbridge-")?
-                    .strip_suffix("@perf")
-            })
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
+        self.client_counts_of("vkms-syncbridge-", "@perf")
     }
 
     fn perf_scenario(&self, who: &str, n: u64) -> Option<&super::Scenario> {

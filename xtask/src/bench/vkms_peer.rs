@@ -64,7 +64,7 @@ fn side_json(rounds: &[&Value]) -> Value {
 
 impl Report {
     fn vkms_client_counts(&self) -> Vec<u64> {
-        self.client_counts_of("vkms-syncbridge-")
+        self.client_counts_of("vkms-syncbridge-", "")
     }
 
     /// Every round of `vkms-WHO-N` that ran (`vkms-WHO-N`, `vkms-WHO-N@r2`, ...),

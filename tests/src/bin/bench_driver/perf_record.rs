@@ -35,8 +35,8 @@ pub struct PerfRecord {
     dir: PathBuf,
 }
 
-/// Opens `path` (a fifo) with `flags`, retrying while the other side has not opened it
-/// (`ENXIO` for a writer without a reader), until `deadline`.
+/// Opens `path` (a fifo) without blocking, for writing or reading, retrying while a
+/// writer finds no reader yet (`ENXIO`), until `deadline`.
 fn open_fifo(path: &Path, write: bool, deadline: Instant) -> Result<std::fs::File, String> {
     loop {
         let r = std::fs::OpenOptions::new()
